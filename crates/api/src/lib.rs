@@ -1,0 +1,44 @@
+//! The Kubernetes object model as krust serves it.
+//!
+//! Objects travel through krust as JSON ([`serde_json::Value`]): one generic pipeline
+//! handles every resource, and the typed k8s-openapi structs are used where types
+//! matter (decoding and canonicalising a request body, see [`resources`]).
+//!
+//! - [`resources`]: the table of built-in resources (group, version, kind, plural,
+//!   scope, short names, subresources) that drives routing and discovery.
+//! - [`selector`]: label and field selectors.
+//! - [`patch`]: JSON patch, merge patch and strategic merge patch.
+//! - [`validation`]: names, labels and object metadata, reported as field causes.
+//! - [`table`]: server-side printing (`as=Table`) with upstream's columns.
+//!
+//! A newcomer starts at [`resources::ResourceInfo`].
+
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod table;
+pub mod validation;
+
+/// One reason an object is invalid, as reported in a Status's `details.causes`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Cause {
+    /// Upstream's cause type, e.g. `FieldValueInvalid`, `FieldValueRequired`,
+    /// `FieldValueNotSupported`, `FieldValueDuplicate`, `FieldValueForbidden`,
+    /// `FieldValueTooLong`.
+    pub reason: String,
+    /// Human readable, as upstream words it, e.g.
+    /// `Invalid value: "Foo": a lowercase RFC 1123 subdomain must consist of ...`.
+    pub message: String,
+    /// The field path, e.g. `metadata.name` or `spec.containers[0].image`.
+    pub field: String,
+}
+
+impl Cause {
+    pub fn new(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Cause {
+            reason: reason.to_string(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,1315 @@
+//! One generic handler per verb, for every resource: get, list, create, update,
+//! patch, delete, deletecollection, plus the status, scale and binding
+//! subresources. What is specific to a resource comes from its row in the resource
+//! table; everything else (metadata, resourceVersion, finalizers, dry-run, field
+//! validation, selectors, paging) is handled here once.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use http::{Method, Request, Response, header};
+use hyper::body::Incoming;
+use krust_api::patch::{self, PatchError};
+use krust_api::resources::{self, ResourceInfo};
+use krust_api::selector::{FieldSelector, LabelSelector};
+use krust_api::{Cause, table, validation};
+use krust_store::{KeyValue, Revision, Store};
+use serde_json::{Map, Value, json};
+
+use crate::auth::{self, Attributes, User};
+use crate::cache::{CachedObject, WatchCache, set_resource_version};
+use crate::errors::{ApiError, ApiResult, qualified};
+use crate::request::{self, Query, ResourcePath};
+use crate::server::{Body, bytes_response, error_response, json_response};
+
+/// How many times a patch or an internal read-modify-write is retried on conflict.
+const CONFLICT_RETRIES: usize = 8;
+
+/// The API's state shared by all requests.
+pub struct Api {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<WatchCache>,
+    /// The address clients reach the server at (for `/api`).
+    pub address: String,
+    pub tokens: Arc<auth::TokenAuthenticator>,
+}
+
+/// Everything a verb handler needs about the request.
+pub struct Call {
+    pub resource: &'static ResourceInfo,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    pub query: Query,
+    pub accept: String,
+    pub content_type: String,
+    pub user: User,
+}
+
+impl Call {
+    fn key(&self) -> String {
+        object_key(self.resource, self.namespace.as_deref(), self.name.as_deref().unwrap_or(""))
+    }
+    fn collection_prefix(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}{ns}/", self.resource.key_prefix()),
+            None => self.resource.key_prefix(),
+        }
+    }
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+    fn not_found(&self) -> ApiError {
+        ApiError::not_found(self.resource.group, self.resource.plural, self.name())
+    }
+}
+
+/// The store key of an object.
+pub fn object_key(resource: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if resource.namespaced => format!("{}{ns}/{name}", resource.key_prefix()),
+        _ => format!("{}{name}", resource.key_prefix()),
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn metadata(object: &Value) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    object
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+}
+
+fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    object["metadata"].as_object_mut().unwrap()
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
+    metadata(object).get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    metadata(object)
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// The stored form of an object: no resourceVersion (the store's revision is it).
+fn encode_for_store(object: &Value) -> Bytes {
+    let mut stored = object.clone();
+    metadata_mut(&mut stored).remove("resourceVersion");
+    Bytes::from(serde_json::to_vec(&stored).unwrap_or_default())
+}
+
+fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
+    let mut value: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    set_resource_version(&mut value, kv.mod_revision);
+    Ok(value)
+}
+
+/// A continue token: the revision of the list and the last key returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(revision: Revision, key: &str) -> String {
+    let token = serde_json::to_vec(&ContinueToken {
+        rv: revision,
+        start: key.to_string(),
+    })
+    .unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+}
+
+fn decode_continue(text: &str) -> ApiResult<ContinueToken> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::bad_request("continue key is not valid: the continue token can not be decoded"))
+}
+
+/// Label and field selectors of a request.
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    pub fn from_query(query: &Query, resource: &ResourceInfo) -> ApiResult<Selectors> {
+        let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+        fields
+            .validate_for(resource.group, resource.plural)
+            .map_err(ApiError::bad_request)?;
+        Ok(Selectors { labels, fields })
+    }
+    pub fn matches(&self, object: &Value) -> bool {
+        self.labels
+            .matches(metadata(object).get("labels").and_then(Value::as_object))
+            && self.fields.matches(object)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+}
+
+impl Api {
+    pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>, address: String, tokens: Arc<auth::TokenAuthenticator>) -> Api {
+        Api {
+            store,
+            cache,
+            address,
+            tokens,
+        }
+    }
+
+    /// Authorizes and serves one resource request.
+    pub async fn handle_resource(&self, req: Request<Incoming>, path: ResourcePath, user: User) -> Response<Body> {
+        let header = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let call = Call {
+            resource: path.resource,
+            namespace: path.namespace,
+            name: path.name,
+            subresource: path.subresource,
+            query: Query::parse(req.uri().query()),
+            accept: header(header::ACCEPT),
+            content_type: header(header::CONTENT_TYPE),
+            user,
+        };
+        let method = req.method().clone();
+        let verb = match (&method, call.name.is_some()) {
+            (&Method::GET, false) if call.query.flag("watch") => "watch",
+            (&Method::GET, false) => "list",
+            (&Method::GET, true) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, true) => "update",
+            (&Method::PATCH, true) => "patch",
+            (&Method::DELETE, true) => "delete",
+            (&Method::DELETE, false) => "deletecollection",
+            _ => {
+                return error_response(&ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({})",
+                    call.resource.plural
+                )));
+            }
+        };
+        let attributes = Attributes {
+            verb: verb.to_string(),
+            group: call.resource.group.to_string(),
+            resource: call.resource.plural.to_string(),
+            subresource: call.subresource.clone().unwrap_or_default(),
+            namespace: call.namespace.clone().unwrap_or_default(),
+            name: call.name.clone().unwrap_or_default(),
+            path: None,
+        };
+        if !auth::authorize(&self.cache, &call.user, &attributes) {
+            return error_response(&forbidden(&call.user, &attributes));
+        }
+        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            match request::read_body(req.into_body()).await {
+                Ok(body) => body,
+                Err(error) => return error_response(&error),
+            }
+        } else {
+            Bytes::new()
+        };
+        let result = match verb {
+            "watch" => return crate::watch::serve_watch(self, &call).await,
+            "list" => self.list(&call).await,
+            "get" => self.get(&call).await,
+            "create" => self.create(&call, &body).await,
+            "update" => self.update(&call, &body).await,
+            "patch" => self.patch(&call, &body).await,
+            "delete" => self.delete(&call, &body).await,
+            _ => self.delete_collection(&call, &body).await,
+        };
+        result.unwrap_or_else(|error| error_response(&error))
+    }
+
+    /// Answers with one object in the form the client asked for.
+    fn respond(&self, call: &Call, code: u16, object: &Value) -> ApiResult<Response<Body>> {
+        if wants_table(&call.accept) && call.subresource.is_none() {
+            let rows = vec![object.clone()];
+            let rv = meta_str(object, "resourceVersion").to_string();
+            return Ok(json_response(code, &table_of(call, &rows, &rv, None, true)));
+        }
+        Ok(json_response(code, object))
+    }
+
+}
+
+/// A `meta.k8s.io/v1` Table of the objects.
+pub fn table_of(call: &Call, objects: &[Value], rv: &str, continue_token: Option<&str>, with_columns: bool) -> Value {
+        let group = call.resource.group;
+        let plural = call.resource.plural;
+        let include = call.query.get("includeObject").unwrap_or("Metadata");
+        let now = Utc::now();
+        let rows: Vec<Value> = objects
+            .iter()
+            .map(|object| {
+                let mut row = json!({"cells": table::cells(group, plural, object, now)});
+                match include {
+                    "None" => {}
+                    "Object" => row["object"] = object.clone(),
+                    _ => {
+                        row["object"] = json!({
+                            "kind": "PartialObjectMetadata",
+                            "apiVersion": "meta.k8s.io/v1",
+                            "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
+                        })
+                    }
+                }
+                row
+            })
+            .collect();
+        let mut meta = json!({"resourceVersion": rv});
+        if let Some(token) = continue_token {
+            meta["continue"] = json!(token);
+        }
+        let columns = if with_columns {
+            json!(table::columns(group, plural))
+        } else {
+            json!([])
+        };
+        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+}
+
+impl Api {
+
+    async fn read(&self, key: &str) -> ApiResult<Option<KeyValue>> {
+        Ok(self.store.get(key).await?)
+    }
+
+    async fn get(&self, call: &Call) -> ApiResult<Response<Body>> {
+        let kv = self.read(&call.key()).await?.ok_or_else(|| call.not_found())?;
+        let object = from_kv(&kv)?;
+        match call.subresource.as_deref() {
+            None | Some("status") => self.respond(call, 200, &object),
+            Some("scale") => Ok(json_response(200, &scale_of(call.resource, &object)?)),
+            Some(other) => self.node_subresource(call, other, &object),
+        }
+    }
+
+    /// Log, exec, attach, port-forward and proxy go to the pod's node agent.
+    fn node_subresource(&self, call: &Call, sub: &str, object: &Value) -> ApiResult<Response<Body>> {
+        if !call.resource.subresources.contains(&sub) {
+            return Err(ApiError::path_not_found());
+        }
+        let node = object["spec"]["nodeName"].as_str().unwrap_or("");
+        if call.resource.plural == "pods" && node.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                call.name()
+            )));
+        }
+        Err(ApiError::new_service_unavailable(format!(
+            "{sub} of {} {:?} needs the node agent of node {node:?}, which is not reachable from this server",
+            call.resource.plural,
+            call.name()
+        )))
+    }
+
+    async fn list(&self, call: &Call) -> ApiResult<Response<Body>> {
+        let selectors = Selectors::from_query(&call.query, call.resource)?;
+        let limit = call.query.number("limit")?.unwrap_or(0).max(0) as usize;
+        let prefix = call.collection_prefix();
+        let rv_param = call.query.get("resourceVersion");
+        let rv_match = call.query.get("resourceVersionMatch");
+        let (objects, revision, start_key): (Vec<(String, Arc<CachedObject>)>, Revision, Option<String>) =
+            if let Some(token) = call.query.get("continue") {
+                let token = decode_continue(token)?;
+                if !token.start.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("continue key is not valid: it belongs to another collection"));
+                }
+                (self.list_at(&prefix, token.rv, Some(&token.start)).await?, token.rv, Some(token.start))
+            } else {
+                match (rv_param, rv_match) {
+                    (Some(rv), Some("Exact")) => {
+                        let revision = parse_rv(rv)?;
+                        (self.list_at(&prefix, revision, None).await?, revision, None)
+                    }
+                    (Some("0"), _) => {
+                        let snapshot = self.cache.list(&prefix, None);
+                        (snapshot.objects, snapshot.revision, None)
+                    }
+                    (Some(rv), _) => {
+                        self.cache.wait_for(parse_rv(rv)?).await?;
+                        let snapshot = self.cache.list(&prefix, None);
+                        (snapshot.objects, snapshot.revision, None)
+                    }
+                    (None, Some(_)) => {
+                        return Err(ApiError::bad_request(
+                            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                        ));
+                    }
+                    (None, None) => {
+                        self.cache.sync().await?;
+                        let snapshot = self.cache.list(&prefix, None);
+                        (snapshot.objects, snapshot.revision, None)
+                    }
+                }
+            };
+        let _ = start_key;
+        let mut selected: Vec<(String, Arc<CachedObject>)> = Vec::new();
+        let mut more = false;
+        let mut remaining = 0usize;
+        for (key, object) in objects {
+            if !selectors.matches(&object.value) {
+                continue;
+            }
+            if limit > 0 && selected.len() >= limit {
+                more = true;
+                remaining += 1;
+                if !selectors.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            selected.push((key, object));
+        }
+        let continue_token = if more {
+            selected.last().map(|(key, _)| encode_continue(revision, key))
+        } else {
+            None
+        };
+        if wants_table(&call.accept) {
+            let values: Vec<Value> = selected.iter().map(|(_, o)| o.value.clone()).collect();
+            let table = table_of(call, &values, &revision.to_string(), continue_token.as_deref(), true);
+            return Ok(json_response(200, &table));
+        }
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(token) = &continue_token {
+            meta["continue"] = json!(token);
+            if selectors.is_empty() {
+                meta["remainingItemCount"] = json!(remaining);
+            }
+        }
+        // The list is assembled from the objects' cached JSON: nothing is encoded again.
+        let mut body = Vec::with_capacity(selected.iter().map(|(_, o)| o.json.len() + 1).sum::<usize>() + 256);
+        body.extend_from_slice(
+            format!(
+                "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+                call.resource.list_kind(),
+                call.resource.api_version(),
+                meta
+            )
+            .as_bytes(),
+        );
+        for (i, (_, object)) in selected.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&object.json);
+        }
+        body.extend_from_slice(b"]}");
+        Ok(bytes_response(200, "application/json", Bytes::from(body)))
+    }
+
+    /// Objects under `prefix` as of `revision`, after `start_after`: from the cache
+    /// when it is still at that revision, else from the store's history.
+    async fn list_at(&self, prefix: &str, revision: Revision, start_after: Option<&str>) -> ApiResult<Vec<(String, Arc<CachedObject>)>> {
+        let snapshot = self.cache.list(prefix, start_after);
+        if snapshot.revision == revision {
+            return Ok(snapshot.objects);
+        }
+        let options = krust_store::ListOptions {
+            revision,
+            start_after: start_after.map(str::to_string),
+            limit: 0,
+        };
+        let list = self.store.list(prefix, options).await.map_err(|error| match error {
+            krust_store::Error::Compacted { .. } => ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.",
+            ),
+            other => other.into(),
+        })?;
+        Ok(list
+            .kvs
+            .iter()
+            .filter_map(|kv| CachedObject::from_stored(&kv.value, kv.mod_revision).map(|o| (kv.key.clone(), o)))
+            .collect())
+    }
+
+    /// Decodes a request body into an object of the call's kind: JSON or YAML,
+    /// apiVersion and kind checked or filled in, typed decoding, and unknown fields
+    /// handled per `fieldValidation`. Returns the object and warnings.
+    fn decode_object(&self, call: &Call, body: &[u8], expected_kind: (&str, &str)) -> ApiResult<(Value, Vec<String>)> {
+        let media = request::media_type(Some(&call.content_type));
+        let mut object = request::decode_body(body, &media)?;
+        let (expected_api_version, kind) = expected_kind;
+        check_type(&mut object, expected_api_version, kind)?;
+        let resource = if kind == call.resource.kind {
+            call.resource
+        } else {
+            let (group, version) = resources::split_api_version(expected_api_version);
+            resources::find_kind(group, version, kind).unwrap_or(call.resource)
+        };
+        self.typed(call, resource, object)
+    }
+
+    /// Typed round-trip of an object: type errors are 400, unknown fields follow
+    /// the `fieldValidation` parameter (Strict: 400, Warn: warnings, Ignore).
+    fn typed(&self, call: &Call, resource: &ResourceInfo, object: Value) -> ApiResult<(Value, Vec<String>)> {
+        let decoded = (resource.decode)(object.clone()).map_err(|e| {
+            ApiError::bad_request(format!("error decoding {} {:?}: {e}", resource.kind, meta_str(&object, "name")))
+        })?;
+        let unknown = resources::unknown_fields(&object, &decoded);
+        let mut warnings = Vec::new();
+        if !unknown.is_empty() {
+            let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            match call.query.get("fieldValidation").unwrap_or("Warn") {
+                "Strict" => {
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                        resource.kind,
+                        resource.api_version(),
+                        resource.kind,
+                        messages.join(", ")
+                    )));
+                }
+                "Ignore" => {}
+                "Warn" => warnings = messages,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok((decoded, warnings))
+    }
+
+    fn validate(&self, resource: &ResourceInfo, object: &Value) -> ApiResult<()> {
+        let mut causes = validation::validate_metadata(object, resource.namespaced, resource.name_rule);
+        causes.extend(validation::validate_object(resource.group, resource.kind, object));
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            let name = match meta_str(object, "name") {
+                "" => meta_str(object, "generateName"),
+                name => name,
+            };
+            Err(ApiError::invalid(resource.group, resource.kind, name, causes))
+        }
+    }
+
+    /// Namespaced objects need an existing namespace that is not terminating.
+    async fn check_namespace(&self, call: &Call, namespace: &str) -> ApiResult<()> {
+        if !call.resource.namespaced {
+            return Ok(());
+        }
+        let namespaces = resources::find("", "v1", "namespaces").unwrap();
+        let key = object_key(namespaces, None, namespace);
+        let Some(kv) = self.read(&key).await? else {
+            return Err(ApiError::not_found("", "namespaces", namespace));
+        };
+        let ns = from_kv(&kv)?;
+        if ns["status"]["phase"] == "Terminating" || !meta_str(&ns, "deletionTimestamp").is_empty() {
+            return Err(ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                qualified(call.resource.group, call.resource.plural),
+                call.name()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        if let Some(sub) = call.subresource.as_deref() {
+            return match sub {
+                "binding" => self.bind(call, body).await,
+                "eviction" => self.evict(call).await,
+                _ => Err(ApiError::method_not_allowed(format!("create is not supported on {}/{sub}", call.resource.plural))),
+            };
+        }
+        if call.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({})",
+                call.resource.plural
+            )));
+        }
+        if call.resource.create_only {
+            return crate::bootstrap::review(self, call, body).await;
+        }
+        let (object, warnings) = self.decode_object(call, body, (&call.resource.api_version(), call.resource.kind))?;
+        let created = self.create_object(call, object).await?;
+        let mut response = self.respond(call, 201, &created)?;
+        add_warnings(&mut response, &warnings);
+        Ok(response)
+    }
+
+    /// Creates an already decoded object: metadata filled in, validated, stored.
+    pub(crate) async fn create_object(&self, call: &Call, mut object: Value) -> ApiResult<Value> {
+        let resource = call.resource;
+        let namespace = call.namespace.clone();
+        {
+            let meta = metadata_mut(&mut object);
+            match (&namespace, meta.get("namespace").and_then(Value::as_str)) {
+                (Some(url_ns), Some(body_ns)) if !body_ns.is_empty() && body_ns != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                (Some(url_ns), _) if resource.namespaced => {
+                    meta.insert("namespace".into(), json!(url_ns));
+                }
+                _ => {
+                    meta.remove("namespace");
+                }
+            }
+            if meta.get("name").and_then(Value::as_str).unwrap_or("").is_empty()
+                && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
+                && !prefix.is_empty()
+            {
+                let name = format!("{prefix}{}", random_suffix());
+                meta.insert("name".into(), json!(name));
+            }
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(now()));
+            for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+                meta.remove(field);
+            }
+        }
+        if object.get("spec").is_some() {
+            metadata_mut(&mut object).insert("generation".into(), json!(1));
+        }
+        prepare_create(resource, &mut object);
+        self.validate(resource, &object)?;
+        let name = meta_str(&object, "name").to_string();
+        if let Some(ns) = &namespace {
+            self.check_namespace(call, ns).await?;
+        }
+        if call.query.dry_run()? {
+            return Ok(object);
+        }
+        let key = object_key(resource, namespace.as_deref(), &name);
+        match self.store.create(&key, encode_for_store(&object)).await {
+            Ok(revision) => {
+                set_resource_version(&mut object, revision);
+                Ok(object)
+            }
+            Err(krust_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(resource.group, resource.plural, &name)),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn update(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        match call.subresource.as_deref() {
+            None | Some("status") | Some("finalize") | Some("approval") | Some("ephemeralcontainers") | Some("resize") => {}
+            Some("scale") => return self.update_scale(call, body, None).await,
+            Some(other) => return Err(ApiError::method_not_allowed(format!("update is not supported on {}/{other}", call.resource.plural))),
+        }
+        let (object, warnings) = self.decode_object(call, body, (&call.resource.api_version(), call.resource.kind))?;
+        if meta_str(&object, "name") != call.name() {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({})",
+                meta_str(&object, "name"),
+                call.name()
+            )));
+        }
+        let expected = match meta_str(&object, "resourceVersion") {
+            "" => None,
+            rv => Some(parse_rv(rv)?),
+        };
+        let key = call.key();
+        let mut attempts = 0;
+        loop {
+            let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+            if let Some(expected) = expected
+                && expected != current.mod_revision
+            {
+                return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+            }
+            let old = from_kv(&current)?;
+            match self.write_update(call, &key, &current, &old, object.clone()).await {
+                Err(UpdateError::Conflict) if expected.is_none() && attempts < CONFLICT_RETRIES => attempts += 1,
+                Err(UpdateError::Conflict) => {
+                    return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+                }
+                Err(UpdateError::Api(error)) => return Err(error),
+                Ok(updated) => {
+                    let mut response = self.respond(call, 200, &updated)?;
+                    add_warnings(&mut response, &warnings);
+                    return Ok(response);
+                }
+            }
+        }
+    }
+
+    /// Merges an update into the old object as the (sub)resource allows, validates
+    /// and writes it if anything changed. Deletes the object when its last finalizer
+    /// goes while it is being deleted.
+    async fn write_update(&self, call: &Call, key: &str, current: &KeyValue, old: &Value, new: Value) -> Result<Value, UpdateError> {
+        let resource = call.resource;
+        let mut merged = merge_update(resource, call.subresource.as_deref(), old, new);
+        if let Some(generation) = metadata(old).get("generation").and_then(Value::as_i64)
+            && spec_changed(old, &merged)
+        {
+            metadata_mut(&mut merged).insert("generation".into(), json!(generation + 1));
+        }
+        self.validate(resource, &merged)?;
+        let mut unchanged = merged.clone();
+        set_resource_version(&mut unchanged, current.mod_revision);
+        if unchanged == *old {
+            return Ok(unchanged);
+        }
+        if call.query.dry_run()? {
+            return Ok(unchanged);
+        }
+        let deleting = !meta_str(&merged, "deletionTimestamp").is_empty();
+        if deleting && finalizers(&merged).is_empty() {
+            return match self.store.delete(key, Some(current.mod_revision)).await {
+                Ok((revision, _)) => {
+                    set_resource_version(&mut merged, revision);
+                    Ok(merged)
+                }
+                Err(krust_store::Error::Conflict { .. }) => Err(UpdateError::Conflict),
+                Err(error) => Err(UpdateError::Api(error.into())),
+            };
+        }
+        match self.store.update(key, encode_for_store(&merged), current.mod_revision).await {
+            Ok(revision) => {
+                set_resource_version(&mut merged, revision);
+                Ok(merged)
+            }
+            Err(krust_store::Error::Conflict { .. }) => Err(UpdateError::Conflict),
+            Err(krust_store::Error::NotFound(_)) => Err(UpdateError::Api(call.not_found())),
+            Err(error) => Err(UpdateError::Api(error.into())),
+        }
+    }
+
+    async fn patch(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        let media = request::media_type(Some(&call.content_type));
+        let patch_document = request::decode_body(body, &media)?;
+        if call.subresource.as_deref() == Some("scale") {
+            return self.update_scale(call, body, Some((&media, &patch_document))).await;
+        }
+        let key = call.key();
+        let mut attempts = 0;
+        loop {
+            let current = self.read(&key).await?;
+            let Some(current) = current else {
+                if media == "application/apply-patch+yaml" {
+                    let (object, warnings) = self.typed_from_value(call, patch_document.clone())?;
+                    let created = self.create_object(call, object).await?;
+                    let mut response = self.respond(call, 201, &created)?;
+                    add_warnings(&mut response, &warnings);
+                    return Ok(response);
+                }
+                return Err(call.not_found());
+            };
+            let old = from_kv(&current)?;
+            let patched = apply_patch(call.resource, &media, &old, &patch_document)?;
+            let (patched, warnings) = self.typed_from_value(call, patched)?;
+            let expected = match meta_str(&patched, "resourceVersion") {
+                "" => None,
+                rv => Some(parse_rv(rv)?),
+            };
+            if let Some(expected) = expected
+                && expected != current.mod_revision
+            {
+                return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+            }
+            match self.write_update(call, &key, &current, &old, patched).await {
+                Err(UpdateError::Conflict) if attempts < CONFLICT_RETRIES && expected.is_none() => attempts += 1,
+                Err(UpdateError::Conflict) => {
+                    return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+                }
+                Err(UpdateError::Api(error)) => return Err(error),
+                Ok(updated) => {
+                    let mut response = self.respond(call, 200, &updated)?;
+                    add_warnings(&mut response, &warnings);
+                    return Ok(response);
+                }
+            }
+        }
+    }
+
+    fn typed_from_value(&self, call: &Call, mut object: Value) -> ApiResult<(Value, Vec<String>)> {
+        check_type(&mut object, &call.resource.api_version(), call.resource.kind)?;
+        self.typed(call, call.resource, object)
+    }
+
+    /// GET, PUT and PATCH of the scale subresource.
+    async fn update_scale(&self, call: &Call, body: &[u8], patch: Option<(&str, &Value)>) -> ApiResult<Response<Body>> {
+        if !call.resource.subresources.contains(&"scale") {
+            return Err(ApiError::path_not_found());
+        }
+        let key = call.key();
+        let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+        let old = from_kv(&current)?;
+        let old_scale = scale_of(call.resource, &old)?;
+        let new_scale = match patch {
+            Some((media, document)) => {
+                let scale_resource = resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+                apply_patch(scale_resource, media, &old_scale, document)?
+            }
+            None => request::decode_body(body, &request::media_type(Some(&call.content_type)))?,
+        };
+        let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiError::invalid("autoscaling", "Scale", call.name(), vec![Cause::new(
+                "FieldValueInvalid",
+                "spec.replicas",
+                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            )]));
+        }
+        if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str()
+            && !rv.is_empty()
+            && parse_rv(rv)? != current.mod_revision
+        {
+            return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+        }
+        let mut updated = old.clone();
+        updated["spec"]["replicas"] = json!(replicas);
+        let main = Call {
+            subresource: None,
+            ..call.clone_shallow()
+        };
+        match self.write_update(&main, &key, &current, &old, updated).await {
+            Ok(object) => Ok(json_response(200, &scale_of(call.resource, &object)?)),
+            Err(UpdateError::Conflict) => Err(ApiError::modified(call.resource.group, call.resource.plural, call.name())),
+            Err(UpdateError::Api(error)) => Err(error),
+        }
+    }
+
+    /// `pods/<name>/binding` and `bindings`: assigns a pod to a node.
+    pub(crate) async fn bind(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        let binding = request::decode_body(body, &request::media_type(Some(&call.content_type)))?;
+        let pod_name = if call.name().is_empty() {
+            meta_str(&binding, "name").to_string()
+        } else {
+            call.name().to_string()
+        };
+        let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+        if node.is_empty() {
+            return Err(ApiError::invalid("", "Binding", &pod_name, vec![Cause::new("FieldValueRequired", "target.name", "Required value")]));
+        }
+        let pods = resources::find("", "v1", "pods").unwrap();
+        let key = object_key(pods, call.namespace.as_deref(), &pod_name);
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.read(&key).await?.ok_or_else(|| ApiError::not_found("", "pods", &pod_name))?;
+            let mut pod = from_kv(&current)?;
+            if let Some(existing) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict("", "pods", &pod_name, &format!("pod {pod_name} is already assigned to node \"{existing}\"")));
+            }
+            if !meta_str(&pod, "deletionTimestamp").is_empty() {
+                return Err(ApiError::conflict("", "pods", &pod_name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            set_condition(&mut pod, "PodScheduled", "True", "", "");
+            if call.query.dry_run()? {
+                break;
+            }
+            match self.store.update(&key, encode_for_store(&pod), current.mod_revision).await {
+                Ok(_) => break,
+                Err(krust_store::Error::Conflict { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    }
+
+    /// `pods/<name>/eviction`: deletes the pod gracefully.
+    async fn evict(&self, call: &Call) -> ApiResult<Response<Body>> {
+        let key = call.key();
+        let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+        self.delete_object(call, &key, current, &DeleteOptions::default()).await?;
+        Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    }
+
+    async fn delete(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        if call.subresource.is_some() {
+            return Err(ApiError::method_not_allowed("delete is not supported on subresources"));
+        }
+        let options = DeleteOptions::parse(&call.query, body)?;
+        let key = call.key();
+        let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+        let (code, object) = self.delete_object(call, &key, current, &options).await?;
+        if code == 200 {
+            let status = json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": call.name(), "group": call.resource.group, "kind": call.resource.plural, "uid": meta_str(&object, "uid")},
+            });
+            return Ok(json_response(200, &status));
+        }
+        self.respond(call, code, &object)
+    }
+
+    /// Deletes one object under `options`: at once, or by marking it with a
+    /// deletionTimestamp when finalizers or a grace period must run first.
+    /// Returns 200 when the object is gone and 202 when its deletion is pending.
+    async fn delete_object(&self, call: &Call, key: &str, mut current: KeyValue, options: &DeleteOptions) -> ApiResult<(u16, Value)> {
+        let dry_run = options.dry_run || call.query.dry_run()?;
+        for _ in 0..CONFLICT_RETRIES {
+            let mut object = from_kv(&current)?;
+            if let Some(uid) = &options.uid
+                && uid != meta_str(&object, "uid")
+            {
+                return Err(ApiError::conflict(call.resource.group, call.resource.plural, call.name(), &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&object, "uid")
+                )));
+            }
+            if let Some(rv) = &options.resource_version
+                && rv != meta_str(&object, "resourceVersion")
+            {
+                return Err(ApiError::conflict(call.resource.group, call.resource.plural, call.name(), &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&object, "resourceVersion")
+                )));
+            }
+            let mut finalizers = finalizers(&object);
+            match options.propagation.as_deref() {
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                _ => {}
+            }
+            let grace = graceful_period(call.resource, &object, options.grace_period);
+            let already_deleting = !meta_str(&object, "deletionTimestamp").is_empty();
+            if finalizers.is_empty() && grace == 0 {
+                if dry_run {
+                    return Ok((200, object));
+                }
+                match self.store.delete(key, Some(current.mod_revision)).await {
+                    Ok(_) => return Ok((200, object)),
+                    Err(krust_store::Error::Conflict { current: Some(latest), .. }) => {
+                        current = *latest;
+                        continue;
+                    }
+                    Err(krust_store::Error::Conflict { current: None, .. }) | Err(krust_store::Error::NotFound(_)) => {
+                        return Err(call.not_found());
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            if already_deleting && finalizers == self::finalizers(&object) {
+                return Ok((202, object));
+            }
+            let meta = metadata_mut(&mut object);
+            if !already_deleting {
+                let at = Utc::now() + chrono::Duration::seconds(grace);
+                meta.insert("deletionTimestamp".into(), json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            meta.insert("finalizers".into(), json!(finalizers));
+            if call.resource.plural == "namespaces" {
+                object["status"]["phase"] = json!("Terminating");
+            }
+            if dry_run {
+                return Ok((202, object));
+            }
+            match self.store.update(key, encode_for_store(&object), current.mod_revision).await {
+                Ok(revision) => {
+                    set_resource_version(&mut object, revision);
+                    return Ok((202, object));
+                }
+                Err(krust_store::Error::Conflict { current: Some(latest), .. }) => current = *latest,
+                Err(krust_store::Error::Conflict { current: None, .. }) | Err(krust_store::Error::NotFound(_)) => {
+                    return Err(call.not_found());
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()))
+    }
+
+    async fn delete_collection(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        let options = DeleteOptions::parse(&call.query, body)?;
+        let selectors = Selectors::from_query(&call.query, call.resource)?;
+        self.cache.sync().await?;
+        let snapshot = self.cache.list(&call.collection_prefix(), None);
+        let mut deleted = Vec::new();
+        for (key, object) in snapshot.objects {
+            if !selectors.matches(&object.value) {
+                continue;
+            }
+            let Some(current) = self.read(&key).await? else { continue };
+            let item_call = Call {
+                name: Some(meta_str(&object.value, "name").to_string()),
+                namespace: metadata(&object.value).get("namespace").and_then(Value::as_str).map(str::to_string),
+                ..call.clone_shallow()
+            };
+            match self.delete_object(&item_call, &key, current, &options).await {
+                Ok((_, object)) => deleted.push(object),
+                Err(error) if error.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let list = json!({
+            "kind": call.resource.list_kind(), "apiVersion": call.resource.api_version(),
+            "metadata": {"resourceVersion": self.cache.revision().to_string()}, "items": deleted,
+        });
+        Ok(json_response(200, &list))
+    }
+}
+
+impl Call {
+    /// A copy of the call's routing facts (for internal sub-calls).
+    pub fn clone_shallow(&self) -> Call {
+        Call {
+            resource: self.resource,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            subresource: self.subresource.clone(),
+            query: self.query.clone(),
+            accept: self.accept.clone(),
+            content_type: self.content_type.clone(),
+            user: self.user.clone(),
+        }
+    }
+}
+
+/// Why a write of an update did not happen.
+enum UpdateError {
+    /// The object changed since it was read: read again and retry.
+    Conflict,
+    Api(ApiError),
+}
+
+impl From<ApiError> for UpdateError {
+    fn from(error: ApiError) -> Self {
+        UpdateError::Api(error)
+    }
+}
+
+/// DeleteOptions from the body and the query.
+#[derive(Default, Debug)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    pub propagation: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    fn parse(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
+        let mut options = DeleteOptions {
+            grace_period: query.number("gracePeriodSeconds")?,
+            propagation: query.get("propagationPolicy").map(str::to_string),
+            ..Default::default()
+        };
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body could not be decoded: {e}")))?;
+            if let Some(grace) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
+                options.grace_period = Some(grace);
+            }
+            if let Some(policy) = value.get("propagationPolicy").and_then(Value::as_str) {
+                options.propagation = Some(policy.to_string());
+            }
+            if value.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+                options.propagation = Some("Orphan".into());
+            }
+            options.uid = value["preconditions"]["uid"].as_str().map(str::to_string);
+            options.resource_version = value["preconditions"]["resourceVersion"].as_str().map(str::to_string);
+            options.dry_run = value["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All"));
+        }
+        if let Some(policy) = &options.propagation
+            && !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", vec![Cause::new(
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+            )]));
+        }
+        Ok(options)
+    }
+}
+
+/// The grace period a deletion waits: pods bound to a node that are still running
+/// get their terminationGracePeriodSeconds (or the requested period); everything
+/// else is deleted at once.
+fn graceful_period(resource: &ResourceInfo, object: &Value, requested: Option<i64>) -> i64 {
+    if resource.plural != "pods" || resource.group != "" {
+        return 0;
+    }
+    let bound = object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let finished = matches!(object["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !bound || finished {
+        return 0;
+    }
+    requested
+        .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// Fills in apiVersion and kind when absent; refuses them when they are not the
+/// expected ones.
+fn check_type(object: &mut Value, api_version: &str, kind: &str) -> ApiResult<()> {
+    let Some(map) = object.as_object_mut() else {
+        return Err(ApiError::bad_request("the body of the request must be a JSON or YAML object"));
+    };
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("apiVersion".into(), json!(api_version));
+        }
+        Some(found) if found != api_version => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({found}) does not match the expected API version ({api_version})"
+            )));
+        }
+        _ => {}
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), json!(kind));
+        }
+        Some(found) if found != kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({found}) does not match the expected kind ({kind})"
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn parse_rv(text: &str) -> ApiResult<Revision> {
+    text.parse::<Revision>()
+        .ok()
+        .filter(|rv| *rv >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {text:?}")))
+}
+
+/// Upstream's name suffix alphabet (no vowels, no look-alikes), five characters.
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// What a new object starts with: no status for kinds with a status subresource,
+/// except the initial states upstream gives pods and namespaces.
+fn prepare_create(resource: &ResourceInfo, object: &mut Value) {
+    if resource.has_status()
+        && let Some(map) = object.as_object_mut()
+    {
+        map.remove("status");
+    }
+    match (resource.group, resource.plural) {
+        ("", "pods") => object["status"] = json!({"phase": "Pending"}),
+        ("", "namespaces") => {
+            object["status"] = json!({"phase": "Active"});
+            if object["spec"]["finalizers"].is_null() {
+                object["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The object an update produces from the old one and the new request body.
+fn merge_update(resource: &ResourceInfo, subresource: Option<&str>, old: &Value, mut new: Value) -> Value {
+    // Fields the client may not change.
+    let old_meta = metadata(old).clone();
+    {
+        let meta = metadata_mut(&mut new);
+        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+            match old_meta.get(field) {
+                Some(value) => meta.insert(field.into(), value.clone()),
+                None => meta.remove(field),
+            };
+        }
+        meta.remove("resourceVersion");
+    }
+    match subresource {
+        Some("status") => {
+            let mut merged = old.clone();
+            metadata_mut(&mut merged).remove("resourceVersion");
+            match new.get("status") {
+                Some(status) => merged["status"] = status.clone(),
+                None => {
+                    merged.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+            merged
+        }
+        Some("finalize") => {
+            let mut merged = old.clone();
+            metadata_mut(&mut merged).remove("resourceVersion");
+            merged["spec"]["finalizers"] = new["spec"]["finalizers"].clone();
+            merged
+        }
+        _ => {
+            if resource.has_status() {
+                match old.get("status") {
+                    Some(status) => new["status"] = status.clone(),
+                    None => {
+                        new.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+            }
+            new
+        }
+    }
+}
+
+/// Whether anything but metadata and status differs.
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(map) = v.as_object_mut() {
+            map.remove("metadata");
+            map.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+/// Applies a patch document of the given media type.
+fn apply_patch(resource: &ResourceInfo, media: &str, old: &Value, document: &Value) -> ApiResult<Value> {
+    let result = match media {
+        "application/json-patch+json" => patch::apply_json_patch(old, document),
+        "application/merge-patch+json" => patch::apply_merge_patch(old, document),
+        "application/strategic-merge-patch+json" => {
+            patch::apply_strategic_merge_patch(old, document, resource.group, resource.kind)
+        }
+        "application/apply-patch+yaml" => patch::apply_merge_patch(old, document),
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    result.map_err(|error| match error {
+        PatchError::BadRequest(message) => ApiError::bad_request(message),
+        PatchError::Unprocessable(message) => ApiError::unprocessable(message),
+    })
+}
+
+/// The autoscaling/v1 Scale of a scalable object.
+fn scale_of(resource: &ResourceInfo, object: &Value) -> ApiResult<Value> {
+    if !resource.subresources.contains(&"scale") {
+        return Err(ApiError::path_not_found());
+    }
+    let meta = metadata(object);
+    let selector = match resource.plural {
+        "replicationcontrollers" => object["spec"]["selector"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+        _ => label_selector_string(&object["spec"]["selector"]),
+    };
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    }))
+}
+
+/// A metav1.LabelSelector in its query-string form.
+fn label_selector_string(selector: &Value) -> String {
+    let mut terms: Vec<String> = selector["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .unwrap_or_default();
+    for expression in selector["matchExpressions"].as_array().into_iter().flatten() {
+        let key = expression["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = expression["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        terms.push(match expression["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_string(),
+            _ => format!("!{key}"),
+        });
+    }
+    terms.join(",")
+}
+
+/// Sets a status condition of the given type.
+fn set_condition(object: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
+    if !object["status"].is_object() {
+        object["status"] = json!({});
+    }
+    let conditions = object["status"]
+        .as_object_mut()
+        .unwrap()
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let list = conditions.as_array_mut().unwrap();
+    let mut condition = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now()});
+    if !reason.is_empty() {
+        condition["reason"] = json!(reason);
+    }
+    if !message.is_empty() {
+        condition["message"] = json!(message);
+    }
+    match list.iter_mut().find(|c| c["type"] == kind) {
+        Some(existing) => *existing = condition,
+        None => list.push(condition),
+    }
+}
+
+/// Whether the client asked for a Table.
+pub fn wants_table(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+fn add_warnings(response: &mut Response<Body>, warnings: &[String]) {
+    for warning in warnings {
+        if let Ok(value) = http::HeaderValue::from_str(&format!("299 - \"{}\"", warning.replace('"', "\\\""))) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+}
+
+/// The 403 message upstream gives.
+fn forbidden(user: &User, a: &Attributes) -> ApiError {
+    let resource = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    let scope = if a.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", a.namespace)
+    };
+    let subject = if a.name.is_empty() {
+        qualified(&a.group, &a.resource)
+    } else {
+        format!("{} \"{}\"", qualified(&a.group, &a.resource), a.name)
+    };
+    ApiError::forbidden(format!(
+        "{subject} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+        user.name, a.verb, a.group
+    ))
+}

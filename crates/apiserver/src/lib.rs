@@ -1,0 +1,63 @@
+//! The API server: the only entry to the cluster.
+//!
+//! Requests go through one pipeline ([`server`]): TLS and authentication (client
+//! certificates, bearer tokens) -> authorization (RBAC) -> routing by the resource
+//! table ([`request`]) -> one generic handler per verb ([`handlers`]) -> the store.
+//! LIST and WATCH are served from the in-memory [`cache`] fed by one store watch.
+//!
+//! A newcomer starts at [`serve`], then [`handlers`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub mod auth;
+pub mod bootstrap;
+pub mod cache;
+pub mod discovery;
+pub mod errors;
+pub mod handlers;
+pub mod request;
+pub mod server;
+pub mod tls;
+pub mod watch;
+
+/// A bearer token accepted by the server (from `--token-auth-file`).
+#[derive(Clone, Debug)]
+pub struct StaticToken {
+    pub token: String,
+    pub user: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+/// Everything the API server needs to run.
+pub struct ServerConfig {
+    /// Address and port to serve HTTPS on.
+    pub bind: SocketAddr,
+    pub store: Arc<dyn krust_store::Store>,
+    /// PEM of the CA that signs client certificates.
+    pub client_ca_pem: String,
+    /// PEM of the serving certificate chain and its private key.
+    pub serving_cert_pem: String,
+    pub serving_key_pem: String,
+    pub static_tokens: Vec<StaticToken>,
+}
+
+/// Starts serving the API. Returns once the listener is bound, the watch cache is
+/// loaded and the built-in objects exist, with the handle of the running server.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let tls = tls::server_config(
+        &config.client_ca_pem,
+        &config.serving_cert_pem,
+        &config.serving_key_pem,
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("can not listen on {}: {e}; is another server running there?", config.bind))?;
+    let cache = cache::WatchCache::start(config.store.clone()).await?;
+    let tokens = Arc::new(auth::TokenAuthenticator::new(&config.static_tokens));
+    let api = Arc::new(handlers::Api::new(config.store.clone(), cache, config.bind.to_string(), tokens.clone()));
+    bootstrap::ensure_builtin_objects(&api).await?;
+    tokio::spawn(bootstrap::compact_periodically(config.store.clone()));
+    Ok(tokio::spawn(server::accept_loop(listener, tls, api, tokens)))
+}

@@ -1,0 +1,125 @@
+//! `krust server`: wires the control plane together and runs it until a signal.
+//!
+//! Start-up order: read the token file (pure input checks first), create the data
+//! dir, open the datastore, create or reuse the certificates, write the admin
+//! kubeconfig, start the API server. Once it answers, the line
+//! `export KUBECONFIG=<data-dir>/admin.kubeconfig` goes to stdout (and nothing else
+//! does, so scripts can read it). SIGTERM or SIGINT stops the server cleanly.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::ServerArgs;
+use crate::pki::{self, ServingNames};
+use crate::{hostaddrs, kubeconfig, tokens};
+
+/// How long shutdown waits for leftover tasks before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long opening the datastore (connecting to etcd) may take.
+const DATASTORE_OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `krust server` until SIGTERM or SIGINT.
+pub fn run(args: ServerArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("krust")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve_until_signal(args));
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+async fn serve_until_signal(args: ServerArgs) -> Result<()> {
+    // ring is the only provider compiled in; installing it explicitly keeps rustls from
+    // guessing. An error only means some code installed it first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let static_tokens = match &args.token_auth_file {
+        Some(path) => tokens::read_token_file(path)?,
+        None => Vec::new(),
+    };
+    let data_dir = prepare_data_dir(&args.data_dir)?;
+    let store = tokio::time::timeout(
+        DATASTORE_OPEN_TIMEOUT,
+        krust_store::open(args.datastore.as_deref(), &data_dir),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the datastore did not answer within {} s; check that it runs and that --datastore names it",
+            DATASTORE_OPEN_TIMEOUT.as_secs()
+        )
+    })?
+    .context("cannot open the datastore")?;
+
+    let bind = SocketAddr::new(args.bind_address, args.port);
+    let names = ServingNames::new(args.bind_address, hostaddrs::interface_addresses());
+    let pki = pki::ensure(&data_dir.join("tls"), &names)?;
+    let server_url = kubeconfig::server_url(bind);
+    let kubeconfig_path = data_dir.join("admin.kubeconfig");
+    pki::write_private(
+        &kubeconfig_path,
+        &kubeconfig::render(&pki, &server_url, &pki.admin),
+    )?;
+
+    let config = krust_apiserver::ServerConfig {
+        bind,
+        store,
+        client_ca_pem: pki.ca.cert_pem.clone(),
+        serving_cert_pem: pki.serving.cert_pem.clone(),
+        serving_key_pem: pki.serving.key_pem.clone(),
+        static_tokens,
+    };
+    let mut server = krust_apiserver::serve(config)
+        .await
+        .with_context(|| format!("cannot start the API server on {bind}"))?;
+    tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
+    announce_kubeconfig(&kubeconfig_path)?;
+
+    tokio::select! {
+        signal = shutdown_signal() => {
+            let signal = signal?;
+            tracing::info!("received {signal}, shutting down");
+            server.abort();
+            let _ = server.await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        result = &mut server => match result {
+            Ok(()) => bail!("the API server stopped by itself; see the log above"),
+            Err(err) if err.is_panic() => bail!("the API server crashed (panic); see the log above"),
+            Err(err) => bail!("the API server task ended: {err}"),
+        },
+    }
+}
+
+/// Creates the data dir (mode 0700) and returns its absolute path.
+fn prepare_data_dir(dir: &Path) -> Result<PathBuf> {
+    pki::create_private_dir(dir)?;
+    dir.canonicalize()
+        .with_context(|| format!("cannot resolve the data dir {}", dir.display()))
+}
+
+/// Prints the one line scripts and people need to use the cluster.
+fn announce_kubeconfig(path: &Path) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "export KUBECONFIG={}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")
+}
+
+/// Waits for SIGTERM or SIGINT and names the one that came.
+async fn shutdown_signal() -> Result<&'static str> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}
