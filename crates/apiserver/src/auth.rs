@@ -68,14 +68,18 @@ impl TokenAuthenticator {
         }
     }
     /// The user of an `Authorization` header; `Err` when a token was given but is unknown.
-    pub fn authenticate(&self, header: Option<&str>) -> Result<Option<User>, ()> {
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Option<User>, UnknownToken> {
         let Some(header) = header else { return Ok(None) };
         let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
             return Ok(None);
         };
-        self.tokens.get(token).cloned().map(Some).ok_or(())
+        self.tokens.get(token).cloned().map(Some).ok_or(UnknownToken)
     }
 }
+
+/// A bearer token that no authenticator knows.
+#[derive(Debug)]
+pub struct UnknownToken;
 
 /// What a request wants to do, for authorization.
 #[derive(Clone, Debug, Default)]

@@ -119,6 +119,9 @@ fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
     Ok(value)
 }
 
+/// Objects of a list with their keys, in key order.
+type Listed = Vec<(String, Arc<CachedObject>)>;
+
 /// A continue token: the revision of the list and the last key returned.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
@@ -338,27 +341,27 @@ impl Api {
         let prefix = call.collection_prefix();
         let rv_param = call.query.get("resourceVersion");
         let rv_match = call.query.get("resourceVersionMatch");
-        let (objects, revision, start_key): (Vec<(String, Arc<CachedObject>)>, Revision, Option<String>) =
+        let (objects, revision): (Listed, Revision) =
             if let Some(token) = call.query.get("continue") {
                 let token = decode_continue(token)?;
                 if !token.start.starts_with(&prefix) {
                     return Err(ApiError::bad_request("continue key is not valid: it belongs to another collection"));
                 }
-                (self.list_at(&prefix, token.rv, Some(&token.start)).await?, token.rv, Some(token.start))
+                (self.list_at(&prefix, token.rv, Some(&token.start)).await?, token.rv)
             } else {
                 match (rv_param, rv_match) {
                     (Some(rv), Some("Exact")) => {
                         let revision = parse_rv(rv)?;
-                        (self.list_at(&prefix, revision, None).await?, revision, None)
+                        (self.list_at(&prefix, revision, None).await?, revision)
                     }
                     (Some("0"), _) => {
                         let snapshot = self.cache.list(&prefix, None);
-                        (snapshot.objects, snapshot.revision, None)
+                        (snapshot.objects, snapshot.revision)
                     }
                     (Some(rv), _) => {
                         self.cache.wait_for(parse_rv(rv)?).await?;
                         let snapshot = self.cache.list(&prefix, None);
-                        (snapshot.objects, snapshot.revision, None)
+                        (snapshot.objects, snapshot.revision)
                     }
                     (None, Some(_)) => {
                         return Err(ApiError::bad_request(
@@ -368,11 +371,10 @@ impl Api {
                     (None, None) => {
                         self.cache.sync().await?;
                         let snapshot = self.cache.list(&prefix, None);
-                        (snapshot.objects, snapshot.revision, None)
+                        (snapshot.objects, snapshot.revision)
                     }
                 }
             };
-        let _ = start_key;
         let mut selected: Vec<(String, Arc<CachedObject>)> = Vec::new();
         let mut more = false;
         let mut remaining = 0usize;
@@ -430,7 +432,7 @@ impl Api {
 
     /// Objects under `prefix` as of `revision`, after `start_after`: from the cache
     /// when it is still at that revision, else from the store's history.
-    async fn list_at(&self, prefix: &str, revision: Revision, start_after: Option<&str>) -> ApiResult<Vec<(String, Arc<CachedObject>)>> {
+    async fn list_at(&self, prefix: &str, revision: Revision, start_after: Option<&str>) -> ApiResult<Listed> {
         let snapshot = self.cache.list(prefix, start_after);
         if snapshot.revision == revision {
             return Ok(snapshot.objects);
@@ -1048,7 +1050,7 @@ impl DeleteOptions {
 /// get their terminationGracePeriodSeconds (or the requested period); everything
 /// else is deleted at once.
 fn graceful_period(resource: &ResourceInfo, object: &Value, requested: Option<i64>) -> i64 {
-    if resource.plural != "pods" || resource.group != "" {
+    if resource.plural != "pods" || !resource.group.is_empty() {
         return 0;
     }
     let bound = object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());

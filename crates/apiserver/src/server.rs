@@ -92,7 +92,7 @@ async fn handle(
     let user = match tokens.authenticate(authorization) {
         Ok(Some(user)) => user,
         Ok(None) => cert_user.unwrap_or_else(User::anonymous),
-        Err(()) => return error_response(&ApiError::unauthorized()),
+        Err(_) => return error_response(&ApiError::unauthorized()),
     };
     let path = req.uri().path().to_string();
     let target = match request::parse_path(&path) {
@@ -108,7 +108,7 @@ async fn handle(
     if user.is_anonymous() && !public {
         return error_response(&ApiError::unauthorized());
     }
-    let response = match target {
+    match target {
         Target::NonResource(path) => {
             let attributes = Attributes {
                 verb: req.method().as_str().to_ascii_lowercase(),
@@ -132,8 +132,7 @@ async fn handle(
             discovery_response(&api, discovery_path, accept)
         }
         Target::Resource(resource_path) => api.handle_resource(req, resource_path, user).await,
-    };
-    response
+    }
 }
 
 fn is_public(path: &str) -> bool {
