@@ -161,7 +161,9 @@ impl Requirement {
 
     /// Whether the labels satisfy this requirement (upstream's `Requirement.Matches`).
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
-        let value = labels.and_then(|l| l.get(&self.key)).and_then(Value::as_str);
+        let value = labels
+            .and_then(|l| l.get(&self.key))
+            .and_then(Value::as_str);
         match self.operator {
             Operator::In | Operator::Equals | Operator::DoubleEquals => {
                 value.is_some_and(|v| self.values.iter().any(|x| x == v))
@@ -757,10 +759,18 @@ impl FieldSelector {
         }
     }
 
-    /// Whether the object matches.
+    /// Whether the object matches. The object's `apiVersion` and `kind` decide how
+    /// fields are read (see [`field_value`]); use [`FieldSelector::matches_kind`]
+    /// for objects that may lack them.
     pub fn matches(&self, object: &Value) -> bool {
+        let (group, kind) = group_and_kind(object);
+        self.matches_kind(group, kind, object)
+    }
+
+    /// Whether an object of the given kind (`group` "" for core) matches.
+    pub fn matches_kind(&self, group: &str, kind: &str, object: &Value) -> bool {
         self.terms.iter().all(|term| {
-            let actual = field_value(object, &term.field);
+            let actual = field_value_of_kind(group, kind, object, &term.field);
             match term.operator {
                 FieldOperator::Equals => actual == term.value,
                 FieldOperator::NotEquals => actual != term.value,
@@ -1025,7 +1035,7 @@ const FIELD_LABELS: &[FieldLabels] = &[
 
 /// API groups served by kube-apiserver itself; other groups belong to custom
 /// resources, whose rejection is worded differently.
-const BUILT_IN_GROUPS: &[&str] = &[
+pub(crate) const BUILT_IN_GROUPS: &[&str] = &[
     "",
     "admissionregistration.k8s.io",
     "apiextensions.k8s.io",
@@ -1089,6 +1099,12 @@ fn unsupported_field_message(group: &str, plural: &str, label: &str) -> String {
 /// `ToSelectableFields` computes it; for other resources, the field read by dotted
 /// path. Missing fields read "", booleans "true"/"false", numbers as decimal text.
 pub fn field_value(object: &Value, label: &str) -> String {
+    let (group, kind) = group_and_kind(object);
+    field_value_of_kind(group, kind, object, label)
+}
+
+/// The API group (from `apiVersion`) and kind of an object, "" when absent.
+fn group_and_kind(object: &Value) -> (&str, &str) {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     let group = object
         .get("apiVersion")
@@ -1096,6 +1112,12 @@ pub fn field_value(object: &Value, label: &str) -> String {
         .and_then(|v| v.rsplit_once('/'))
         .map(|(group, _)| group)
         .unwrap_or("");
+    (group, kind)
+}
+
+/// [`field_value`] for an object known to be of the given kind (`group` "" for
+/// core), whatever its `apiVersion` and `kind` fields say.
+pub fn field_value_of_kind(group: &str, kind: &str, object: &Value, label: &str) -> String {
     match (group, kind, label) {
         ("", "Pod", "spec.host") => path_value(object, "spec.nodeName"),
         ("", "Pod", "spec.hostNetwork") | ("", "Node", "spec.unschedulable") => {
@@ -1220,12 +1242,16 @@ mod tests {
                 Operator::LessThan,
             ]
         );
-        assert_eq!(s.to_string(), "a=1,b==2,c!=3,d in (x,y),e notin (z),f,!g,h>4,i<5");
+        assert_eq!(
+            s.to_string(),
+            "a=1,b==2,c!=3,d in (x,y),e notin (z),f,!g,h>4,i<5"
+        );
     }
 
     #[test]
     fn whitespace_separates_tokens() {
-        let s = LabelSelector::parse("  env  =  prod ,  tier in ( web , api ) ,\t!canary ").unwrap();
+        let s =
+            LabelSelector::parse("  env  =  prod ,  tier in ( web , api ) ,\t!canary ").unwrap();
         assert_eq!(s.to_string(), "!canary,env=prod,tier in (api,web)");
         assert!(LabelSelector::parse("").unwrap().is_empty());
         assert!(LabelSelector::parse("   ").unwrap().is_empty());
@@ -1241,7 +1267,10 @@ mod tests {
         assert_eq!(s.requirements()[0].values(), ["in", "notin"]);
         assert_eq!(s.requirements()[1].values(), ["in"]);
         // `a=` requires the empty value.
-        assert_eq!(LabelSelector::parse("a=").unwrap().requirements()[0].values(), [""]);
+        assert_eq!(
+            LabelSelector::parse("a=").unwrap().requirements()[0].values(),
+            [""]
+        );
     }
 
     #[test]
@@ -1279,11 +1308,20 @@ mod tests {
             err("a b"),
             "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
         );
-        assert_eq!(err(",a"), "found ',', expected: !, identifier, or 'end of string'");
+        assert_eq!(
+            err(",a"),
+            "found ',', expected: !, identifier, or 'end of string'"
+        );
         assert_eq!(err("a=b,"), "found '', expected: identifier after ','");
         assert_eq!(err("a=b c"), "found 'c', expected: ',' or 'end of string'");
-        assert_eq!(err("a in b"), "unable to parse requirement: found 'b' expected: '('");
-        assert_eq!(err("a in (b"), "unable to parse requirement: found '', expected: ',' or ')'");
+        assert_eq!(
+            err("a in b"),
+            "unable to parse requirement: found 'b' expected: '('"
+        );
+        assert_eq!(
+            err("a in (b"),
+            "unable to parse requirement: found '', expected: ',' or ')'"
+        );
         assert_eq!(
             err("a>b"),
             "unable to parse requirement: values[0]: Invalid value: \"b\": for 'Gt', 'Lt' operators, the value must be an integer"
@@ -1312,7 +1350,9 @@ mod tests {
         }))
         .unwrap();
         assert!(s.matches(Some(&labels(json!({"app": "web", "tier": "fe"})))));
-        assert!(!s.matches(Some(&labels(json!({"app": "web", "tier": "fe", "canary": "1"})))));
+        assert!(!s.matches(Some(&labels(
+            json!({"app": "web", "tier": "fe", "canary": "1"})
+        ))));
         assert!(!s.matches(Some(&labels(json!({"app": "web"})))));
         assert_eq!(s.to_string(), "app=web,!canary,tier in (be,fe)");
 
@@ -1339,7 +1379,9 @@ mod tests {
             err(json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]})),
             "values: Invalid value: []string{\"x\"}: values set must be empty for exists and does not exist"
         );
-        assert!(err(json!({"matchLabels": {"a b": "c"}})).starts_with("key: Invalid value: \"a b\""));
+        assert!(
+            err(json!({"matchLabels": {"a b": "c"}})).starts_with("key: Invalid value: \"a b\"")
+        );
         assert!(err(json!("app=web")).contains("must be an object"));
     }
 
@@ -1373,15 +1415,43 @@ mod tests {
         assert!(s.matches(&pod()));
         assert_eq!(s.required_value("metadata.name"), Some("web-1"));
         assert_eq!(s.required_value("status.phase"), None);
-        assert!(FieldSelector::parse("spec.nodeName==node-a").unwrap().matches(&pod()));
-        assert!(!FieldSelector::parse("spec.nodeName=node-b").unwrap().matches(&pod()));
+        assert!(
+            FieldSelector::parse("spec.nodeName==node-a")
+                .unwrap()
+                .matches(&pod())
+        );
+        assert!(
+            !FieldSelector::parse("spec.nodeName=node-b")
+                .unwrap()
+                .matches(&pod())
+        );
         // A missing field reads "".
-        assert!(FieldSelector::parse("spec.schedulerName=").unwrap().matches(&pod()));
-        assert!(FieldSelector::parse("spec.schedulerName!=x").unwrap().matches(&pod()));
+        assert!(
+            FieldSelector::parse("spec.schedulerName=")
+                .unwrap()
+                .matches(&pod())
+        );
+        assert!(
+            FieldSelector::parse("spec.schedulerName!=x")
+                .unwrap()
+                .matches(&pod())
+        );
         // Pod specifics: hostNetwork defaults to false, spec.host aliases nodeName.
-        assert!(FieldSelector::parse("spec.hostNetwork=false").unwrap().matches(&pod()));
-        assert!(FieldSelector::parse("spec.host=node-a").unwrap().matches(&pod()));
-        assert!(FieldSelector::parse("status.podIP=10.0.0.7").unwrap().matches(&pod()));
+        assert!(
+            FieldSelector::parse("spec.hostNetwork=false")
+                .unwrap()
+                .matches(&pod())
+        );
+        assert!(
+            FieldSelector::parse("spec.host=node-a")
+                .unwrap()
+                .matches(&pod())
+        );
+        assert!(
+            FieldSelector::parse("status.podIP=10.0.0.7")
+                .unwrap()
+                .matches(&pod())
+        );
         let empty = FieldSelector::parse("").unwrap();
         assert!(empty.is_empty());
         assert!(empty.matches(&pod()));
@@ -1395,8 +1465,13 @@ mod tests {
         assert_eq!(field_value(&object, "spec.n"), "3");
         assert_eq!(field_value(&object, "spec.list"), "");
         assert_eq!(field_value(&object, "spec.missing.deeper"), "");
-        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}, "spec": {}});
-        assert!(FieldSelector::parse("spec.unschedulable=false").unwrap().matches(&node));
+        let node =
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}, "spec": {}});
+        assert!(
+            FieldSelector::parse("spec.unschedulable=false")
+                .unwrap()
+                .matches(&node)
+        );
         let job = json!({"apiVersion": "batch/v1", "kind": "Job", "status": {"succeeded": 2}});
         assert_eq!(field_value(&job, "status.successful"), "2");
         let rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "status": {}});
@@ -1426,7 +1501,10 @@ mod tests {
                 "reportingController=kubelet",
                 "source=kubelet",
             ] {
-                assert!(FieldSelector::parse(selector).unwrap().matches(object), "{selector}");
+                assert!(
+                    FieldSelector::parse(selector).unwrap().matches(object),
+                    "{selector}"
+                );
             }
         }
     }
@@ -1443,7 +1521,10 @@ mod tests {
     #[test]
     fn field_selector_parse_errors() {
         let err = |s: &str| FieldSelector::parse(s).unwrap_err();
-        assert_eq!(err("abc"), "invalid selector: 'abc'; can't understand 'abc'");
+        assert_eq!(
+            err("abc"),
+            "invalid selector: 'abc'; can't understand 'abc'"
+        );
         assert_eq!(
             err("a=b,c"),
             "invalid selector: 'a=b,c'; can't understand 'c'"
@@ -1456,21 +1537,29 @@ mod tests {
             err(r"a=b\x"),
             r"invalid field selector: invalid escape sequence: \x"
         );
-        assert_eq!(err(r"a=b\"), r"invalid field selector: invalid escape sequence: \");
+        assert_eq!(
+            err(r"a=b\"),
+            r"invalid field selector: invalid escape sequence: \"
+        );
     }
 
     #[test]
     fn supported_fields_per_resource() {
         assert!(supported_fields("", "pods").contains(&"spec.nodeName"));
         assert!(supported_fields("", "pods").contains(&"status.podIPs"));
-        assert_eq!(supported_fields("", "nodes"), ["metadata.name", "spec.unschedulable"]);
+        assert_eq!(
+            supported_fields("", "nodes"),
+            ["metadata.name", "spec.unschedulable"]
+        );
         assert_eq!(
             supported_fields("apps", "deployments"),
             ["metadata.name", "metadata.namespace"]
         );
         assert!(supported_fields("events.k8s.io", "events").contains(&"regarding.name"));
-        assert!(supported_fields("certificates.k8s.io", "certificatesigningrequests")
-            .contains(&"spec.signerName"));
+        assert!(
+            supported_fields("certificates.k8s.io", "certificatesigningrequests")
+                .contains(&"spec.signerName")
+        );
     }
 
     #[test]

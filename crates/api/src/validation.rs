@@ -12,7 +12,7 @@
 //!   `Required value`, `Unsupported value: "x": supported values: ...`);
 //! - the object checks: [`validate_metadata`] (ObjectMeta) and [`validate_object`]
 //!   (the spec rules of the most used kinds, from `pkg/apis/*/validation`).
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::Cause;
 
@@ -32,6 +32,8 @@ pub const TOO_LONG: &str = "FieldValueTooLong";
 pub const NOT_SUPPORTED: &str = "FieldValueNotSupported";
 /// `field.ErrorTypeDuplicate`.
 pub const DUPLICATE: &str = "FieldValueDuplicate";
+/// `field.ErrorTypeNotFound`.
+pub const NOT_FOUND: &str = "FieldValueNotFound";
 
 /// A value quoted the way Go's `%q` prints a string.
 pub fn go_quote(s: &str) -> String {
@@ -180,6 +182,12 @@ impl FieldErrors {
         self.push(DUPLICATE, field, body);
     }
 
+    /// `Not found: <value>`.
+    pub fn not_found(&mut self, field: &str, value: impl Into<BadValue>) {
+        let body = format!("Not found: {}", value.into().render());
+        self.push(NOT_FOUND, field, body);
+    }
+
     /// One `Invalid` cause per message (the usual shape of a failed string check).
     pub fn invalid_each(&mut self, field: &str, value: &str, messages: Vec<String>) {
         for message in messages {
@@ -235,7 +243,11 @@ pub fn invalid_message(group: &str, kind: &str, name: &str, causes: &[Cause]) ->
         .collect();
     match messages.len() {
         0 => format!("{qualified_kind} {} is invalid", go_quote(name)),
-        1 => format!("{qualified_kind} {} is invalid: {}", go_quote(name), messages[0]),
+        1 => format!(
+            "{qualified_kind} {} is invalid: {}",
+            go_quote(name),
+            messages[0]
+        ),
         _ => format!(
             "{qualified_kind} {} is invalid: [{}]",
             go_quote(name),
@@ -260,7 +272,8 @@ const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', 
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
-const CONFIG_KEY_ERR: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+const CONFIG_KEY_ERR: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 
 /// Max length of an RFC 1123 label (and of label values and name parts).
 pub const DNS1123_LABEL_MAX_LENGTH: usize = 63;
@@ -590,13 +603,1637 @@ fn mask_trailing_dash(name: &str) -> String {
 
 /// Checks metadata: name or generateName, namespace presence per scope, labels,
 /// annotations (total size), finalizers, ownerReferences.
-pub fn validate_metadata(_object: &Value, _namespaced: bool, _rule: NameRule) -> Vec<Cause> {
-    todo!()
+///
+/// Mirrors `ValidateObjectMeta` of `k8s.io/apimachinery/pkg/api/validation`; a name
+/// may be absent when `generateName` is set (the name is generated later).
+pub fn validate_metadata(object: &Value, namespaced: bool, rule: NameRule) -> Vec<Cause> {
+    let empty = Map::new();
+    let meta = object
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut errs = FieldErrors::new();
+    let name = str_field(meta, "name");
+    let generate_name = str_field(meta, "generateName");
+    if !generate_name.is_empty() {
+        let messages = check_name_prefix(rule, generate_name);
+        errs.invalid_each("metadata.generateName", generate_name, messages);
+    }
+    if name.is_empty() {
+        if generate_name.is_empty() {
+            errs.required("metadata.name", "name or generateName is required");
+        }
+    } else {
+        errs.invalid_each("metadata.name", name, check_name(rule, name));
+    }
+
+    let namespace = str_field(meta, "namespace");
+    if namespaced {
+        if namespace.is_empty() {
+            errs.required("metadata.namespace", "");
+        } else {
+            errs.invalid_each("metadata.namespace", namespace, is_dns1123_label(namespace));
+        }
+    } else if !namespace.is_empty() {
+        errs.forbidden("metadata.namespace", "not allowed on this type");
+    }
+
+    if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
+        && generation < 0
+    {
+        errs.invalid("metadata.generation", generation, MIN_ZERO);
+    }
+    validate_labels(meta.get("labels"), "metadata.labels", &mut errs);
+    validate_annotations(meta.get("annotations"), "metadata.annotations", &mut errs);
+    validate_owner_references(meta.get("ownerReferences"), &mut errs);
+    validate_finalizers(meta.get("finalizers"), "metadata.finalizers", &mut errs);
+    errs.into_causes()
 }
+
+const MIN_ZERO: &str = "must be greater than or equal to 0";
+
+/// Upstream's `ValidateLabels`: qualified-name keys and valid values, reported at
+/// the map's path.
+fn validate_labels(labels: Option<&Value>, path: &str, errs: &mut FieldErrors) {
+    let Some(Value::Object(labels)) = labels else {
+        return;
+    };
+    for (key, value) in labels {
+        errs.invalid_each(path, key, is_qualified_name(key));
+        if let Some(value) = value.as_str() {
+            errs.invalid_each(path, value, is_valid_label_value(value));
+        }
+    }
+}
+
+/// Upstream's `ValidateAnnotations`: keys are qualified names (case-insensitive) and
+/// keys plus values total at most 256 KiB.
+fn validate_annotations(annotations: Option<&Value>, path: &str, errs: &mut FieldErrors) {
+    let Some(Value::Object(annotations)) = annotations else {
+        return;
+    };
+    let mut total = 0;
+    for (key, value) in annotations {
+        errs.invalid_each(path, key, is_qualified_name(&key.to_lowercase()));
+        total += key.len() + value.as_str().map_or(0, str::len);
+    }
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT {
+        errs.too_long(path, TOTAL_ANNOTATION_SIZE_LIMIT);
+    }
+}
+
+/// Upstream's `ValidateOwnerReferences` (the field paths carry no index there).
+fn validate_owner_references(references: Option<&Value>, errs: &mut FieldErrors) {
+    let Some(Value::Array(references)) = references else {
+        return;
+    };
+    const PATH: &str = "metadata.ownerReferences";
+    let mut controller: Option<String> = None;
+    for reference in references {
+        let api_version = reference
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind = reference.get("kind").and_then(Value::as_str).unwrap_or("");
+        let name = reference.get("name").and_then(Value::as_str).unwrap_or("");
+        let uid = reference.get("uid").and_then(Value::as_str).unwrap_or("");
+        let (group, version) = split_api_version(api_version);
+        if version.is_empty() {
+            errs.invalid(
+                &format!("{PATH}.apiVersion"),
+                api_version,
+                "version must not be empty",
+            );
+        }
+        if kind.is_empty() {
+            errs.invalid(&format!("{PATH}.kind"), kind, "must not be empty");
+        }
+        if name.is_empty() {
+            errs.invalid(&format!("{PATH}.name"), name, "must not be empty");
+        }
+        if uid.is_empty() {
+            errs.invalid(&format!("{PATH}.uid"), uid, "must not be empty");
+        }
+        if group.is_empty() && version == "v1" && kind == "Event" {
+            errs.invalid(
+                PATH,
+                BadValue::from_json(reference),
+                "/v1, Kind=Event is disallowed from being an owner",
+            );
+        }
+        if reference.get("controller").and_then(Value::as_bool) == Some(true) {
+            let current = format!("{kind}/{name}");
+            match &controller {
+                Some(first) => errs.invalid(
+                    PATH,
+                    BadValue::Raw(Value::Array(references.clone()).to_string()),
+                    &format!(
+                        "Only one reference can have Controller set to true. Found \"true\" in references for {first} and {current}"
+                    ),
+                ),
+                None => controller = Some(current),
+            }
+        }
+    }
+}
+
+/// Splits `group/version` (or a bare core `version`); anything else is invalid and
+/// yields empty parts, as upstream's `ParseGroupVersion`.
+fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.matches('/').count() {
+        0 => ("", api_version),
+        1 if api_version != "/" => api_version.split_once('/').unwrap_or(("", "")),
+        _ => ("", ""),
+    }
+}
+
+/// Upstream's `ValidateFinalizers`: qualified names, and not both `orphan` and
+/// `foregroundDeletion`.
+fn validate_finalizers(finalizers: Option<&Value>, path: &str, errs: &mut FieldErrors) {
+    let Some(Value::Array(finalizers)) = finalizers else {
+        return;
+    };
+    let names: Vec<String> = finalizers
+        .iter()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    for name in &names {
+        errs.invalid_each(path, name, is_qualified_name(name));
+    }
+    if names.iter().any(|n| n == "orphan") && names.iter().any(|n| n == "foregroundDeletion") {
+        errs.invalid(
+            path,
+            BadValue::Raw(go_string_slice(&names)),
+            "finalizer orphan and foregroundDeletion cannot be both set",
+        );
+    }
+}
+
+/// The extra finalizer rule of the built-in API groups: a name without a '/' must
+/// be one of the standard finalizers.
+fn validate_kube_finalizer_names(object: &Value, errs: &mut FieldErrors) {
+    let Some(Value::Array(finalizers)) = object.pointer("/metadata/finalizers") else {
+        return;
+    };
+    for (i, finalizer) in finalizers.iter().enumerate() {
+        let Some(name) = finalizer.as_str() else {
+            continue;
+        };
+        if !name.contains('/') && !["kubernetes", "orphan", "foregroundDeletion"].contains(&name) {
+            errs.invalid(
+                &format!("metadata.finalizers[{i}]"),
+                name,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-kind validation
+// ---------------------------------------------------------------------------
+
+/// A kind's spec validator.
+type KindValidator = fn(&Value, &mut FieldErrors);
+
+/// The kinds with specific rules: (group, kind, validator).
+const KIND_VALIDATORS: &[(&str, &str, KindValidator)] = &[
+    ("", "Pod", validate_pod),
+    ("", "PodTemplate", validate_pod_template),
+    ("", "ReplicationController", validate_replication_controller),
+    ("", "Service", validate_service),
+    ("", "ConfigMap", validate_config_map),
+    ("", "Secret", validate_secret),
+    ("", "Namespace", validate_namespace),
+    ("apps", "Deployment", validate_deployment),
+    ("apps", "ReplicaSet", validate_replica_set),
+    ("apps", "StatefulSet", validate_stateful_set),
+    ("apps", "DaemonSet", validate_daemon_set),
+    ("batch", "Job", validate_job),
+    ("batch", "CronJob", validate_cron_job),
+];
 
 /// Per-resource checks of the spec (required fields, enums, ranges) for the kinds
 /// users touch most; empty for kinds without specific rules.
-pub fn validate_object(_group: &str, _kind: &str, _object: &Value) -> Vec<Cause> {
-    todo!()
+///
+/// Fields that upstream defaults before validating (a port's protocol, a pod's
+/// restartPolicy, ...) are only checked when present, except where the default
+/// itself is invalid (a Job's pod template must say `OnFailure` or `Never`).
+/// Objects of the built-in groups also get the finalizer-name rule of
+/// `pkg/apis/core/validation`.
+pub fn validate_object(group: &str, kind: &str, object: &Value) -> Vec<Cause> {
+    let mut errs = FieldErrors::new();
+    if crate::selector::BUILT_IN_GROUPS.contains(&group) {
+        validate_kube_finalizer_names(object, &mut errs);
+    }
+    if let Some((_, _, validator)) = KIND_VALIDATORS
+        .iter()
+        .find(|(g, k, _)| *g == group && *k == kind)
+    {
+        validator(object, &mut errs);
+    }
+    errs.into_causes()
 }
 
+// ----- small JSON helpers -----
+
+fn str_field<'a>(map: &'a Map<String, Value>, key: &str) -> &'a str {
+    map.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn str_at<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn array_at<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn null() -> &'static Value {
+    static NULL: Value = Value::Null;
+    &NULL
+}
+
+fn child<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(null())
+}
+
+/// An integer field, if present.
+fn int_at(value: &Value, key: &str) -> Option<i64> {
+    value.get(key).and_then(Value::as_i64)
+}
+
+fn check_nonnegative(value: &Value, key: &str, path: &str, errs: &mut FieldErrors) {
+    if let Some(n) = int_at(value, key)
+        && n < 0
+    {
+        errs.invalid(&format!("{path}.{key}"), n, MIN_ZERO);
+    }
+}
+
+/// A label map as Go's `%#v` prints a `map[string]string`.
+fn go_string_map(value: &Value) -> String {
+    let Some(map) = value.as_object() else {
+        return "map[string]string(nil)".to_string();
+    };
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let parts: Vec<String> = entries
+        .into_iter()
+        .map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v.as_str().unwrap_or(""))))
+        .collect();
+    format!("map[string]string{{{}}}", parts.join(", "))
+}
+
+// ----- pods -----
+
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
+const DNS_POLICIES: &[&str] = &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
+/// The volume source fields of a Volume; exactly one may be set.
+const VOLUME_SOURCES: &[&str] = &[
+    "hostPath",
+    "emptyDir",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "gitRepo",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "persistentVolumeClaim",
+    "rbd",
+    "flexVolume",
+    "cinder",
+    "cephfs",
+    "flocker",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "configMap",
+    "vsphereVolume",
+    "quobyte",
+    "azureDisk",
+    "photonPersistentDisk",
+    "projected",
+    "portworxVolume",
+    "scaleIO",
+    "storageos",
+    "csi",
+    "ephemeral",
+    "image",
+];
+
+fn validate_pod(pod: &Value, errs: &mut FieldErrors) {
+    validate_pod_spec(child(pod, "spec"), "spec", errs);
+}
+
+/// Upstream's `ValidatePodTemplateSpec` (note: its label path has no `metadata`).
+fn validate_pod_template_spec(template: &Value, path: &str, errs: &mut FieldErrors) {
+    let metadata = child(template, "metadata");
+    validate_labels(metadata.get("labels"), &format!("{path}.labels"), errs);
+    validate_annotations(
+        metadata.get("annotations"),
+        &format!("{path}.annotations"),
+        errs,
+    );
+    validate_pod_spec(child(template, "spec"), &format!("{path}.spec"), errs);
+}
+
+fn validate_pod_template(pod_template: &Value, errs: &mut FieldErrors) {
+    validate_pod_template_spec(child(pod_template, "template"), "template", errs);
+}
+
+/// The key rules of `ValidatePodSpec`: volumes, containers, restart and DNS
+/// policies, names of the node and service account, activeDeadlineSeconds.
+fn validate_pod_spec(spec: &Value, path: &str, errs: &mut FieldErrors) {
+    let volume_names =
+        validate_volumes(array_at(spec, "volumes"), &format!("{path}.volumes"), errs);
+
+    let containers = array_at(spec, "containers");
+    let containers_path = format!("{path}.containers");
+    if containers.is_empty() {
+        errs.required(&containers_path, "");
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, container) in containers.iter().enumerate() {
+        let item = format!("{containers_path}[{i}]");
+        validate_container(container, &item, &volume_names, errs);
+        let name = str_at(container, "name");
+        if names.contains(&name) {
+            errs.duplicate(&format!("{item}.name"), name);
+        } else {
+            names.push(name);
+        }
+    }
+    let init_path = format!("{path}.initContainers");
+    for (i, container) in array_at(spec, "initContainers").iter().enumerate() {
+        let item = format!("{init_path}[{i}]");
+        validate_container(container, &item, &volume_names, errs);
+        let name = str_at(container, "name");
+        if names.contains(&name) {
+            errs.duplicate(&format!("{item}.name"), name);
+        } else {
+            names.push(name);
+        }
+        if let Some(policy) = container.get("restartPolicy").and_then(Value::as_str)
+            && policy != "Always"
+        {
+            errs.not_supported(&format!("{item}.restartPolicy"), policy, &["Always"]);
+        }
+    }
+
+    if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
+        if policy.is_empty() {
+            errs.required(&format!("{path}.restartPolicy"), "");
+        } else if !RESTART_POLICIES.contains(&policy) {
+            errs.not_supported(&format!("{path}.restartPolicy"), policy, RESTART_POLICIES);
+        }
+    }
+    if let Some(policy) = spec.get("dnsPolicy").and_then(Value::as_str)
+        && !policy.is_empty()
+        && !DNS_POLICIES.contains(&policy)
+    {
+        errs.not_supported(&format!("{path}.dnsPolicy"), policy, DNS_POLICIES);
+    }
+    for key in ["nodeName", "serviceAccountName"] {
+        let value = str_at(spec, key);
+        if !value.is_empty() {
+            errs.invalid_each(&format!("{path}.{key}"), value, is_dns1123_subdomain(value));
+        }
+    }
+    if let Some(seconds) = int_at(spec, "activeDeadlineSeconds")
+        && !(1..=i64::from(i32::MAX)).contains(&seconds)
+    {
+        errs.invalid(
+            &format!("{path}.activeDeadlineSeconds"),
+            seconds,
+            &inclusive_range_error(1, i64::from(i32::MAX)),
+        );
+    }
+    check_nonnegative(spec, "terminationGracePeriodSeconds", path, errs);
+}
+
+/// Volumes: names required, RFC 1123 labels and unique; at most one source.
+/// Returns the valid names (what volume mounts may refer to).
+fn validate_volumes(volumes: &[Value], path: &str, errs: &mut FieldErrors) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        let item = format!("{path}[{i}]");
+        let name_path = format!("{item}.name");
+        let name = str_at(volume, "name");
+        let before = errs.0.len();
+        let sources: Vec<&str> = VOLUME_SOURCES
+            .iter()
+            .copied()
+            .filter(|source| volume.get(*source).is_some_and(|v| !v.is_null()))
+            .collect();
+        for source in sources.iter().skip(1) {
+            errs.forbidden(
+                &format!("{item}.{source}"),
+                "may not specify more than 1 volume type",
+            );
+        }
+        if name.is_empty() {
+            errs.required(&name_path, "");
+        } else {
+            errs.invalid_each(&name_path, name, is_dns1123_label(name));
+        }
+        if names.iter().any(|n| n == name) {
+            errs.duplicate(&name_path, name);
+        }
+        if errs.0.len() == before {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+/// The common container rules: name, image, ports, env, volume mounts.
+fn validate_container(container: &Value, path: &str, volumes: &[String], errs: &mut FieldErrors) {
+    let name = str_at(container, "name");
+    let name_path = format!("{path}.name");
+    if name.is_empty() {
+        errs.required(&name_path, "");
+    } else {
+        errs.invalid_each(&name_path, name, is_dns1123_label(name));
+    }
+    if str_at(container, "image").is_empty() {
+        errs.required(&format!("{path}.image"), "");
+    }
+    validate_container_ports(array_at(container, "ports"), &format!("{path}.ports"), errs);
+    validate_env(array_at(container, "env"), &format!("{path}.env"), errs);
+    validate_volume_mounts(
+        array_at(container, "volumeMounts"),
+        &format!("{path}.volumeMounts"),
+        volumes,
+        errs,
+    );
+}
+
+fn validate_container_ports(ports: &[Value], path: &str, errs: &mut FieldErrors) {
+    let mut names: Vec<&str> = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let item = format!("{path}[{i}]");
+        let name = str_at(port, "name");
+        if !name.is_empty() {
+            let messages = is_valid_port_name(name);
+            if !messages.is_empty() {
+                errs.invalid_each(&format!("{item}.name"), name, messages);
+            } else if names.contains(&name) {
+                errs.duplicate(&format!("{item}.name"), name);
+            } else {
+                names.push(name);
+            }
+        }
+        match int_at(port, "containerPort") {
+            None | Some(0) => errs.required(&format!("{item}.containerPort"), ""),
+            Some(number) => {
+                for message in is_valid_port_num(number) {
+                    errs.invalid(&format!("{item}.containerPort"), number, &message);
+                }
+            }
+        }
+        if let Some(number) = int_at(port, "hostPort")
+            && number != 0
+        {
+            for message in is_valid_port_num(number) {
+                errs.invalid(&format!("{item}.hostPort"), number, &message);
+            }
+        }
+        check_protocol(port, &item, errs);
+    }
+}
+
+/// A port's protocol, when given, must be TCP, UDP or SCTP (it defaults to TCP).
+fn check_protocol(port: &Value, path: &str, errs: &mut FieldErrors) {
+    if let Some(protocol) = port.get("protocol").and_then(Value::as_str) {
+        if protocol.is_empty() {
+            errs.required(&format!("{path}.protocol"), "");
+        } else if !PROTOCOLS.contains(&protocol) {
+            errs.not_supported(&format!("{path}.protocol"), protocol, PROTOCOLS);
+        }
+    }
+}
+
+/// Environment variables: a name of printable ASCII other than '=' (the relaxed
+/// rule, on by default since 1.32), and not both `value` and `valueFrom`.
+fn validate_env(env: &[Value], path: &str, errs: &mut FieldErrors) {
+    for (i, var) in env.iter().enumerate() {
+        let item = format!("{path}[{i}]");
+        let name = str_at(var, "name");
+        if name.is_empty() {
+            errs.required(&format!("{item}.name"), "");
+        } else if name.chars().any(|c| !(' '..='~').contains(&c) || c == '=') {
+            errs.invalid(
+                &format!("{item}.name"),
+                name,
+                "a valid environment variable name must consist only of printable ASCII characters other than '='",
+            );
+        }
+        if var.get("valueFrom").is_some_and(|v| !v.is_null()) && !str_at(var, "value").is_empty() {
+            errs.invalid(
+                &format!("{item}.valueFrom"),
+                "",
+                "may not be specified when `value` is not empty",
+            );
+        }
+    }
+}
+
+fn validate_volume_mounts(
+    mounts: &[Value],
+    path: &str,
+    volumes: &[String],
+    errs: &mut FieldErrors,
+) {
+    let mut mount_points: Vec<&str> = Vec::new();
+    for (i, mount) in mounts.iter().enumerate() {
+        let item = format!("{path}[{i}]");
+        let name = str_at(mount, "name");
+        if name.is_empty() {
+            errs.required(&format!("{item}.name"), "");
+        } else if !volumes.iter().any(|v| v == name) {
+            errs.not_found(&format!("{item}.name"), name);
+        }
+        let mount_path = str_at(mount, "mountPath");
+        if mount_path.is_empty() {
+            errs.required(&format!("{item}.mountPath"), "");
+        } else if mount_points.contains(&mount_path) {
+            errs.invalid(&format!("{item}.mountPath"), mount_path, "must be unique");
+        } else {
+            mount_points.push(mount_path);
+        }
+    }
+}
+
+// ----- workloads -----
+
+/// The selector rules shared by Deployments, ReplicaSets and StatefulSets: a
+/// selector is required, valid and non-empty, and must match the template labels.
+fn validate_workload_selector(spec: &Value, kind_word: &str, errs: &mut FieldErrors) {
+    let selector = child(spec, "selector");
+    if selector.is_null() {
+        errs.required("spec.selector", "");
+        return;
+    }
+    validate_label_selector(selector, "spec.selector", errs);
+    let expression_count = array_at(selector, "matchExpressions").len()
+        + selector
+            .get("matchLabels")
+            .and_then(Value::as_object)
+            .map_or(0, Map::len);
+    if expression_count == 0 {
+        errs.invalid(
+            "spec.selector",
+            BadValue::Raw(selector.to_string()),
+            &format!("empty selector is invalid for {kind_word}"),
+        );
+    }
+    check_selector_matches_template(selector, spec, errs);
+}
+
+/// `selector` must match the pod template's labels.
+fn check_selector_matches_template(selector: &Value, spec: &Value, errs: &mut FieldErrors) {
+    let Ok(parsed) = crate::selector::LabelSelector::from_json(selector) else {
+        return;
+    };
+    let labels = spec.pointer("/template/metadata/labels");
+    if !parsed.is_empty() && !parsed.matches(labels.and_then(Value::as_object)) {
+        errs.invalid(
+            "spec.template.metadata.labels",
+            BadValue::Raw(go_string_map(labels.unwrap_or(null()))),
+            "`selector` does not match template `labels`",
+        );
+    }
+}
+
+/// Upstream's `ValidateLabelSelector` (metav1).
+fn validate_label_selector(selector: &Value, path: &str, errs: &mut FieldErrors) {
+    validate_labels(
+        selector.get("matchLabels"),
+        &format!("{path}.matchLabels"),
+        errs,
+    );
+    for (i, expression) in array_at(selector, "matchExpressions").iter().enumerate() {
+        let item = format!("{path}.matchExpressions[{i}]");
+        let values = array_at(expression, "values");
+        match str_at(expression, "operator") {
+            "In" | "NotIn" => {
+                if values.is_empty() {
+                    errs.required(
+                        &format!("{item}.values"),
+                        "must be specified when `operator` is 'In' or 'NotIn'",
+                    );
+                }
+            }
+            "Exists" | "DoesNotExist" => {
+                if !values.is_empty() {
+                    errs.forbidden(
+                        &format!("{item}.values"),
+                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    );
+                }
+            }
+            other => errs.invalid(
+                &format!("{item}.operator"),
+                other,
+                "not a valid selector operator",
+            ),
+        }
+        let key = str_at(expression, "key");
+        errs.invalid_each(&format!("{item}.key"), key, is_qualified_name(key));
+        for (j, value) in values.iter().enumerate() {
+            let value = value.as_str().unwrap_or("");
+            errs.invalid_each(
+                &format!("{item}.values[{j}]"),
+                value,
+                is_valid_label_value(value),
+            );
+        }
+    }
+}
+
+/// The pod template of a controller whose pods must restart `Always`.
+fn validate_always_restarting_template(spec: &Value, errs: &mut FieldErrors) {
+    let template = child(spec, "template");
+    validate_pod_template_spec(template, "spec.template", errs);
+    if let Some(policy) = template
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        && policy != "Always"
+        && RESTART_POLICIES.contains(&policy)
+    {
+        errs.not_supported("spec.template.spec.restartPolicy", policy, &["Always"]);
+    }
+}
+
+fn validate_deployment(deployment: &Value, errs: &mut FieldErrors) {
+    let spec = child(deployment, "spec");
+    for key in [
+        "replicas",
+        "minReadySeconds",
+        "revisionHistoryLimit",
+        "progressDeadlineSeconds",
+    ] {
+        check_nonnegative(spec, key, "spec", errs);
+    }
+    validate_workload_selector(spec, "deployment", errs);
+    validate_always_restarting_template(spec, errs);
+    let strategy = child(spec, "strategy");
+    if str_at(strategy, "type") == "Recreate"
+        && strategy.get("rollingUpdate").is_some_and(|v| !v.is_null())
+    {
+        errs.forbidden(
+            "spec.strategy.rollingUpdate",
+            "may not be specified when strategy `type` is 'Recreate'",
+        );
+    }
+}
+
+fn validate_replica_set(replica_set: &Value, errs: &mut FieldErrors) {
+    let spec = child(replica_set, "spec");
+    check_nonnegative(spec, "replicas", "spec", errs);
+    check_nonnegative(spec, "minReadySeconds", "spec", errs);
+    // Upstream's ReplicaSet message says "deployment" too.
+    validate_workload_selector(spec, "deployment", errs);
+    validate_always_restarting_template(spec, errs);
+}
+
+fn validate_stateful_set(stateful_set: &Value, errs: &mut FieldErrors) {
+    let spec = child(stateful_set, "spec");
+    check_nonnegative(spec, "replicas", "spec", errs);
+    check_nonnegative(spec, "minReadySeconds", "spec", errs);
+    validate_workload_selector(spec, "statefulset", errs);
+    validate_always_restarting_template(spec, errs);
+    if let Some(policy) = spec.get("podManagementPolicy").and_then(Value::as_str)
+        && !["OrderedReady", "Parallel"].contains(&policy)
+    {
+        errs.not_supported(
+            "spec.podManagementPolicy",
+            policy,
+            &["OrderedReady", "Parallel"],
+        );
+    }
+}
+
+fn validate_daemon_set(daemon_set: &Value, errs: &mut FieldErrors) {
+    let spec = child(daemon_set, "spec");
+    let selector = child(spec, "selector");
+    validate_label_selector(selector, "spec.selector", errs);
+    // A missing selector selects nothing, so it cannot match the template either.
+    match crate::selector::LabelSelector::from_json(selector) {
+        Ok(parsed) if parsed.is_empty() => errs.invalid(
+            "spec.selector",
+            BadValue::Raw(selector.to_string()),
+            "empty selector is invalid for daemonset",
+        ),
+        Ok(parsed) => {
+            let labels = spec.pointer("/template/metadata/labels");
+            if !parsed.matches(labels.and_then(Value::as_object)) {
+                errs.invalid(
+                    "spec.template.metadata.labels",
+                    BadValue::Raw(go_string_map(labels.unwrap_or(null()))),
+                    "`selector` does not match template `labels`",
+                );
+            }
+        }
+        Err(_) => {}
+    }
+    check_nonnegative(spec, "minReadySeconds", "spec", errs);
+    validate_always_restarting_template(spec, errs);
+}
+
+fn validate_replication_controller(controller: &Value, errs: &mut FieldErrors) {
+    let spec = child(controller, "spec");
+    check_nonnegative(spec, "replicas", "spec", errs);
+    check_nonnegative(spec, "minReadySeconds", "spec", errs);
+    let selector = spec.get("selector").and_then(Value::as_object);
+    match selector {
+        Some(selector) if !selector.is_empty() => {
+            validate_labels(spec.get("selector"), "spec.selector", errs);
+            let template = child(spec, "template");
+            if !template.is_null() {
+                let parsed = crate::selector::LabelSelector::from_labels(selector);
+                let labels = template.pointer("/metadata/labels");
+                if !parsed.matches(labels.and_then(Value::as_object)) {
+                    errs.invalid(
+                        "spec.template.metadata.labels",
+                        BadValue::Raw(go_string_map(labels.unwrap_or(null()))),
+                        "`selector` does not match template `labels`",
+                    );
+                }
+            }
+        }
+        _ => errs.required("spec.selector", ""),
+    }
+    if spec.get("template").is_some_and(|t| !t.is_null()) {
+        validate_always_restarting_template(spec, errs);
+    } else {
+        errs.required("spec.template", "");
+    }
+}
+
+/// A Job's pod template restart policy must be OnFailure or Never; it defaults to
+/// Always, which is rejected.
+fn check_job_restart_policy(template: &Value, path: &str, errs: &mut FieldErrors) {
+    let policy = template
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("Always");
+    if policy != "OnFailure" && policy != "Never" {
+        errs.not_supported(
+            &format!("{path}.spec.restartPolicy"),
+            policy,
+            &["OnFailure", "Never"],
+        );
+    }
+}
+
+fn validate_job_spec(spec: &Value, path: &str, errs: &mut FieldErrors) {
+    for key in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
+        check_nonnegative(spec, key, path, errs);
+    }
+    if let Some(seconds) = int_at(spec, "activeDeadlineSeconds")
+        && seconds <= 0
+    {
+        errs.invalid(
+            &format!("{path}.activeDeadlineSeconds"),
+            seconds,
+            "must be greater than 0",
+        );
+    }
+    let template = child(spec, "template");
+    let template_path = format!("{path}.template");
+    validate_pod_template_spec(template, &template_path, errs);
+    check_job_restart_policy(template, &template_path, errs);
+}
+
+fn validate_job(job: &Value, errs: &mut FieldErrors) {
+    let spec = child(job, "spec");
+    validate_job_spec(spec, "spec", errs);
+    // The selector is usually generated by the server; when given, it must match.
+    let selector = child(spec, "selector");
+    if !selector.is_null() {
+        validate_label_selector(selector, "spec.selector", errs);
+        check_selector_matches_template(selector, spec, errs);
+    }
+}
+
+fn validate_cron_job(cron_job: &Value, errs: &mut FieldErrors) {
+    let name = cron_job
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name.len() > 52 {
+        errs.invalid("metadata.name", name, "must be no more than 52 characters");
+    }
+    let spec = child(cron_job, "spec");
+    if str_at(spec, "schedule").is_empty() {
+        errs.required("spec.schedule", "");
+    }
+    if let Some(policy) = spec.get("concurrencyPolicy").and_then(Value::as_str)
+        && !["Allow", "Forbid", "Replace"].contains(&policy)
+    {
+        errs.not_supported(
+            "spec.concurrencyPolicy",
+            policy,
+            &["Allow", "Forbid", "Replace"],
+        );
+    }
+    for key in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        check_nonnegative(spec, key, "spec", errs);
+    }
+    validate_job_spec(
+        child(child(spec, "jobTemplate"), "spec"),
+        "spec.jobTemplate.spec",
+        errs,
+    );
+}
+
+// ----- services -----
+
+const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+
+fn validate_service(service: &Value, errs: &mut FieldErrors) {
+    // Service names are RFC 1035 labels (they become DNS names and env vars).
+    let name = service
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !name.is_empty() && is_dns1123_label(name).is_empty() {
+        errs.invalid_each("metadata.name", name, is_dns1035_label(name));
+    }
+
+    let spec = child(service, "spec");
+    let service_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    let headless = service_type == "ClusterIP"
+        && (str_at(spec, "clusterIP") == "None"
+            || array_at(spec, "clusterIPs").first().and_then(Value::as_str) == Some("None"));
+    let ports = array_at(spec, "ports");
+    if ports.is_empty() && !headless && service_type != "ExternalName" {
+        errs.required("spec.ports", "");
+    }
+    if !SERVICE_TYPES.contains(&service_type) {
+        errs.not_supported("spec.type", service_type, SERVICE_TYPES);
+    }
+    if service_type == "ExternalName" {
+        let external = str_at(spec, "externalName");
+        if external.is_empty() {
+            errs.required("spec.externalName", "");
+        } else {
+            let trimmed = external.strip_suffix('.').unwrap_or(external);
+            errs.invalid_each("spec.externalName", trimmed, is_dns1123_subdomain(trimmed));
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let item = format!("spec.ports[{i}]");
+        let name = str_at(port, "name");
+        if ports.len() > 1 && name.is_empty() {
+            errs.required(&format!("{item}.name"), "");
+        } else if !name.is_empty() {
+            errs.invalid_each(&format!("{item}.name"), name, is_dns1123_label(name));
+            if names.contains(&name) {
+                errs.duplicate(&format!("{item}.name"), name);
+            } else {
+                names.push(name);
+            }
+        }
+        let number = int_at(port, "port").unwrap_or(0);
+        for message in is_valid_port_num(number) {
+            errs.invalid(&format!("{item}.port"), number, &message);
+        }
+        check_protocol(port, &item, errs);
+        match port.get("targetPort") {
+            Some(Value::Number(n)) => {
+                let n = n.as_i64().unwrap_or(0);
+                for message in is_valid_port_num(n) {
+                    errs.invalid(&format!("{item}.targetPort"), n, &message);
+                }
+            }
+            Some(Value::String(s)) => {
+                errs.invalid_each(&format!("{item}.targetPort"), s, is_valid_port_name(s));
+            }
+            _ => {}
+        }
+        if let Some(node_port) = int_at(port, "nodePort")
+            && node_port != 0
+        {
+            if service_type == "ClusterIP" || service_type == "ExternalName" {
+                errs.forbidden(
+                    &format!("{item}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                );
+            } else {
+                for message in is_valid_port_num(node_port) {
+                    errs.invalid(&format!("{item}.nodePort"), node_port, &message);
+                }
+            }
+        }
+    }
+}
+
+// ----- config and secrets -----
+
+/// Max total size of a ConfigMap's or Secret's data, in bytes.
+const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+/// The decoded size of base64 text.
+fn base64_decoded_len(text: &str) -> usize {
+    let padding = text.bytes().rev().take_while(|&b| b == b'=').count();
+    (text.len() / 4 * 3).saturating_sub(padding)
+}
+
+fn validate_config_map(config_map: &Value, errs: &mut FieldErrors) {
+    let mut total = 0;
+    let binary = config_map.get("binaryData").and_then(Value::as_object);
+    if let Some(Value::Object(data)) = config_map.get("data") {
+        for (key, value) in data {
+            let path = format!("data[{key}]");
+            errs.invalid_each(&path, key, is_config_map_key(key));
+            if binary.is_some_and(|b| b.contains_key(key)) {
+                errs.invalid(&path, key, "duplicate of key present in binaryData");
+            }
+            total += value.as_str().map_or(0, str::len);
+        }
+    }
+    if let Some(binary) = binary {
+        for (key, value) in binary {
+            errs.invalid_each(&format!("binaryData[{key}]"), key, is_config_map_key(key));
+            total += value.as_str().map_or(0, base64_decoded_len);
+        }
+    }
+    if total > MAX_DATA_SIZE {
+        errs.too_long("", MAX_DATA_SIZE);
+    }
+}
+
+fn validate_secret(secret: &Value, errs: &mut FieldErrors) {
+    let data = secret.get("data").and_then(Value::as_object);
+    let string_data = secret.get("stringData").and_then(Value::as_object);
+    let mut total = 0;
+    let mut keys: Vec<&String> = Vec::new();
+    for (key, value) in data.into_iter().flatten() {
+        total += value.as_str().map_or(0, base64_decoded_len);
+        keys.push(key);
+    }
+    for (key, value) in string_data.into_iter().flatten() {
+        total += value.as_str().map_or(0, str::len);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for key in &keys {
+        errs.invalid_each(&format!("data[{key}]"), key, is_config_map_key(key));
+    }
+    if total > MAX_DATA_SIZE {
+        errs.too_long("data", MAX_DATA_SIZE);
+    }
+    let has = |key: &str| keys.iter().any(|k| k.as_str() == key);
+    let required_keys: &[&str] = match str_at(secret, "type") {
+        "kubernetes.io/service-account-token" => {
+            let annotation = secret
+                .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if annotation.is_empty() {
+                errs.required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "",
+                );
+            }
+            &[]
+        }
+        "kubernetes.io/dockercfg" => &[".dockercfg"],
+        "kubernetes.io/dockerconfigjson" => &[".dockerconfigjson"],
+        "kubernetes.io/basic-auth" => {
+            if !has("username") && !has("password") {
+                &["username", "password"]
+            } else {
+                &[]
+            }
+        }
+        "kubernetes.io/ssh-auth" => &["ssh-privatekey"],
+        "kubernetes.io/tls" => &["tls.crt", "tls.key"],
+        _ => &[],
+    };
+    for key in required_keys {
+        if !has(key) {
+            errs.required(&format!("data[{key}]"), "");
+        }
+    }
+}
+
+// ----- namespaces -----
+
+fn validate_namespace(namespace: &Value, errs: &mut FieldErrors) {
+    let finalizers = namespace.pointer("/spec/finalizers");
+    validate_finalizers(finalizers, "spec.finalizers", errs);
+    for name in finalizers
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !name.contains('/') && !["kubernetes", "orphan", "foregroundDeletion"].contains(&name) {
+            errs.invalid(
+                "spec.finalizers",
+                name,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn messages(causes: &[Cause]) -> Vec<String> {
+        causes.iter().map(cause_to_string).collect()
+    }
+
+    fn has(causes: &[Cause], reason: &str, field: &str, message_start: &str) -> bool {
+        causes
+            .iter()
+            .any(|c| c.reason == reason && c.field == field && c.message.starts_with(message_start))
+    }
+
+    #[test]
+    fn name_rules_with_upstream_messages() {
+        assert!(check_name(NameRule::Subdomain, "web.example-1").is_empty());
+        assert_eq!(
+            check_name(NameRule::Subdomain, "Foo_Bar"),
+            [
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            ]
+        );
+        assert_eq!(
+            check_name(NameRule::Subdomain, &"a".repeat(254))[0],
+            "must be no more than 253 characters"
+        );
+        assert!(check_name(NameRule::Label, "my-name").is_empty());
+        assert_eq!(
+            check_name(NameRule::Label, "a.b"),
+            ["must not contain dots"]
+        );
+        assert_eq!(
+            check_name(NameRule::Label, "-a"),
+            [
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            ]
+        );
+        assert_eq!(
+            check_name(NameRule::Label, &"a".repeat(64))[0],
+            "must be no more than 63 characters"
+        );
+        assert!(check_name(NameRule::PathSegment, "system:node:Foo").is_empty());
+        assert_eq!(check_name(NameRule::PathSegment, ".."), ["may not be '..'"]);
+        assert_eq!(
+            check_name(NameRule::PathSegment, "a/b%c"),
+            ["may not contain '/'", "may not contain '%'"]
+        );
+    }
+
+    #[test]
+    fn qualified_names_and_label_values() {
+        assert!(is_qualified_name("app.kubernetes.io/name").is_empty());
+        assert!(is_qualified_name("Name_1.x").is_empty());
+        assert_eq!(is_qualified_name("/a"), ["prefix part must be non-empty"]);
+        assert!(is_qualified_name("a/b/c")[0].starts_with("a qualified name must consist of"));
+        assert!(
+            is_qualified_name("Example.com/a")[0]
+                .starts_with("prefix part a lowercase RFC 1123 subdomain")
+        );
+        assert_eq!(is_qualified_name("").len(), 2);
+        assert!(is_valid_label_value("").is_empty());
+        assert!(is_valid_label_value("v1.2_x-Y").is_empty());
+        assert_eq!(
+            is_valid_label_value("-x"),
+            [
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+            ]
+        );
+        assert!(is_config_map_key("a.b-c_D").is_empty());
+        assert_eq!(is_config_map_key("..x"), ["must not start with '..'"]);
+        assert!(is_config_map_key("a b")[0].starts_with(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+        ));
+        assert_eq!(is_dns1035_label("1abc").len(), 1);
+        assert!(is_valid_port_name("http").is_empty());
+        assert_eq!(
+            is_valid_port_name("123"),
+            ["must contain at least one letter (a-z)"]
+        );
+    }
+
+    #[test]
+    fn metadata_name_rules() {
+        let causes = validate_metadata(
+            &json!({"metadata": {"name": "Foo_Bar", "namespace": "default"}}),
+            true,
+            NameRule::Subdomain,
+        );
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].reason, INVALID);
+        assert_eq!(causes[0].field, "metadata.name");
+        assert!(
+            causes[0]
+                .message
+                .starts_with("Invalid value: \"Foo_Bar\": a lowercase RFC 1123 subdomain")
+        );
+
+        let causes = validate_metadata(
+            &json!({"metadata": {"namespace": "default"}}),
+            true,
+            NameRule::Subdomain,
+        );
+        assert_eq!(
+            messages(&causes),
+            ["metadata.name: Required value: name or generateName is required"]
+        );
+        // generateName stands in for the name, and is checked as a prefix.
+        let causes = validate_metadata(
+            &json!({"metadata": {"generateName": "web-", "namespace": "ns"}}),
+            true,
+            NameRule::Subdomain,
+        );
+        assert!(causes.is_empty(), "{causes:?}");
+        let causes = validate_metadata(
+            &json!({"metadata": {"generateName": "Web-", "namespace": "ns"}}),
+            true,
+            NameRule::Subdomain,
+        );
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.generateName",
+            "Invalid value: \"Web-\""
+        ));
+        assert!(validate_metadata(&json!({}), false, NameRule::Subdomain).len() == 1);
+    }
+
+    #[test]
+    fn metadata_namespace_per_scope() {
+        let causes = validate_metadata(
+            &json!({"metadata": {"name": "a"}}),
+            true,
+            NameRule::Subdomain,
+        );
+        assert_eq!(messages(&causes), ["metadata.namespace: Required value"]);
+        let causes = validate_metadata(
+            &json!({"metadata": {"name": "a", "namespace": "x"}}),
+            false,
+            NameRule::Subdomain,
+        );
+        assert_eq!(
+            messages(&causes),
+            ["metadata.namespace: Forbidden: not allowed on this type"]
+        );
+        assert_eq!(causes[0].reason, FORBIDDEN);
+        let causes = validate_metadata(
+            &json!({"metadata": {"name": "a", "namespace": "Bad_NS"}}),
+            true,
+            NameRule::Subdomain,
+        );
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.namespace",
+            "Invalid value: \"Bad_NS\": a lowercase RFC 1123 label"
+        ));
+    }
+
+    #[test]
+    fn metadata_labels_annotations_finalizers_owners() {
+        let object = json!({"metadata": {
+            "name": "a",
+            "labels": {"good": "v", "bad key": "v", "k": "-bad-"},
+            "annotations": {"Example.com/Key": "ok", "no good": "x"},
+            "finalizers": ["example.com/f", "bad/finalizer/x", "orphan", "foregroundDeletion"],
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "1", "controller": true},
+                {"apiVersion": "", "kind": "", "name": "", "uid": "", "controller": true}
+            ],
+            "generation": -1
+        }});
+        let causes = validate_metadata(&object, false, NameRule::Subdomain);
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.labels",
+            "Invalid value: \"bad key\": name part must consist of"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.labels",
+            "Invalid value: \"-bad-\": a valid label must be"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.annotations",
+            "Invalid value: \"no good\""
+        ));
+        assert!(!causes.iter().any(|c| c.message.contains("Example.com/Key")));
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.finalizers",
+            "Invalid value: \"bad/finalizer/x\": a qualified name must consist of"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.finalizers",
+            "Invalid value: []string{\"example.com/f\", \"bad/finalizer/x\", \"orphan\", \"foregroundDeletion\"}: finalizer orphan and foregroundDeletion cannot be both set"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.ownerReferences.apiVersion",
+            "Invalid value: \"\": version must not be empty"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.ownerReferences.uid",
+            "Invalid value: \"\": must not be empty"
+        ));
+        assert!(causes.iter().any(|c| c.message.contains("Only one reference can have Controller set to true. Found \"true\" in references for ReplicaSet/rs and /")));
+        assert!(has(
+            &causes,
+            INVALID,
+            "metadata.generation",
+            "Invalid value: -1: must be greater than or equal to 0"
+        ));
+    }
+
+    #[test]
+    fn annotation_total_size() {
+        let big = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT);
+        let object = json!({"metadata": {"name": "a", "annotations": {"k": big}}});
+        let causes = validate_metadata(&object, false, NameRule::Subdomain);
+        assert_eq!(
+            messages(&causes),
+            ["metadata.annotations: Too long: may not be more than 262144 bytes"]
+        );
+        assert_eq!(causes[0].reason, TOO_LONG);
+    }
+
+    fn pod(spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d"}, "spec": spec})
+    }
+
+    #[test]
+    fn pod_rules() {
+        let ok = pod(
+            json!({"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80, "name": "http"}]}]}),
+        );
+        assert!(validate_object("", "Pod", &ok).is_empty());
+
+        let causes = validate_object("", "Pod", &pod(json!({"containers": []})));
+        assert_eq!(messages(&causes), ["spec.containers: Required value"]);
+
+        let causes = validate_object(
+            "",
+            "Pod",
+            &pod(json!({
+                "restartPolicy": "Sometimes",
+                "volumes": [{"name": "v", "emptyDir": {}}, {"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}, "hostPath": {"path": "/"}}],
+                "containers": [
+                    {"name": "Web", "ports": [{"containerPort": 70000, "protocol": "HTTP"}],
+                     "volumeMounts": [{"name": "nope", "mountPath": "/a"}]},
+                    {"name": "dup", "image": "x"},
+                    {"name": "dup", "image": "x", "env": [{"name": "A=B"}]}
+                ]
+            })),
+        );
+        assert!(has(
+            &causes,
+            NOT_SUPPORTED,
+            "spec.restartPolicy",
+            "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+        ));
+        assert!(has(
+            &causes,
+            DUPLICATE,
+            "spec.volumes[1].name",
+            "Duplicate value: \"v\""
+        ));
+        assert!(has(
+            &causes,
+            FORBIDDEN,
+            "spec.volumes[2].emptyDir",
+            "Forbidden: may not specify more than 1 volume type"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.containers[0].name",
+            "Invalid value: \"Web\": a lowercase RFC 1123 label"
+        ));
+        assert!(has(
+            &causes,
+            REQUIRED,
+            "spec.containers[0].image",
+            "Required value"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.containers[0].ports[0].containerPort",
+            "Invalid value: 70000: must be between 1 and 65535, inclusive"
+        ));
+        assert!(has(
+            &causes,
+            NOT_SUPPORTED,
+            "spec.containers[0].ports[0].protocol",
+            "Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\""
+        ));
+        assert!(has(
+            &causes,
+            NOT_FOUND,
+            "spec.containers[0].volumeMounts[0].name",
+            "Not found: \"nope\""
+        ));
+        assert!(has(
+            &causes,
+            DUPLICATE,
+            "spec.containers[2].name",
+            "Duplicate value: \"dup\""
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.containers[2].env[0].name",
+            "Invalid value: \"A=B\""
+        ));
+    }
+
+    fn deployment(selector: Value, labels: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"},
+               "spec": {"replicas": 1, "selector": selector, "template": {
+                   "metadata": {"labels": labels},
+                   "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}})
+    }
+
+    #[test]
+    fn workload_selector_rules() {
+        let ok = deployment(
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"app": "web", "x": "y"}),
+        );
+        assert!(validate_object("apps", "Deployment", &ok).is_empty());
+
+        let causes = validate_object(
+            "apps",
+            "Deployment",
+            &deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "db"})),
+        );
+        assert_eq!(
+            messages(&causes),
+            [
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"db\"}: `selector` does not match template `labels`"
+            ]
+        );
+
+        let mut missing = ok.clone();
+        missing["spec"].as_object_mut().unwrap().remove("selector");
+        assert_eq!(
+            messages(&validate_object("apps", "Deployment", &missing)),
+            ["spec.selector: Required value"]
+        );
+
+        let causes = validate_object(
+            "apps",
+            "Deployment",
+            &deployment(json!({}), json!({"app": "web"})),
+        );
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.selector",
+            "Invalid value: {}: empty selector is invalid for deployment"
+        ));
+
+        let causes = validate_object(
+            "apps",
+            "StatefulSet",
+            &deployment(
+                json!({"matchExpressions": [{"key": "app", "operator": "Equals", "values": ["a"]}]}),
+                json!({"app": "a"}),
+            ),
+        );
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.selector.matchExpressions[0].operator",
+            "Invalid value: \"Equals\": not a valid selector operator"
+        ));
+
+        let mut negative = ok.clone();
+        negative["spec"]["replicas"] = json!(-1);
+        negative["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+        let causes = validate_object("apps", "Deployment", &negative);
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.replicas",
+            "Invalid value: -1: must be greater than or equal to 0"
+        ));
+        assert!(has(
+            &causes,
+            NOT_SUPPORTED,
+            "spec.template.spec.restartPolicy",
+            "Unsupported value: \"Never\": supported values: \"Always\""
+        ));
+
+        let causes = validate_object(
+            "apps",
+            "DaemonSet",
+            &deployment(json!({"matchLabels": {"a": "b"}}), json!({})),
+        );
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.template.metadata.labels",
+            "Invalid value: map[string]string{}"
+        ));
+    }
+
+    #[test]
+    fn job_restart_policy() {
+        let job = |policy: Option<&str>| {
+            let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+            if let Some(p) = policy {
+                spec["restartPolicy"] = json!(p);
+            }
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "n"},
+                   "spec": {"template": {"spec": spec}}})
+        };
+        assert!(validate_object("batch", "Job", &job(Some("Never"))).is_empty());
+        assert!(validate_object("batch", "Job", &job(Some("OnFailure"))).is_empty());
+        assert_eq!(
+            messages(&validate_object("batch", "Job", &job(None))),
+            [
+                "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+            ]
+        );
+        let cron = json!({"metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}}});
+        assert_eq!(
+            messages(&validate_object("batch", "CronJob", &cron)),
+            ["spec.schedule: Required value"]
+        );
+    }
+
+    #[test]
+    fn service_rules() {
+        let service =
+            |spec: Value| json!({"metadata": {"name": "web", "namespace": "n"}, "spec": spec});
+        assert!(
+            validate_object(
+                "",
+                "Service",
+                &service(json!({"ports": [{"port": 80, "targetPort": 8080}]}))
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            messages(&validate_object("", "Service", &service(json!({})))),
+            ["spec.ports: Required value"]
+        );
+        assert!(validate_object("", "Service", &service(json!({"clusterIP": "None"}))).is_empty());
+        assert!(
+            validate_object(
+                "",
+                "Service",
+                &service(json!({"type": "ExternalName", "externalName": "example.com"}))
+            )
+            .is_empty()
+        );
+        let causes = validate_object(
+            "",
+            "Service",
+            &service(json!({
+                "type": "Magic",
+                "ports": [{"port": 0, "protocol": "HTTP"}, {"port": 443, "name": "https", "targetPort": "Bad_Name"}]
+            })),
+        );
+        assert!(has(
+            &causes,
+            NOT_SUPPORTED,
+            "spec.type",
+            "Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+        ));
+        assert!(has(
+            &causes,
+            REQUIRED,
+            "spec.ports[0].name",
+            "Required value"
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.ports[0].port",
+            "Invalid value: 0: must be between 1 and 65535, inclusive"
+        ));
+        assert!(has(
+            &causes,
+            NOT_SUPPORTED,
+            "spec.ports[0].protocol",
+            "Unsupported value: \"HTTP\""
+        ));
+        assert!(has(
+            &causes,
+            INVALID,
+            "spec.ports[1].targetPort",
+            "Invalid value: \"Bad_Name\""
+        ));
+        let numeric_name = json!({"metadata": {"name": "1web"}, "spec": {"ports": [{"port": 80}]}});
+        assert!(has(
+            &validate_object("", "Service", &numeric_name),
+            INVALID,
+            "metadata.name",
+            "Invalid value: \"1web\": a DNS-1035 label must consist"
+        ));
+    }
+
+    #[test]
+    fn config_map_and_secret_keys() {
+        let cm = json!({"metadata": {"name": "c"}, "data": {"good.key": "v", "bad key": "v"}});
+        assert_eq!(
+            messages(&validate_object("", "ConfigMap", &cm)),
+            [
+                "data[bad key]: Invalid value: \"bad key\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+            ]
+        );
+        let secret = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "stringData": {"tls.crt": "x", "..": "y"}});
+        let causes = validate_object("", "Secret", &secret);
+        assert!(has(&causes, REQUIRED, "data[tls.key]", "Required value"));
+        assert!(has(&causes, INVALID, "data[..]", "Invalid value: \"..\""));
+        assert!(!causes.iter().any(|c| c.field == "data[tls.crt]"));
+        let big = json!({"metadata": {"name": "c"}, "data": {"k": "x".repeat(MAX_DATA_SIZE + 1)}});
+        assert_eq!(
+            messages(&validate_object("", "ConfigMap", &big)),
+            [": Too long: may not be more than 1048576 bytes"]
+        );
+    }
+
+    #[test]
+    fn namespaces_and_kube_finalizers() {
+        let ns =
+            json!({"metadata": {"name": "n"}, "spec": {"finalizers": ["kubernetes", "custom"]}});
+        assert_eq!(
+            messages(&validate_object("", "Namespace", &ns)),
+            [
+                "spec.finalizers: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"
+            ]
+        );
+        let cm = json!({"metadata": {"name": "c", "finalizers": ["example.com/x", "mine"]}});
+        assert_eq!(
+            messages(&validate_object("", "ConfigMap", &cm)),
+            [
+                "metadata.finalizers[1]: Invalid value: \"mine\": name is neither a standard finalizer name nor is it fully qualified"
+            ]
+        );
+        // Custom resources may use any qualified name.
+        assert!(validate_object("example.com", "Widget", &cm).is_empty());
+    }
+
+    #[test]
+    fn invalid_status_message() {
+        let causes = vec![
+            Cause::new(REQUIRED, "spec.containers", "Required value"),
+            Cause::new(INVALID, "metadata.name", "Invalid value: \"A\": bad"),
+        ];
+        assert_eq!(
+            invalid_message("apps", "Deployment", "web", &causes),
+            "Deployment.apps \"web\" is invalid: [spec.containers: Required value, metadata.name: Invalid value: \"A\": bad]"
+        );
+        assert_eq!(
+            invalid_message("", "Pod", "p", &causes[..1]),
+            "Pod \"p\" is invalid: spec.containers: Required value"
+        );
+    }
+}
