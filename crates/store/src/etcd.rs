@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, CompactionOptions, ConnectOptions, EventType, GetOptions, Txn,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn,
     TxnOp, TxnOpResponse, WatchOptions,
 };
 
@@ -178,10 +178,7 @@ impl EtcdStore {
 }
 
 /// Turns one watch response into events; `Err` when etcd ended the watch.
-fn watch_events(
-    response: &etcd_client::WatchResponse,
-    after: Revision,
-) -> Result<Vec<Event>> {
+fn watch_events(response: &etcd_client::WatchResponse, after: Revision) -> Result<Vec<Event>> {
     if response.compact_revision() > 0 {
         return Err(Error::Compacted {
             requested: after,

@@ -40,7 +40,10 @@ pub struct KeyValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A key was created (`prev` is None) or updated (`prev` is its value before).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A key was deleted at `revision`; `prev` is its last value.
     Delete { prev: KeyValue, revision: Revision },
 }
@@ -101,10 +104,16 @@ pub enum Error {
     },
     /// The revision asked for was compacted away.
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The revision asked for is newer than the store's current revision.
     #[error("revision {requested} is in the future (current is {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("store backend error: {0}")]
     Backend(String),
 }
@@ -264,8 +273,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = open(Some("mysql://x"), dir.path()).await.err().unwrap();
         let msg = err.to_string();
-        assert!(msg.contains("sqlite:///") && msg.contains("etcd://"), "{msg}");
-        let err = open(Some("sqlite://relative.db"), dir.path()).await.err().unwrap();
+        assert!(
+            msg.contains("sqlite:///") && msg.contains("etcd://"),
+            "{msg}"
+        );
+        let err = open(Some("sqlite://relative.db"), dir.path())
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("absolute"), "{err}");
     }
 

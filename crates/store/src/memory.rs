@@ -139,7 +139,10 @@ impl Store for MemoryStore {
                     continue;
                 }
                 match event {
-                    Event::Put { prev: Some(prev), .. } | Event::Delete { prev, .. } => {
+                    Event::Put {
+                        prev: Some(prev), ..
+                    }
+                    | Event::Delete { prev, .. } => {
                         old.insert(prev.key.clone(), prev.clone());
                     }
                     Event::Put { kv, prev: None } => {
@@ -263,7 +266,9 @@ impl Store for MemoryStore {
                 let mut rx = state?;
                 loop {
                     match rx.recv().await {
-                        Ok(event) if event.revision() > after && event.key().starts_with(&prefix) => {
+                        Ok(event)
+                            if event.revision() > after && event.key().starts_with(&prefix) =>
+                        {
                             return Some((Ok(Event::clone(&event)), Some(rx)));
                         }
                         Ok(_) => continue,
@@ -311,5 +316,29 @@ impl Store for MemoryStore {
 
     async fn compacted_revision(&self) -> Result<Revision> {
         Ok(self.lock().compacted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_gets_an_error_then_the_end() {
+        let store = MemoryStore::new();
+        let mut watch = store.watch("/lag/", 0).await.unwrap();
+        for i in 0..WATCH_BUFFER + 10 {
+            store
+                .create(&format!("/lag/{i}"), Bytes::new())
+                .await
+                .unwrap();
+        }
+        match watch.next().await {
+            Some(Err(e)) => assert!(e.to_string().contains("fell behind"), "{e}"),
+            other => panic!("expected the lag error first, got {other:?}"),
+        }
+        assert!(watch.next().await.is_none());
     }
 }

@@ -57,7 +57,10 @@ async fn create_then_get(s: S) {
     let before = s.current_revision().await.unwrap();
     let rev = s.create("/t/a", b("one")).await.unwrap();
     assert_eq!(rev, before + 1);
-    assert_eq!(s.get("/t/a").await.unwrap(), Some(kv("/t/a", "one", rev, rev)));
+    assert_eq!(
+        s.get("/t/a").await.unwrap(),
+        Some(kv("/t/a", "one", rev, rev))
+    );
     assert_eq!(s.get("/t/missing").await.unwrap(), None);
     assert_eq!(s.current_revision().await.unwrap(), rev);
 }
@@ -68,14 +71,20 @@ async fn create_twice_is_already_exists(s: S) {
         Err(Error::AlreadyExists(key)) => assert_eq!(key, "/t/a"),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert_eq!(s.get("/t/a").await.unwrap(), Some(kv("/t/a", "one", rev, rev)));
+    assert_eq!(
+        s.get("/t/a").await.unwrap(),
+        Some(kv("/t/a", "one", rev, rev))
+    );
 }
 
 async fn update_checks_the_expected_revision(s: S) {
     let r1 = s.create("/t/a", b("one")).await.unwrap();
     let r2 = s.update("/t/a", b("two"), r1).await.unwrap();
     assert_eq!(r2, r1 + 1);
-    assert_eq!(s.get("/t/a").await.unwrap(), Some(kv("/t/a", "two", r1, r2)));
+    assert_eq!(
+        s.get("/t/a").await.unwrap(),
+        Some(kv("/t/a", "two", r1, r2))
+    );
 
     match s.update("/t/a", b("three"), r1).await {
         Err(Error::Conflict {
@@ -123,7 +132,10 @@ async fn delete_with_and_without_expected(s: S) {
 
     // A key created again starts a new life.
     let r5 = s.create("/t/a", b("again")).await.unwrap();
-    assert_eq!(s.get("/t/a").await.unwrap(), Some(kv("/t/a", "again", r5, r5)));
+    assert_eq!(
+        s.get("/t/a").await.unwrap(),
+        Some(kv("/t/a", "again", r5, r5))
+    );
 }
 
 async fn revisions_grow_by_one_per_write(s: S) {
@@ -150,7 +162,13 @@ async fn list_isolates_prefixes(s: S) {
     assert_eq!(list.revision, current);
     let list = s.list("/ab/", ListOptions::default()).await.unwrap();
     assert_eq!(keys(&list.kvs), ["/ab/1"]);
-    assert!(s.list("/c/", ListOptions::default()).await.unwrap().kvs.is_empty());
+    assert!(
+        s.list("/c/", ListOptions::default())
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
     let all = s.list("", ListOptions::default()).await.unwrap();
     assert_eq!(
         keys(&all.kvs),
@@ -207,7 +225,10 @@ async fn list_pages_at_a_fixed_revision(s: S) {
             .await
             .unwrap();
         assert_eq!(page.revision, pinned);
-        assert!(!page.kvs.is_empty(), "a page after more=true must not be empty");
+        assert!(
+            !page.kvs.is_empty(),
+            "a page after more=true must not be empty"
+        );
         seen.extend(page.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())));
         more = page.more;
     }
@@ -245,7 +266,10 @@ async fn list_at_an_older_revision(s: S) {
 
     let old = s.list("/o/", at(rb)).await.unwrap();
     assert_eq!(old.revision, rb);
-    assert_eq!(old.kvs, [kv("/o/a", "a1", ra, ra), kv("/o/b", "b1", rb, rb)]);
+    assert_eq!(
+        old.kvs,
+        [kv("/o/a", "a1", ra, ra), kv("/o/b", "b1", rb, rb)]
+    );
     let older = s.list("/o/", at(ra)).await.unwrap();
     assert_eq!(older.kvs, [kv("/o/a", "a1", ra, ra)]);
     let now = s.list("/o/", ListOptions::default()).await.unwrap();
@@ -305,7 +329,11 @@ async fn watch_replays_then_follows(s: S) {
         prev: None,
     };
     assert_eq!(next(&mut from_r1).await, live);
-    assert_eq!(next(&mut from_now).await, live, "after=0 only sees new writes");
+    assert_eq!(
+        next(&mut from_now).await,
+        live,
+        "after=0 only sees new writes"
+    );
 }
 
 async fn watch_during_writes_has_no_gaps_or_duplicates(s: S) {
@@ -361,7 +389,9 @@ async fn watch_sees_only_its_prefix(s: S) {
 }
 
 async fn delete_events_carry_the_previous_value(s: S) {
-    s.create("/d0", b("first write, so that watching from it replays")).await.unwrap();
+    s.create("/d0", b("first write, so that watching from it replays"))
+        .await
+        .unwrap();
     let r0 = s.current_revision().await.unwrap();
     let mut live = s.watch("/d/", r0).await.unwrap();
     let r1 = s.create("/d/k", b("v1")).await.unwrap();

@@ -116,9 +116,8 @@ impl EtcdServer {
                 return false;
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let connect = krust_store::etcd::EtcdStore::connect(std::slice::from_ref(
-                    &self.endpoint,
-                ));
+                let connect =
+                    krust_store::etcd::EtcdStore::connect(std::slice::from_ref(&self.endpoint));
                 if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
                     return true;
                 }
