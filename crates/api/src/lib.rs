@@ -9,10 +9,12 @@
 //! - [`selector`]: label and field selectors.
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch.
 //! - [`validation`]: names, labels and object metadata, reported as field causes.
+//! - [`defaults`]: the fields kube-apiserver fills in on create and update.
 //! - [`table`]: server-side printing (`as=Table`) with upstream's columns.
 //!
 //! A newcomer starts at [`resources::ResourceInfo`].
 
+pub mod defaults;
 pub mod patch;
 pub mod resources;
 pub mod selector;

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use krust_api::patch::{self, PatchError};
 use krust_api::resources::{self, ResourceInfo};
 use krust_api::selector::{FieldSelector, LabelSelector};
-use krust_api::{Cause, table, validation};
+use krust_api::{Cause, defaults, table, validation};
 use krust_store::{KeyValue, Revision, Store};
 use serde_json::{Map, Value, json};
 
@@ -599,6 +599,7 @@ impl Api {
             metadata_mut(&mut object).insert("generation".into(), json!(1));
         }
         prepare_create(resource, &mut object);
+        defaults::apply_defaults(resource.group, resource.kind, &mut object);
         self.validate(resource, &object)?;
         let name = meta_str(&object, "name").to_string();
         if let Some(ns) = &namespace {
@@ -667,6 +668,7 @@ impl Api {
     async fn write_update(&self, call: &Call, key: &str, current: &KeyValue, old: &Value, new: Value) -> Result<Value, UpdateError> {
         let resource = call.resource;
         let mut merged = merge_update(resource, call.subresource.as_deref(), old, new);
+        defaults::apply_defaults(resource.group, resource.kind, &mut merged);
         if let Some(generation) = metadata(old).get("generation").and_then(Value::as_i64)
             && spec_changed(old, &merged)
         {
