@@ -16,6 +16,7 @@ pub mod cache;
 pub mod discovery;
 pub mod errors;
 pub mod handlers;
+pub mod openapi;
 pub mod request;
 pub mod server;
 pub mod tls;

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
 use crate::auth::{self, Attributes, TokenAuthenticator, User};
-use crate::discovery;
+use crate::{discovery, openapi};
 use crate::errors::ApiError;
 use crate::handlers::Api;
 use crate::request::{self, DiscoveryPath, Target};
@@ -89,10 +89,14 @@ async fn handle(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let user = match tokens.authenticate(authorization) {
-        Ok(Some(user)) => user,
-        Ok(None) => cert_user.unwrap_or_else(User::anonymous),
-        Err(_) => return error_response(&ApiError::unauthorized()),
+    // As upstream: a verified client certificate wins, then a bearer token.
+    let user = match cert_user {
+        Some(user) => user,
+        None => match tokens.authenticate(authorization) {
+            Ok(Some(user)) => user,
+            Ok(None) => User::anonymous(),
+            Err(_) => return error_response(&ApiError::unauthorized()),
+        },
     };
     let path = req.uri().path().to_string();
     let target = match request::parse_path(&path) {
@@ -189,8 +193,47 @@ async fn non_resource(api: &Api, path: &str, req: &Request<Incoming>) -> Respons
             "the server does not allow this method on the requested resource ({path})"
         )));
     }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     match path {
         "/version" => json_response(200, &version_document()),
+        "/openapi/v2" => {
+            let protobuf = openapi::v2_wants_protobuf(accept);
+            let document = tokio::task::spawn_blocking(move || {
+                if protobuf {
+                    openapi::v2_document_protobuf()
+                } else {
+                    openapi::v2_document()
+                }
+            })
+            .await
+            .unwrap_or_default();
+            let content_type = if protobuf { openapi::V2_PROTOBUF_CONTENT_TYPE } else { "application/json" };
+            bytes_response(200, content_type, document)
+        }
+        "/openapi/v3" => {
+            let index = tokio::task::spawn_blocking(openapi::v3_index).await.unwrap_or_default();
+            json_response(200, &index)
+        }
+        p if p.starts_with("/openapi/v3/") => {
+            let document_path = p.trim_start_matches("/openapi/v3/").to_string();
+            match tokio::task::spawn_blocking(move || openapi::v3_document(&document_path)).await {
+                Ok(Some(document)) => {
+                    let mut response = bytes_response(200, "application/json", document);
+                    if req.uri().query().is_some_and(|q| q.contains("hash=")) {
+                        response.headers_mut().insert(
+                            header::CACHE_CONTROL,
+                            http::HeaderValue::from_static("public, immutable"),
+                        );
+                    }
+                    response
+                }
+                _ => error_response(&ApiError::path_not_found()),
+            }
+        }
         "/healthz" | "/livez" | "/readyz" => {
             let verbose = req.uri().query().is_some_and(|q| q.contains("verbose"));
             let store_ok = api.store.current_revision().await.is_ok();
