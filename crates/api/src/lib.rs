@@ -8,12 +8,14 @@
 //!   scope, short names, subresources) that drives routing and discovery.
 //! - [`selector`]: label and field selectors.
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch.
+//! - [`apply`]: server-side apply and `metadata.managedFields` (field ownership).
 //! - [`validation`]: names, labels and object metadata, reported as field causes.
 //! - [`defaults`]: the fields kube-apiserver fills in on create and update.
 //! - [`table`]: server-side printing (`as=Table`) with upstream's columns.
 //!
 //! A newcomer starts at [`resources::ResourceInfo`].
 
+pub mod apply;
 pub mod defaults;
 pub mod patch;
 pub mod resources;

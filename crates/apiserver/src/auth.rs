@@ -39,7 +39,12 @@ impl User {
 pub fn user_from_certificate(der: &[u8]) -> Option<User> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = certificate.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
@@ -69,11 +74,17 @@ impl TokenAuthenticator {
     }
     /// The user of an `Authorization` header; `Err` when a token was given but is unknown.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Option<User>, UnknownToken> {
-        let Some(header) = header else { return Ok(None) };
+        let Some(header) = header else {
+            return Ok(None);
+        };
         let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
             return Ok(None);
         };
-        self.tokens.get(token).cloned().map(Some).ok_or(UnknownToken)
+        self.tokens
+            .get(token)
+            .cloned()
+            .map(Some)
+            .ok_or(UnknownToken)
     }
 }
 
@@ -137,7 +148,11 @@ pub fn rules_for(cache: &WatchCache, user: &User, namespace: &str) -> Vec<Value>
     for (_, binding) in cache.list(&prefix("clusterrolebindings"), None).objects {
         if binds(&binding.value, user, "") {
             let role_ref = &binding.value["roleRef"];
-            rules.extend(role_rules("ClusterRole", "", role_ref["name"].as_str().unwrap_or("")));
+            rules.extend(role_rules(
+                "ClusterRole",
+                "",
+                role_ref["name"].as_str().unwrap_or(""),
+            ));
         }
     }
     if !namespace.is_empty() {
@@ -187,7 +202,9 @@ pub fn rule_allows(rule: &Value, attributes: &Attributes) -> bool {
     if let Some(path) = &attributes.path {
         return rule["nonResourceURLs"].as_array().is_some_and(|urls| {
             urls.iter().filter_map(Value::as_str).any(|url| {
-                url == "*" || url == path || url.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+                url == "*"
+                    || url == path
+                    || url.strip_suffix('*').is_some_and(|p| path.starts_with(p))
             })
         });
     }
@@ -199,8 +216,10 @@ pub fn rule_allows(rule: &Value, attributes: &Attributes) -> bool {
         items.iter().filter_map(Value::as_str).any(|item| {
             item == "*"
                 || item == wanted
-                || (!attributes.subresource.is_empty() && item == format!("*/{}", attributes.subresource))
-                || (item == format!("{}/*", attributes.resource) && !attributes.subresource.is_empty())
+                || (!attributes.subresource.is_empty()
+                    && item == format!("*/{}", attributes.subresource))
+                || (item == format!("{}/*", attributes.resource)
+                    && !attributes.subresource.is_empty())
         })
     });
     if !resource_matches {
@@ -232,17 +251,40 @@ mod tests {
 
     #[test]
     fn rules_match_like_rbac() {
-        let rule = json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "pods/log"]});
+        let rule =
+            json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "pods/log"]});
         assert!(rule_allows(&rule, &attributes("get", "", "pods", "", "a")));
-        assert!(rule_allows(&rule, &attributes("get", "", "pods", "log", "a")));
-        assert!(!rule_allows(&rule, &attributes("get", "", "pods", "exec", "a")));
-        assert!(!rule_allows(&rule, &attributes("delete", "", "pods", "", "a")));
-        assert!(!rule_allows(&rule, &attributes("get", "apps", "pods", "", "a")));
-        let named = json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "resourceNames": ["x"]});
-        assert!(rule_allows(&named, &attributes("get", "apps", "deployments", "", "x")));
-        assert!(!rule_allows(&named, &attributes("list", "apps", "deployments", "", "")));
+        assert!(rule_allows(
+            &rule,
+            &attributes("get", "", "pods", "log", "a")
+        ));
+        assert!(!rule_allows(
+            &rule,
+            &attributes("get", "", "pods", "exec", "a")
+        ));
+        assert!(!rule_allows(
+            &rule,
+            &attributes("delete", "", "pods", "", "a")
+        ));
+        assert!(!rule_allows(
+            &rule,
+            &attributes("get", "apps", "pods", "", "a")
+        ));
+        let named =
+            json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "resourceNames": ["x"]});
+        assert!(rule_allows(
+            &named,
+            &attributes("get", "apps", "deployments", "", "x")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &attributes("list", "apps", "deployments", "", "")
+        ));
         let scale = json!({"verbs": ["update"], "apiGroups": ["apps"], "resources": ["*/scale"]});
-        assert!(rule_allows(&scale, &attributes("update", "apps", "deployments", "scale", "d")));
+        assert!(rule_allows(
+            &scale,
+            &attributes("update", "apps", "deployments", "scale", "d")
+        ));
         let paths = json!({"verbs": ["get"], "nonResourceURLs": ["/healthz", "/api/*"]});
         let mut a = attributes("get", "", "", "", "");
         a.path = Some("/api/v1".into());

@@ -29,12 +29,73 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
 /// Rules of the `view` role: read everything users work with, except secrets.
 fn view_rules() -> Vec<Value> {
     vec![
-        rule(&[""], &["configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "pods", "pods/log", "pods/status", "replicationcontrollers", "replicationcontrollers/scale", "replicationcontrollers/status", "serviceaccounts", "services", "services/status", "bindings", "events", "limitranges", "namespaces", "namespaces/status", "resourcequotas", "resourcequotas/status"], READ),
-        rule(&["apps"], &["controllerrevisions", "daemonsets", "daemonsets/status", "deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status"], READ),
-        rule(&["autoscaling"], &["horizontalpodautoscalers", "horizontalpodautoscalers/status"], READ),
-        rule(&["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"], READ),
-        rule(&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], READ),
-        rule(&["networking.k8s.io"], &["ingresses", "ingresses/status", "networkpolicies"], READ),
+        rule(
+            &[""],
+            &[
+                "configmaps",
+                "endpoints",
+                "persistentvolumeclaims",
+                "persistentvolumeclaims/status",
+                "pods",
+                "pods/log",
+                "pods/status",
+                "replicationcontrollers",
+                "replicationcontrollers/scale",
+                "replicationcontrollers/status",
+                "serviceaccounts",
+                "services",
+                "services/status",
+                "bindings",
+                "events",
+                "limitranges",
+                "namespaces",
+                "namespaces/status",
+                "resourcequotas",
+                "resourcequotas/status",
+            ],
+            READ,
+        ),
+        rule(
+            &["apps"],
+            &[
+                "controllerrevisions",
+                "daemonsets",
+                "daemonsets/status",
+                "deployments",
+                "deployments/scale",
+                "deployments/status",
+                "replicasets",
+                "replicasets/scale",
+                "replicasets/status",
+                "statefulsets",
+                "statefulsets/scale",
+                "statefulsets/status",
+            ],
+            READ,
+        ),
+        rule(
+            &["autoscaling"],
+            &[
+                "horizontalpodautoscalers",
+                "horizontalpodautoscalers/status",
+            ],
+            READ,
+        ),
+        rule(
+            &["batch"],
+            &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
+            READ,
+        ),
+        rule(
+            &["policy"],
+            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+            READ,
+        ),
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "ingresses/status", "networkpolicies"],
+            READ,
+        ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
     ]
 }
@@ -43,16 +104,66 @@ fn view_rules() -> Vec<Value> {
 fn edit_rules() -> Vec<Value> {
     let mut rules = view_rules();
     rules.extend([
-        rule(&[""], &["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "pods/eviction", "configmaps", "endpoints", "persistentvolumeclaims", "replicationcontrollers", "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy"], WRITE),
+        rule(
+            &[""],
+            &[
+                "pods",
+                "pods/attach",
+                "pods/exec",
+                "pods/portforward",
+                "pods/proxy",
+                "pods/eviction",
+                "configmaps",
+                "endpoints",
+                "persistentvolumeclaims",
+                "replicationcontrollers",
+                "replicationcontrollers/scale",
+                "secrets",
+                "serviceaccounts",
+                "services",
+                "services/proxy",
+            ],
+            WRITE,
+        ),
         rule(&[""], &["secrets"], READ),
         rule(&[""], &["serviceaccounts/token"], &["create"]),
-        rule(&["apps"], &["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"], WRITE),
+        rule(
+            &["apps"],
+            &[
+                "daemonsets",
+                "deployments",
+                "deployments/rollback",
+                "deployments/scale",
+                "replicasets",
+                "replicasets/scale",
+                "statefulsets",
+                "statefulsets/scale",
+            ],
+            WRITE,
+        ),
         rule(&["autoscaling"], &["horizontalpodautoscalers"], WRITE),
         rule(&["batch"], &["cronjobs", "jobs"], WRITE),
         rule(&["policy"], &["poddisruptionbudgets"], WRITE),
-        rule(&["networking.k8s.io"], &["ingresses", "networkpolicies"], WRITE),
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "networkpolicies"],
+            WRITE,
+        ),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
-        rule(&["coordination.k8s.io"], &["leases"], &["get", "list", "watch", "create", "delete", "deletecollection", "patch", "update"]),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &[
+                "get",
+                "list",
+                "watch",
+                "create",
+                "delete",
+                "deletecollection",
+                "patch",
+                "update",
+            ],
+        ),
     ]);
     rules
 }
@@ -60,8 +171,25 @@ fn edit_rules() -> Vec<Value> {
 fn admin_rules() -> Vec<Value> {
     let mut rules = edit_rules();
     rules.extend([
-        rule(&["rbac.authorization.k8s.io"], &["rolebindings", "roles"], &["get", "list", "watch", "create", "delete", "deletecollection", "patch", "update"]),
-        rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]),
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["rolebindings", "roles"],
+            &[
+                "get",
+                "list",
+                "watch",
+                "create",
+                "delete",
+                "deletecollection",
+                "patch",
+                "update",
+            ],
+        ),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews"],
+            &["create"],
+        ),
     ]);
     rules
 }
@@ -93,34 +221,99 @@ fn cluster_role_binding(name: &str, role: &str, groups: &[&str]) -> Value {
 
 /// The objects every cluster has from its first start.
 fn builtin_objects() -> Vec<(&'static str, &'static str, Value)> {
-    let namespace = |name: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let namespace =
+        |name: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
     let rbac = "rbac.authorization.k8s.io";
     vec![
         ("", "namespaces", namespace("default")),
         ("", "namespaces", namespace("kube-system")),
         ("", "namespaces", namespace("kube-public")),
         ("", "namespaces", namespace("kube-node-lease")),
-        (rbac, "clusterroles", cluster_role("cluster-admin", vec![
-            rule(&["*"], &["*"], &["*"]),
-            json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
-        ])),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "cluster-admin",
+                vec![
+                    rule(&["*"], &["*"], &["*"]),
+                    json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
+                ],
+            ),
+        ),
         (rbac, "clusterroles", cluster_role("admin", admin_rules())),
         (rbac, "clusterroles", cluster_role("edit", edit_rules())),
         (rbac, "clusterroles", cluster_role("view", view_rules())),
-        (rbac, "clusterroles", cluster_role("system:discovery", vec![
-            json!({"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
-        ])),
-        (rbac, "clusterroles", cluster_role("system:basic-user", vec![
-            rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
-            rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
-        ])),
-        (rbac, "clusterroles", cluster_role("system:public-info-viewer", vec![
-            json!({"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
-        ])),
-        (rbac, "clusterrolebindings", cluster_role_binding("cluster-admin", "cluster-admin", &["system:masters"])),
-        (rbac, "clusterrolebindings", cluster_role_binding("system:discovery", "system:discovery", &["system:authenticated"])),
-        (rbac, "clusterrolebindings", cluster_role_binding("system:basic-user", "system:basic-user", &["system:authenticated"])),
-        (rbac, "clusterrolebindings", cluster_role_binding("system:public-info-viewer", "system:public-info-viewer", &["system:authenticated", "system:unauthenticated"])),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "system:discovery",
+                vec![
+                    json!({"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
+                ],
+            ),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "system:basic-user",
+                vec![
+                    rule(
+                        &["authorization.k8s.io"],
+                        &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                        &["create"],
+                    ),
+                    rule(
+                        &["authentication.k8s.io"],
+                        &["selfsubjectreviews"],
+                        &["create"],
+                    ),
+                ],
+            ),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "system:public-info-viewer",
+                vec![
+                    json!({"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
+                ],
+            ),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding("cluster-admin", "cluster-admin", &["system:masters"]),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding(
+                "system:discovery",
+                "system:discovery",
+                &["system:authenticated"],
+            ),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding(
+                "system:basic-user",
+                "system:basic-user",
+                &["system:authenticated"],
+            ),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding(
+                "system:public-info-viewer",
+                "system:public-info-viewer",
+                &["system:authenticated", "system:unauthenticated"],
+            ),
+        ),
     ]
 }
 
@@ -181,20 +374,28 @@ pub async fn review(api: &Api, call: &Call, body: &[u8]) -> ApiResult<Response<B
     }
     let mut review = request::decode_body(body, &request::media_type(Some(&call.content_type)))?;
     let user = match call.resource.kind {
-        "SelfSubjectAccessReview" | "SelfSubjectRulesReview" | "SelfSubjectReview" => call.user.clone(),
+        "SelfSubjectAccessReview" | "SelfSubjectRulesReview" | "SelfSubjectReview" => {
+            call.user.clone()
+        }
         _ => User {
             name: review["spec"]["user"].as_str().unwrap_or("").to_string(),
             uid: review["spec"]["uid"].as_str().unwrap_or("").to_string(),
             groups: review["spec"]["groups"]
                 .as_array()
-                .map(|g| g.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .map(|g| {
+                    g.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
         },
     };
     let status = match call.resource.kind {
         "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview" => {
             let spec = &review["spec"];
-            let attributes = if let Some(resource) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
+            let attributes = if let Some(resource) =
+                spec.get("resourceAttributes").filter(|v| v.is_object())
+            {
                 let namespace = match (&call.namespace, resource["namespace"].as_str()) {
                     (Some(url_ns), Some(ns)) if ns != url_ns && !ns.is_empty() => {
                         return Err(ApiError::bad_request(format!(
@@ -214,18 +415,25 @@ pub async fn review(api: &Api, call: &Call, body: &[u8]) -> ApiResult<Response<B
                     name: field("name"),
                     path: None,
                 }
-            } else if let Some(non_resource) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
+            } else if let Some(non_resource) =
+                spec.get("nonResourceAttributes").filter(|v| v.is_object())
+            {
                 Attributes {
                     verb: non_resource["verb"].as_str().unwrap_or("").to_string(),
                     path: Some(non_resource["path"].as_str().unwrap_or("").to_string()),
                     ..Default::default()
                 }
             } else {
-                return Err(ApiError::invalid(call.resource.group, call.resource.kind, "", vec![krust_api::Cause::new(
-                    "FieldValueRequired",
-                    "spec.resourceAttributes",
-                    "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                )]));
+                return Err(ApiError::invalid(
+                    call.resource.group,
+                    call.resource.kind,
+                    "",
+                    vec![krust_api::Cause::new(
+                        "FieldValueRequired",
+                        "spec.resourceAttributes",
+                        "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                    )],
+                ));
             };
             let allowed = auth::authorize(&api.cache, &user, &attributes);
             let mut status = json!({"allowed": allowed});
@@ -239,21 +447,34 @@ pub async fn review(api: &Api, call: &Call, body: &[u8]) -> ApiResult<Response<B
             let rules = auth::rules_for(&api.cache, &user, namespace);
             let masters = user.groups.iter().any(|g| g == "system:masters");
             let (resource_rules, non_resource_rules): (Vec<Value>, Vec<Value>) = if masters {
-                (vec![rule(&["*"], &["*"], &["*"])], vec![json!({"verbs": ["*"], "nonResourceURLs": ["*"]})])
+                (
+                    vec![rule(&["*"], &["*"], &["*"])],
+                    vec![json!({"verbs": ["*"], "nonResourceURLs": ["*"]})],
+                )
             } else {
-                rules.into_iter().partition(|r| r.get("nonResourceURLs").is_none())
+                rules
+                    .into_iter()
+                    .partition(|r| r.get("nonResourceURLs").is_none())
             };
             json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": false})
         }
-        "SelfSubjectReview" => json!({"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}),
+        "SelfSubjectReview" => {
+            json!({"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}})
+        }
         "TokenReview" => {
             let token = review["spec"]["token"].as_str().unwrap_or("");
             match api.tokens.authenticate(Some(&format!("Bearer {token}"))) {
-                Ok(Some(found)) => json!({"authenticated": true, "user": {"username": found.name, "uid": found.uid, "groups": found.groups}}),
+                Ok(Some(found)) => {
+                    json!({"authenticated": true, "user": {"username": found.name, "uid": found.uid, "groups": found.groups}})
+                }
                 _ => json!({"authenticated": false, "error": "invalid bearer token"}),
             }
         }
-        other => return Err(ApiError::method_not_allowed(format!("{other} can not be created"))),
+        other => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{other} can not be created"
+            )));
+        }
     };
     review["status"] = status;
     if review["apiVersion"].is_null() {

@@ -123,8 +123,12 @@ impl WatchCache {
             store: store.clone(),
         });
         let start = cache.load().await?;
+        // The first watch is opened before anyone can write, so no write falls
+        // between the initial list and the watch (a watch from revision 0 would
+        // only see writes after it is opened).
+        let stream = store.watch(REGISTRY_PREFIX, start).await?;
         let follower = cache.clone();
-        tokio::spawn(async move { follower.follow(start).await });
+        tokio::spawn(async move { follower.follow(stream, start).await });
         Ok(cache)
     }
 
@@ -148,9 +152,19 @@ impl WatchCache {
         Ok(list.revision)
     }
 
-    async fn follow(self: Arc<Self>, mut from: Revision) {
+    async fn follow(self: Arc<Self>, first: krust_store::WatchStream, mut from: Revision) {
+        let mut next = Some(Ok(first));
         loop {
-            match self.store.watch(REGISTRY_PREFIX, from).await {
+            let opened = match next.take() {
+                Some(stream) => stream,
+                // Resuming from revision 0 would skip writes: reload instead.
+                None if from == 0 => Err(krust_store::Error::Compacted {
+                    requested: 0,
+                    compacted: 0,
+                }),
+                None => self.store.watch(REGISTRY_PREFIX, from).await,
+            };
+            match opened {
                 Ok(mut stream) => {
                     while let Some(event) = stream.next().await {
                         match event {
@@ -269,9 +283,10 @@ impl WatchCache {
             Some(after) => state
                 .objects
                 .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => state
-                .objects
-                .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded)),
+            None => state.objects.range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            )),
         };
         let objects = range
             .take_while(|(key, _)| key.starts_with(prefix))
@@ -308,12 +323,18 @@ impl WatchCache {
 
     /// Starts watching with the current state: a snapshot of `prefix` and the live
     /// channel positioned right after it.
-    pub fn snapshot_and_subscribe(&self, prefix: &str) -> (Snapshot, broadcast::Receiver<Arc<CacheEvent>>) {
+    pub fn snapshot_and_subscribe(
+        &self,
+        prefix: &str,
+    ) -> (Snapshot, broadcast::Receiver<Arc<CacheEvent>>) {
         let state = self.state.read().unwrap();
         let live = self.live.subscribe();
         let objects = state
             .objects
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(key, _)| key.starts_with(prefix))
             .map(|(key, object)| (key.clone(), object.clone()))
             .collect();

@@ -6,7 +6,8 @@ use krust_api::resources::{self, ResourceInfo};
 use serde_json::{Value, json};
 
 /// The Content-Type of an aggregated discovery answer.
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether the Accept header asks for aggregated discovery.
 pub fn wants_aggregated(accept: &str) -> bool {
@@ -17,10 +18,20 @@ pub fn wants_aggregated(accept: &str) -> bool {
 }
 
 /// Kind and verbs of a subresource, as upstream advertises them.
-fn subresource_kind(parent: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
+fn subresource_kind(
+    parent: &ResourceInfo,
+    sub: &str,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+) {
     const GPU: &[&str] = &["get", "patch", "update"];
     match sub {
-        "status" | "ephemeralcontainers" | "resize" | "approval" => (parent.group, parent.version, parent.kind, GPU),
+        "status" | "ephemeralcontainers" | "resize" | "approval" => {
+            (parent.group, parent.version, parent.kind, GPU)
+        }
         "scale" => ("autoscaling", "v1", "Scale", GPU),
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
@@ -136,7 +147,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}),
+    )
 }
 
 /// The aggregated discovery document of the core group (`legacy`) or of all groups.
@@ -193,16 +206,47 @@ mod tests {
     #[test]
     fn documents_cover_the_table() {
         let core = resource_list("", "v1").unwrap();
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"pods") && names.contains(&"pods/status") && names.contains(&"namespaces/finalize"));
-        let scale = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "replicationcontrollers/scale").unwrap();
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"pods")
+                && names.contains(&"pods/status")
+                && names.contains(&"namespaces/finalize")
+        );
+        let scale = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "replicationcontrollers/scale")
+            .unwrap();
         assert_eq!(scale["group"], "autoscaling");
-        assert!(groups()["groups"].as_array().unwrap().iter().any(|g| g["name"] == "apps"));
-        assert_eq!(group("autoscaling").unwrap()["preferredVersion"]["version"], "v2");
+        assert!(
+            groups()["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["name"] == "apps")
+        );
+        assert_eq!(
+            group("autoscaling").unwrap()["preferredVersion"]["version"],
+            "v2"
+        );
         assert!(group("nosuch").is_none());
         let all = aggregated(false);
-        assert!(all["items"].as_array().unwrap().iter().all(|g| g["metadata"]["name"] != ""));
-        assert!(wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"));
+        assert!(
+            all["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["metadata"]["name"] != "")
+        );
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
         assert!(!wants_aggregated("application/json"));
     }
 }

@@ -50,7 +50,11 @@ pub struct Call {
 
 impl Call {
     fn key(&self) -> String {
-        object_key(self.resource, self.namespace.as_deref(), self.name.as_deref().unwrap_or(""))
+        object_key(
+            self.resource,
+            self.namespace.as_deref(),
+            self.name.as_deref().unwrap_or(""),
+        )
     }
     fn collection_prefix(&self) -> String {
         match &self.namespace {
@@ -94,14 +98,21 @@ fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
-    metadata(object).get(field).and_then(Value::as_str).unwrap_or("")
+    metadata(object)
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn finalizers(object: &Value) -> Vec<String> {
     metadata(object)
         .get("finalizers")
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -143,7 +154,11 @@ fn decode_continue(text: &str) -> ApiResult<ContinueToken> {
         .decode(text)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| ApiError::bad_request("continue key is not valid: the continue token can not be decoded"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "continue key is not valid: the continue token can not be decoded",
+            )
+        })
 }
 
 /// Label and field selectors of a request.
@@ -174,7 +189,12 @@ impl Selectors {
 }
 
 impl Api {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>, address: String, tokens: Arc<auth::TokenAuthenticator>) -> Api {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<WatchCache>,
+        address: String,
+        tokens: Arc<auth::TokenAuthenticator>,
+    ) -> Api {
         Api {
             store,
             cache,
@@ -184,7 +204,12 @@ impl Api {
     }
 
     /// Authorizes and serves one resource request.
-    pub async fn handle_resource(&self, req: Request<Incoming>, path: ResourcePath, user: User) -> Response<Body> {
+    pub async fn handle_resource(
+        &self,
+        req: Request<Incoming>,
+        path: ResourcePath,
+        user: User,
+    ) -> Response<Body> {
         let header = |name: header::HeaderName| {
             req.headers()
                 .get(name)
@@ -231,7 +256,10 @@ impl Api {
         if !auth::authorize(&self.cache, &call.user, &attributes) {
             return error_response(&forbidden(&call.user, &attributes));
         }
-        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        let body = if matches!(
+            method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
             match request::read_body(req.into_body()).await {
                 Ok(body) => body,
                 Err(error) => return error_response(&error),
@@ -261,53 +289,60 @@ impl Api {
         }
         Ok(json_response(code, object))
     }
-
 }
 
 /// A `meta.k8s.io/v1` Table of the objects.
-pub fn table_of(call: &Call, objects: &[Value], rv: &str, continue_token: Option<&str>, with_columns: bool) -> Value {
-        let group = call.resource.group;
-        let plural = call.resource.plural;
-        let include = call.query.get("includeObject").unwrap_or("Metadata");
-        let now = Utc::now();
-        let rows: Vec<Value> = objects
-            .iter()
-            .map(|object| {
-                let mut row = json!({"cells": table::cells(group, plural, object, now)});
-                match include {
-                    "None" => {}
-                    "Object" => row["object"] = object.clone(),
-                    _ => {
-                        row["object"] = json!({
-                            "kind": "PartialObjectMetadata",
-                            "apiVersion": "meta.k8s.io/v1",
-                            "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
-                        })
-                    }
+pub fn table_of(
+    call: &Call,
+    objects: &[Value],
+    rv: &str,
+    continue_token: Option<&str>,
+    with_columns: bool,
+) -> Value {
+    let group = call.resource.group;
+    let plural = call.resource.plural;
+    let include = call.query.get("includeObject").unwrap_or("Metadata");
+    let now = Utc::now();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let mut row = json!({"cells": table::cells(group, plural, object, now)});
+            match include {
+                "None" => {}
+                "Object" => row["object"] = object.clone(),
+                _ => {
+                    row["object"] = json!({
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
+                    })
                 }
-                row
-            })
-            .collect();
-        let mut meta = json!({"resourceVersion": rv});
-        if let Some(token) = continue_token {
-            meta["continue"] = json!(token);
-        }
-        let columns = if with_columns {
-            json!(table::columns(group, plural))
-        } else {
-            json!([])
-        };
-        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+            }
+            row
+        })
+        .collect();
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(token) = continue_token {
+        meta["continue"] = json!(token);
+    }
+    let columns = if with_columns {
+        json!(table::columns(group, plural))
+    } else {
+        json!([])
+    };
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
 }
 
 impl Api {
-
     async fn read(&self, key: &str) -> ApiResult<Option<KeyValue>> {
         Ok(self.store.get(key).await?)
     }
 
     async fn get(&self, call: &Call) -> ApiResult<Response<Body>> {
-        let kv = self.read(&call.key()).await?.ok_or_else(|| call.not_found())?;
+        let kv = self
+            .read(&call.key())
+            .await?
+            .ok_or_else(|| call.not_found())?;
         let object = from_kv(&kv)?;
         match call.subresource.as_deref() {
             None | Some("status") => self.respond(call, 200, &object),
@@ -317,7 +352,12 @@ impl Api {
     }
 
     /// Log, exec, attach, port-forward and proxy go to the pod's node agent.
-    fn node_subresource(&self, call: &Call, sub: &str, object: &Value) -> ApiResult<Response<Body>> {
+    fn node_subresource(
+        &self,
+        call: &Call,
+        sub: &str,
+        object: &Value,
+    ) -> ApiResult<Response<Body>> {
         if !call.resource.subresources.contains(&sub) {
             return Err(ApiError::path_not_found());
         }
@@ -345,9 +385,14 @@ impl Api {
             if let Some(token) = call.query.get("continue") {
                 let token = decode_continue(token)?;
                 if !token.start.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("continue key is not valid: it belongs to another collection"));
+                    return Err(ApiError::bad_request(
+                        "continue key is not valid: it belongs to another collection",
+                    ));
                 }
-                (self.list_at(&prefix, token.rv, Some(&token.start)).await?, token.rv)
+                (
+                    self.list_at(&prefix, token.rv, Some(&token.start)).await?,
+                    token.rv,
+                )
             } else {
                 match (rv_param, rv_match) {
                     (Some(rv), Some("Exact")) => {
@@ -393,13 +438,21 @@ impl Api {
             selected.push((key, object));
         }
         let continue_token = if more {
-            selected.last().map(|(key, _)| encode_continue(revision, key))
+            selected
+                .last()
+                .map(|(key, _)| encode_continue(revision, key))
         } else {
             None
         };
         if wants_table(&call.accept) {
             let values: Vec<Value> = selected.iter().map(|(_, o)| o.value.clone()).collect();
-            let table = table_of(call, &values, &revision.to_string(), continue_token.as_deref(), true);
+            let table = table_of(
+                call,
+                &values,
+                &revision.to_string(),
+                continue_token.as_deref(),
+                true,
+            );
             return Ok(json_response(200, &table));
         }
         let mut meta = json!({"resourceVersion": revision.to_string()});
@@ -410,7 +463,13 @@ impl Api {
             }
         }
         // The list is assembled from the objects' cached JSON: nothing is encoded again.
-        let mut body = Vec::with_capacity(selected.iter().map(|(_, o)| o.json.len() + 1).sum::<usize>() + 256);
+        let mut body = Vec::with_capacity(
+            selected
+                .iter()
+                .map(|(_, o)| o.json.len() + 1)
+                .sum::<usize>()
+                + 256,
+        );
         body.extend_from_slice(
             format!(
                 "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
@@ -432,7 +491,12 @@ impl Api {
 
     /// Objects under `prefix` as of `revision`, after `start_after`: from the cache
     /// when it is still at that revision, else from the store's history.
-    async fn list_at(&self, prefix: &str, revision: Revision, start_after: Option<&str>) -> ApiResult<Listed> {
+    async fn list_at(
+        &self,
+        prefix: &str,
+        revision: Revision,
+        start_after: Option<&str>,
+    ) -> ApiResult<Listed> {
         let snapshot = self.cache.list(prefix, start_after);
         if snapshot.revision == revision {
             return Ok(snapshot.objects);
@@ -451,14 +515,21 @@ impl Api {
         Ok(list
             .kvs
             .iter()
-            .filter_map(|kv| CachedObject::from_stored(&kv.value, kv.mod_revision).map(|o| (kv.key.clone(), o)))
+            .filter_map(|kv| {
+                CachedObject::from_stored(&kv.value, kv.mod_revision).map(|o| (kv.key.clone(), o))
+            })
             .collect())
     }
 
     /// Decodes a request body into an object of the call's kind: JSON or YAML,
     /// apiVersion and kind checked or filled in, typed decoding, and unknown fields
     /// handled per `fieldValidation`. Returns the object and warnings.
-    fn decode_object(&self, call: &Call, body: &[u8], expected_kind: (&str, &str)) -> ApiResult<(Value, Vec<String>)> {
+    fn decode_object(
+        &self,
+        call: &Call,
+        body: &[u8],
+        expected_kind: (&str, &str),
+    ) -> ApiResult<(Value, Vec<String>)> {
         let media = request::media_type(Some(&call.content_type));
         let mut object = request::decode_body(body, &media)?;
         let (expected_api_version, kind) = expected_kind;
@@ -474,14 +545,26 @@ impl Api {
 
     /// Typed round-trip of an object: type errors are 400, unknown fields follow
     /// the `fieldValidation` parameter (Strict: 400, Warn: warnings, Ignore).
-    fn typed(&self, call: &Call, resource: &ResourceInfo, object: Value) -> ApiResult<(Value, Vec<String>)> {
+    fn typed(
+        &self,
+        call: &Call,
+        resource: &ResourceInfo,
+        object: Value,
+    ) -> ApiResult<(Value, Vec<String>)> {
         let decoded = (resource.decode)(object.clone()).map_err(|e| {
-            ApiError::bad_request(format!("error decoding {} {:?}: {e}", resource.kind, meta_str(&object, "name")))
+            ApiError::bad_request(format!(
+                "error decoding {} {:?}: {e}",
+                resource.kind,
+                meta_str(&object, "name")
+            ))
         })?;
         let unknown = resources::unknown_fields(&object, &decoded);
         let mut warnings = Vec::new();
         if !unknown.is_empty() {
-            let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            let messages: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
             match call.query.get("fieldValidation").unwrap_or("Warn") {
                 "Strict" => {
                     return Err(ApiError::bad_request(format!(
@@ -505,8 +588,13 @@ impl Api {
     }
 
     fn validate(&self, resource: &ResourceInfo, object: &Value) -> ApiResult<()> {
-        let mut causes = validation::validate_metadata(object, resource.namespaced, resource.name_rule);
-        causes.extend(validation::validate_object(resource.group, resource.kind, object));
+        let mut causes =
+            validation::validate_metadata(object, resource.namespaced, resource.name_rule);
+        causes.extend(validation::validate_object(
+            resource.group,
+            resource.kind,
+            object,
+        ));
         if causes.is_empty() {
             Ok(())
         } else {
@@ -514,7 +602,12 @@ impl Api {
                 "" => meta_str(object, "generateName"),
                 name => name,
             };
-            Err(ApiError::invalid(resource.group, resource.kind, name, causes))
+            Err(ApiError::invalid(
+                resource.group,
+                resource.kind,
+                name,
+                causes,
+            ))
         }
     }
 
@@ -529,7 +622,8 @@ impl Api {
             return Err(ApiError::not_found("", "namespaces", namespace));
         };
         let ns = from_kv(&kv)?;
-        if ns["status"]["phase"] == "Terminating" || !meta_str(&ns, "deletionTimestamp").is_empty() {
+        if ns["status"]["phase"] == "Terminating" || !meta_str(&ns, "deletionTimestamp").is_empty()
+        {
             return Err(ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
                 qualified(call.resource.group, call.resource.plural),
@@ -544,7 +638,10 @@ impl Api {
             return match sub {
                 "binding" => self.bind(call, body).await,
                 "eviction" => self.evict(call).await,
-                _ => Err(ApiError::method_not_allowed(format!("create is not supported on {}/{sub}", call.resource.plural))),
+                _ => Err(ApiError::method_not_allowed(format!(
+                    "create is not supported on {}/{sub}",
+                    call.resource.plural
+                ))),
             };
         }
         if call.name.is_some() {
@@ -556,7 +653,11 @@ impl Api {
         if call.resource.create_only {
             return crate::bootstrap::review(self, call, body).await;
         }
-        let (object, warnings) = self.decode_object(call, body, (&call.resource.api_version(), call.resource.kind))?;
+        let (object, warnings) = self.decode_object(
+            call,
+            body,
+            (&call.resource.api_version(), call.resource.kind),
+        )?;
         let created = self.create_object(call, object).await?;
         let mut response = self.respond(call, 201, &created)?;
         add_warnings(&mut response, &warnings);
@@ -582,7 +683,11 @@ impl Api {
                     meta.remove("namespace");
                 }
             }
-            if meta.get("name").and_then(Value::as_str).unwrap_or("").is_empty()
+            if meta
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
                 && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
                 && !prefix.is_empty()
             {
@@ -591,7 +696,12 @@ impl Api {
             }
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             meta.insert("creationTimestamp".into(), json!(now()));
-            for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            for field in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+            ] {
                 meta.remove(field);
             }
         }
@@ -599,6 +709,7 @@ impl Api {
             metadata_mut(&mut object).insert("generation".into(), json!(1));
         }
         prepare_create(resource, &mut object);
+        normalize_input(resource, &mut object);
         defaults::apply_defaults(resource.group, resource.kind, &mut object);
         self.validate(resource, &object)?;
         let name = meta_str(&object, "name").to_string();
@@ -614,18 +725,36 @@ impl Api {
                 set_resource_version(&mut object, revision);
                 Ok(object)
             }
-            Err(krust_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(resource.group, resource.plural, &name)),
+            Err(krust_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(
+                resource.group,
+                resource.plural,
+                &name,
+            )),
             Err(error) => Err(error.into()),
         }
     }
 
     async fn update(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
         match call.subresource.as_deref() {
-            None | Some("status") | Some("finalize") | Some("approval") | Some("ephemeralcontainers") | Some("resize") => {}
+            None
+            | Some("status")
+            | Some("finalize")
+            | Some("approval")
+            | Some("ephemeralcontainers")
+            | Some("resize") => {}
             Some("scale") => return self.update_scale(call, body, None).await,
-            Some(other) => return Err(ApiError::method_not_allowed(format!("update is not supported on {}/{other}", call.resource.plural))),
+            Some(other) => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "update is not supported on {}/{other}",
+                    call.resource.plural
+                )));
+            }
         }
-        let (object, warnings) = self.decode_object(call, body, (&call.resource.api_version(), call.resource.kind))?;
+        let (object, warnings) = self.decode_object(
+            call,
+            body,
+            (&call.resource.api_version(), call.resource.kind),
+        )?;
         if meta_str(&object, "name") != call.name() {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({})",
@@ -644,13 +773,26 @@ impl Api {
             if let Some(expected) = expected
                 && expected != current.mod_revision
             {
-                return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+                return Err(ApiError::modified(
+                    call.resource.group,
+                    call.resource.plural,
+                    call.name(),
+                ));
             }
             let old = from_kv(&current)?;
-            match self.write_update(call, &key, &current, &old, object.clone()).await {
-                Err(UpdateError::Conflict) if expected.is_none() && attempts < CONFLICT_RETRIES => attempts += 1,
+            match self
+                .write_update(call, &key, &current, &old, object.clone())
+                .await
+            {
+                Err(UpdateError::Conflict) if expected.is_none() && attempts < CONFLICT_RETRIES => {
+                    attempts += 1
+                }
                 Err(UpdateError::Conflict) => {
-                    return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+                    return Err(ApiError::modified(
+                        call.resource.group,
+                        call.resource.plural,
+                        call.name(),
+                    ));
                 }
                 Err(UpdateError::Api(error)) => return Err(error),
                 Ok(updated) => {
@@ -665,9 +807,17 @@ impl Api {
     /// Merges an update into the old object as the (sub)resource allows, validates
     /// and writes it if anything changed. Deletes the object when its last finalizer
     /// goes while it is being deleted.
-    async fn write_update(&self, call: &Call, key: &str, current: &KeyValue, old: &Value, new: Value) -> Result<Value, UpdateError> {
+    async fn write_update(
+        &self,
+        call: &Call,
+        key: &str,
+        current: &KeyValue,
+        old: &Value,
+        new: Value,
+    ) -> Result<Value, UpdateError> {
         let resource = call.resource;
         let mut merged = merge_update(resource, call.subresource.as_deref(), old, new);
+        normalize_input(resource, &mut merged);
         defaults::apply_defaults(resource.group, resource.kind, &mut merged);
         if let Some(generation) = metadata(old).get("generation").and_then(Value::as_i64)
             && spec_changed(old, &merged)
@@ -694,7 +844,11 @@ impl Api {
                 Err(error) => Err(UpdateError::Api(error.into())),
             };
         }
-        match self.store.update(key, encode_for_store(&merged), current.mod_revision).await {
+        match self
+            .store
+            .update(key, encode_for_store(&merged), current.mod_revision)
+            .await
+        {
             Ok(revision) => {
                 set_resource_version(&mut merged, revision);
                 Ok(merged)
@@ -709,7 +863,9 @@ impl Api {
         let media = request::media_type(Some(&call.content_type));
         let patch_document = request::decode_body(body, &media)?;
         if call.subresource.as_deref() == Some("scale") {
-            return self.update_scale(call, body, Some((&media, &patch_document))).await;
+            return self
+                .update_scale(call, body, Some((&media, &patch_document)))
+                .await;
         }
         let key = call.key();
         let mut attempts = 0;
@@ -735,12 +891,22 @@ impl Api {
             if let Some(expected) = expected
                 && expected != current.mod_revision
             {
-                return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+                return Err(ApiError::modified(
+                    call.resource.group,
+                    call.resource.plural,
+                    call.name(),
+                ));
             }
             match self.write_update(call, &key, &current, &old, patched).await {
-                Err(UpdateError::Conflict) if attempts < CONFLICT_RETRIES && expected.is_none() => attempts += 1,
+                Err(UpdateError::Conflict) if attempts < CONFLICT_RETRIES && expected.is_none() => {
+                    attempts += 1
+                }
                 Err(UpdateError::Conflict) => {
-                    return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+                    return Err(ApiError::modified(
+                        call.resource.group,
+                        call.resource.plural,
+                        call.name(),
+                    ));
                 }
                 Err(UpdateError::Api(error)) => return Err(error),
                 Ok(updated) => {
@@ -753,12 +919,21 @@ impl Api {
     }
 
     fn typed_from_value(&self, call: &Call, mut object: Value) -> ApiResult<(Value, Vec<String>)> {
-        check_type(&mut object, &call.resource.api_version(), call.resource.kind)?;
+        check_type(
+            &mut object,
+            &call.resource.api_version(),
+            call.resource.kind,
+        )?;
         self.typed(call, call.resource, object)
     }
 
     /// GET, PUT and PATCH of the scale subresource.
-    async fn update_scale(&self, call: &Call, body: &[u8], patch: Option<(&str, &Value)>) -> ApiResult<Response<Body>> {
+    async fn update_scale(
+        &self,
+        call: &Call,
+        body: &[u8],
+        patch: Option<(&str, &Value)>,
+    ) -> ApiResult<Response<Body>> {
         if !call.resource.subresources.contains(&"scale") {
             return Err(ApiError::path_not_found());
         }
@@ -768,24 +943,34 @@ impl Api {
         let old_scale = scale_of(call.resource, &old)?;
         let new_scale = match patch {
             Some((media, document)) => {
-                let scale_resource = resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+                let scale_resource =
+                    resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
                 apply_patch(scale_resource, media, &old_scale, document)?
             }
             None => request::decode_body(body, &request::media_type(Some(&call.content_type)))?,
         };
         let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
         if replicas < 0 {
-            return Err(ApiError::invalid("autoscaling", "Scale", call.name(), vec![Cause::new(
-                "FieldValueInvalid",
-                "spec.replicas",
-                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-            )]));
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                call.name(),
+                vec![Cause::new(
+                    "FieldValueInvalid",
+                    "spec.replicas",
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            ));
         }
         if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str()
             && !rv.is_empty()
             && parse_rv(rv)? != current.mod_revision
         {
-            return Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()));
+            return Err(ApiError::modified(
+                call.resource.group,
+                call.resource.plural,
+                call.name(),
+            ));
         }
         let mut updated = old.clone();
         updated["spec"]["replicas"] = json!(replicas);
@@ -793,9 +978,16 @@ impl Api {
             subresource: None,
             ..call.clone_shallow()
         };
-        match self.write_update(&main, &key, &current, &old, updated).await {
+        match self
+            .write_update(&main, &key, &current, &old, updated)
+            .await
+        {
             Ok(object) => Ok(json_response(200, &scale_of(call.resource, &object)?)),
-            Err(UpdateError::Conflict) => Err(ApiError::modified(call.resource.group, call.resource.plural, call.name())),
+            Err(UpdateError::Conflict) => Err(ApiError::modified(
+                call.resource.group,
+                call.resource.plural,
+                call.name(),
+            )),
             Err(UpdateError::Api(error)) => Err(error),
         }
     }
@@ -810,44 +1002,79 @@ impl Api {
         };
         let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
         if node.is_empty() {
-            return Err(ApiError::invalid("", "Binding", &pod_name, vec![Cause::new("FieldValueRequired", "target.name", "Required value")]));
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                &pod_name,
+                vec![Cause::new(
+                    "FieldValueRequired",
+                    "target.name",
+                    "Required value",
+                )],
+            ));
         }
         let pods = resources::find("", "v1", "pods").unwrap();
         let key = object_key(pods, call.namespace.as_deref(), &pod_name);
         for _ in 0..CONFLICT_RETRIES {
-            let current = self.read(&key).await?.ok_or_else(|| ApiError::not_found("", "pods", &pod_name))?;
+            let current = self
+                .read(&key)
+                .await?
+                .ok_or_else(|| ApiError::not_found("", "pods", &pod_name))?;
             let mut pod = from_kv(&current)?;
             if let Some(existing) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                return Err(ApiError::conflict("", "pods", &pod_name, &format!("pod {pod_name} is already assigned to node \"{existing}\"")));
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    &pod_name,
+                    &format!("pod {pod_name} is already assigned to node \"{existing}\""),
+                ));
             }
             if !meta_str(&pod, "deletionTimestamp").is_empty() {
-                return Err(ApiError::conflict("", "pods", &pod_name, "pod is being deleted, cannot be assigned to a host"));
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    &pod_name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
             }
             pod["spec"]["nodeName"] = json!(node);
             set_condition(&mut pod, "PodScheduled", "True", "", "");
             if call.query.dry_run()? {
                 break;
             }
-            match self.store.update(&key, encode_for_store(&pod), current.mod_revision).await {
+            match self
+                .store
+                .update(&key, encode_for_store(&pod), current.mod_revision)
+                .await
+            {
                 Ok(_) => break,
                 Err(krust_store::Error::Conflict { .. }) => continue,
                 Err(error) => return Err(error.into()),
             }
         }
-        Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        Ok(json_response(
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
     }
 
     /// `pods/<name>/eviction`: deletes the pod gracefully.
     async fn evict(&self, call: &Call) -> ApiResult<Response<Body>> {
         let key = call.key();
         let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
-        self.delete_object(call, &key, current, &DeleteOptions::default()).await?;
-        Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        self.delete_object(call, &key, current, &DeleteOptions::default())
+            .await?;
+        Ok(json_response(
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
     }
 
     async fn delete(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
         if call.subresource.is_some() {
-            return Err(ApiError::method_not_allowed("delete is not supported on subresources"));
+            return Err(ApiError::method_not_allowed(
+                "delete is not supported on subresources",
+            ));
         }
         let options = DeleteOptions::parse(&call.query, body)?;
         let key = call.key();
@@ -866,29 +1093,47 @@ impl Api {
     /// Deletes one object under `options`: at once, or by marking it with a
     /// deletionTimestamp when finalizers or a grace period must run first.
     /// Returns 200 when the object is gone and 202 when its deletion is pending.
-    async fn delete_object(&self, call: &Call, key: &str, mut current: KeyValue, options: &DeleteOptions) -> ApiResult<(u16, Value)> {
+    async fn delete_object(
+        &self,
+        call: &Call,
+        key: &str,
+        mut current: KeyValue,
+        options: &DeleteOptions,
+    ) -> ApiResult<(u16, Value)> {
         let dry_run = options.dry_run || call.query.dry_run()?;
         for _ in 0..CONFLICT_RETRIES {
             let mut object = from_kv(&current)?;
             if let Some(uid) = &options.uid
                 && uid != meta_str(&object, "uid")
             {
-                return Err(ApiError::conflict(call.resource.group, call.resource.plural, call.name(), &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta_str(&object, "uid")
-                )));
+                return Err(ApiError::conflict(
+                    call.resource.group,
+                    call.resource.plural,
+                    call.name(),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&object, "uid")
+                    ),
+                ));
             }
             if let Some(rv) = &options.resource_version
                 && rv != meta_str(&object, "resourceVersion")
             {
-                return Err(ApiError::conflict(call.resource.group, call.resource.plural, call.name(), &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    meta_str(&object, "resourceVersion")
-                )));
+                return Err(ApiError::conflict(
+                    call.resource.group,
+                    call.resource.plural,
+                    call.name(),
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta_str(&object, "resourceVersion")
+                    ),
+                ));
             }
             let mut finalizers = finalizers(&object);
             match options.propagation.as_deref() {
-                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                    finalizers.push("orphan".into())
+                }
                 Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
                     finalizers.push("foregroundDeletion".into())
                 }
@@ -902,11 +1147,15 @@ impl Api {
                 }
                 match self.store.delete(key, Some(current.mod_revision)).await {
                     Ok(_) => return Ok((200, object)),
-                    Err(krust_store::Error::Conflict { current: Some(latest), .. }) => {
+                    Err(krust_store::Error::Conflict {
+                        current: Some(latest),
+                        ..
+                    }) => {
                         current = *latest;
                         continue;
                     }
-                    Err(krust_store::Error::Conflict { current: None, .. }) | Err(krust_store::Error::NotFound(_)) => {
+                    Err(krust_store::Error::Conflict { current: None, .. })
+                    | Err(krust_store::Error::NotFound(_)) => {
                         return Err(call.not_found());
                     }
                     Err(error) => return Err(error.into()),
@@ -918,7 +1167,10 @@ impl Api {
             let meta = metadata_mut(&mut object);
             if !already_deleting {
                 let at = Utc::now() + chrono::Duration::seconds(grace);
-                meta.insert("deletionTimestamp".into(), json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)));
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                );
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
             meta.insert("finalizers".into(), json!(finalizers));
@@ -928,19 +1180,31 @@ impl Api {
             if dry_run {
                 return Ok((202, object));
             }
-            match self.store.update(key, encode_for_store(&object), current.mod_revision).await {
+            match self
+                .store
+                .update(key, encode_for_store(&object), current.mod_revision)
+                .await
+            {
                 Ok(revision) => {
                     set_resource_version(&mut object, revision);
                     return Ok((202, object));
                 }
-                Err(krust_store::Error::Conflict { current: Some(latest), .. }) => current = *latest,
-                Err(krust_store::Error::Conflict { current: None, .. }) | Err(krust_store::Error::NotFound(_)) => {
+                Err(krust_store::Error::Conflict {
+                    current: Some(latest),
+                    ..
+                }) => current = *latest,
+                Err(krust_store::Error::Conflict { current: None, .. })
+                | Err(krust_store::Error::NotFound(_)) => {
                     return Err(call.not_found());
                 }
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(ApiError::modified(call.resource.group, call.resource.plural, call.name()))
+        Err(ApiError::modified(
+            call.resource.group,
+            call.resource.plural,
+            call.name(),
+        ))
     }
 
     async fn delete_collection(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
@@ -953,13 +1217,21 @@ impl Api {
             if !selectors.matches(&object.value) {
                 continue;
             }
-            let Some(current) = self.read(&key).await? else { continue };
+            let Some(current) = self.read(&key).await? else {
+                continue;
+            };
             let item_call = Call {
                 name: Some(meta_str(&object.value, "name").to_string()),
-                namespace: metadata(&object.value).get("namespace").and_then(Value::as_str).map(str::to_string),
+                namespace: metadata(&object.value)
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 ..call.clone_shallow()
             };
-            match self.delete_object(&item_call, &key, current, &options).await {
+            match self
+                .delete_object(&item_call, &key, current, &options)
+                .await
+            {
                 Ok((_, object)) => deleted.push(object),
                 Err(error) if error.code == 404 => {}
                 Err(error) => return Err(error),
@@ -1020,8 +1292,9 @@ impl DeleteOptions {
             ..Default::default()
         };
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let value: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body could not be decoded: {e}")))?;
+            let value: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the DeleteOptions body could not be decoded: {e}"))
+            })?;
             if let Some(grace) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 options.grace_period = Some(grace);
             }
@@ -1032,17 +1305,28 @@ impl DeleteOptions {
                 options.propagation = Some("Orphan".into());
             }
             options.uid = value["preconditions"]["uid"].as_str().map(str::to_string);
-            options.resource_version = value["preconditions"]["resourceVersion"].as_str().map(str::to_string);
-            options.dry_run = value["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All"));
+            options.resource_version = value["preconditions"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string);
+            options.dry_run = value["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|v| v == "All"));
         }
         if let Some(policy) = &options.propagation
             && !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground")
         {
-            return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", vec![Cause::new(
-                "FieldValueNotSupported",
-                "propagationPolicy",
-                format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
-            )]));
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                vec![Cause::new(
+                    "FieldValueNotSupported",
+                    "propagationPolicy",
+                    format!(
+                        "Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                    ),
+                )],
+            ));
         }
         Ok(options)
     }
@@ -1055,8 +1339,13 @@ fn graceful_period(resource: &ResourceInfo, object: &Value, requested: Option<i6
     if resource.plural != "pods" || !resource.group.is_empty() {
         return 0;
     }
-    let bound = object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
-    let finished = matches!(object["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    let bound = object["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        object["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
     if !bound || finished {
         return 0;
     }
@@ -1070,7 +1359,9 @@ fn graceful_period(resource: &ResourceInfo, object: &Value, requested: Option<i6
 /// expected ones.
 fn check_type(object: &mut Value, api_version: &str, kind: &str) -> ApiResult<()> {
     let Some(map) = object.as_object_mut() else {
-        return Err(ApiError::bad_request("the body of the request must be a JSON or YAML object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON or YAML object",
+        ));
     };
     match map.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => {
@@ -1109,7 +1400,9 @@ fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// What a new object starts with: no status for kinds with a status subresource,
@@ -1132,13 +1425,44 @@ fn prepare_create(resource: &ResourceInfo, object: &mut Value) {
     }
 }
 
+/// Conversions upstream makes while decoding a request: a Secret's `stringData`
+/// is folded into `data` (base64) and never stored.
+fn normalize_input(resource: &ResourceInfo, object: &mut Value) {
+    if resource.group.is_empty()
+        && resource.kind == "Secret"
+        && let Some(string_data) = object.as_object_mut().and_then(|o| o.remove("stringData"))
+        && let Some(entries) = string_data.as_object()
+    {
+        if !object["data"].is_object() {
+            object["data"] = json!({});
+        }
+        for (key, value) in entries {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(value.as_str().unwrap_or(""));
+            object["data"][key] = json!(encoded);
+        }
+    }
+}
+
 /// The object an update produces from the old one and the new request body.
-fn merge_update(resource: &ResourceInfo, subresource: Option<&str>, old: &Value, mut new: Value) -> Value {
+fn merge_update(
+    resource: &ResourceInfo,
+    subresource: Option<&str>,
+    old: &Value,
+    mut new: Value,
+) -> Value {
     // Fields the client may not change.
     let old_meta = metadata(old).clone();
     {
         let meta = metadata_mut(&mut new);
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "generation",
+        ] {
             match old_meta.get(field) {
                 Some(value) => meta.insert(field.into(), value.clone()),
                 None => meta.remove(field),
@@ -1192,7 +1516,12 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 }
 
 /// Applies a patch document of the given media type.
-fn apply_patch(resource: &ResourceInfo, media: &str, old: &Value, document: &Value) -> ApiResult<Value> {
+fn apply_patch(
+    resource: &ResourceInfo,
+    media: &str,
+    old: &Value,
+    document: &Value,
+) -> ApiResult<Value> {
     let result = match media {
         "application/json-patch+json" => patch::apply_json_patch(old, document),
         "application/merge-patch+json" => patch::apply_merge_patch(old, document),
@@ -1217,7 +1546,12 @@ fn scale_of(resource: &ResourceInfo, object: &Value) -> ApiResult<Value> {
     let selector = match resource.plural {
         "replicationcontrollers" => object["spec"]["selector"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default(),
         _ => label_selector_string(&object["spec"]["selector"]),
     };
@@ -1237,11 +1571,24 @@ fn scale_of(resource: &ResourceInfo, object: &Value) -> ApiResult<Value> {
 fn label_selector_string(selector: &Value) -> String {
     let mut terms: Vec<String> = selector["matchLabels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default();
-    for expression in selector["matchExpressions"].as_array().into_iter().flatten() {
+    for expression in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let key = expression["key"].as_str().unwrap_or("");
-        let values: Vec<&str> = expression["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = expression["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         terms.push(match expression["operator"].as_str().unwrap_or("") {
             "In" => format!("{key} in ({})", values.join(",")),
             "NotIn" => format!("{key} notin ({})", values.join(",")),
@@ -1266,7 +1613,8 @@ fn set_condition(object: &mut Value, kind: &str, status: &str, reason: &str, mes
         *conditions = json!([]);
     }
     let list = conditions.as_array_mut().unwrap();
-    let mut condition = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now()});
+    let mut condition =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now()});
     if !reason.is_empty() {
         condition["reason"] = json!(reason);
     }
@@ -1289,7 +1637,9 @@ pub fn wants_table(accept: &str) -> bool {
 
 fn add_warnings(response: &mut Response<Body>, warnings: &[String]) {
     for warning in warnings {
-        if let Ok(value) = http::HeaderValue::from_str(&format!("299 - \"{}\"", warning.replace('"', "\\\""))) {
+        if let Ok(value) =
+            http::HeaderValue::from_str(&format!("299 - \"{}\"", warning.replace('"', "\\\"")))
+        {
             response.headers_mut().append(header::WARNING, value);
         }
     }

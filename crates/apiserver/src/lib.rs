@@ -54,11 +54,23 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<tokio::task::JoinHand
     )?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|e| anyhow::anyhow!("can not listen on {}: {e}; is another server running there?", config.bind))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "can not listen on {}: {e}; is another server running there?",
+                config.bind
+            )
+        })?;
     let cache = cache::WatchCache::start(config.store.clone()).await?;
     let tokens = Arc::new(auth::TokenAuthenticator::new(&config.static_tokens));
-    let api = Arc::new(handlers::Api::new(config.store.clone(), cache, config.bind.to_string(), tokens.clone()));
+    let api = Arc::new(handlers::Api::new(
+        config.store.clone(),
+        cache,
+        config.bind.to_string(),
+        tokens.clone(),
+    ));
     bootstrap::ensure_builtin_objects(&api).await?;
     tokio::spawn(bootstrap::compact_periodically(config.store.clone()));
-    Ok(tokio::spawn(server::accept_loop(listener, tls, api, tokens)))
+    Ok(tokio::spawn(server::accept_loop(
+        listener, tls, api, tokens,
+    )))
 }

@@ -72,8 +72,12 @@ pub fn parse_path(path: &str) -> ApiResult<Target> {
 }
 
 fn resource_path(group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
-    let find = |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::path_not_found);
-    let make = |resource: &'static ResourceInfo, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+    let find =
+        |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::path_not_found);
+    let make = |resource: &'static ResourceInfo,
+                namespace: Option<&str>,
+                name: Option<&str>,
+                sub: Option<&str>| {
         Ok(Target::Resource(ResourcePath {
             resource,
             namespace: namespace.map(str::to_string),
@@ -123,7 +127,10 @@ impl Query {
         Query(map)
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.0.get(key).map(String::as_str), Some("true" | "1"))
@@ -131,10 +138,11 @@ impl Query {
     pub fn number(&self, key: &str) -> ApiResult<Option<i64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(text) => text
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {text:?} is not an integer"))),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid value for {key}: {text:?} is not an integer"
+                ))
+            }),
         }
     }
     pub fn dry_run(&self) -> ApiResult<bool> {
@@ -156,7 +164,9 @@ pub async fn read_body(body: hyper::body::Incoming) -> ApiResult<Bytes> {
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(
             "Request entity too large: limit is 3145728",
         )),
-        Err(error) => Err(ApiError::bad_request(format!("reading the request body failed: {error}"))),
+        Err(error) => Err(ApiError::bad_request(format!(
+            "reading the request body failed: {error}"
+        ))),
     }
 }
 
@@ -174,17 +184,25 @@ pub fn media_type(content_type: Option<&str>) -> String {
 /// Decodes a JSON or YAML body into a JSON object.
 pub fn decode_body(bytes: &[u8], media_type: &str) -> ApiResult<Value> {
     let value: Value = match media_type {
-        "application/json" | "" | "*/*" | "application/merge-patch+json"
-        | "application/strategic-merge-patch+json" | "application/json-patch+json" => {
-            serde_json::from_slice(bytes)
-                .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}")))?
-        }
+        "application/json"
+        | ""
+        | "*/*"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json"
+        | "application/json-patch+json" => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        })?,
         "application/yaml" | "application/apply-patch+yaml" => {
             let yaml: serde_yaml::Value = serde_yaml::from_slice(bytes).map_err(|e| {
-                ApiError::bad_request(format!("the body of the request could not be decoded as YAML: {e}"))
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
             })?;
-            serde_json::to_value(yaml)
-                .map_err(|e| ApiError::bad_request(format!("the YAML body can not be represented as JSON: {e}")))?
+            serde_json::to_value(yaml).map_err(|e| {
+                ApiError::bad_request(format!("the YAML body can not be represented as JSON: {e}"))
+            })?
         }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
@@ -197,22 +215,32 @@ mod tests {
 
     #[test]
     fn paths_resolve_to_resources() {
-        let Target::Resource(p) = parse_path("/api/v1/namespaces/default/pods/web/status").unwrap() else {
+        let Target::Resource(p) = parse_path("/api/v1/namespaces/default/pods/web/status").unwrap()
+        else {
             panic!()
         };
         assert_eq!(p.resource.plural, "pods");
         assert_eq!(p.namespace.as_deref(), Some("default"));
         assert_eq!(p.name.as_deref(), Some("web"));
         assert_eq!(p.subresource.as_deref(), Some("status"));
-        let Target::Resource(p) = parse_path("/api/v1/namespaces/kube-system").unwrap() else { panic!() };
+        let Target::Resource(p) = parse_path("/api/v1/namespaces/kube-system").unwrap() else {
+            panic!()
+        };
         assert_eq!(p.resource.plural, "namespaces");
         assert_eq!(p.name.as_deref(), Some("kube-system"));
-        let Target::Resource(p) = parse_path("/api/v1/namespaces/x/finalize").unwrap() else { panic!() };
+        let Target::Resource(p) = parse_path("/api/v1/namespaces/x/finalize").unwrap() else {
+            panic!()
+        };
         assert_eq!(p.subresource.as_deref(), Some("finalize"));
-        let Target::Resource(p) = parse_path("/apis/apps/v1/deployments").unwrap() else { panic!() };
+        let Target::Resource(p) = parse_path("/apis/apps/v1/deployments").unwrap() else {
+            panic!()
+        };
         assert!(p.namespace.is_none() && p.name.is_none());
         assert!(parse_path("/apis/apps/v1/nosuch").is_err());
-        assert!(matches!(parse_path("/version").unwrap(), Target::NonResource(_)));
+        assert!(matches!(
+            parse_path("/version").unwrap(),
+            Target::NonResource(_)
+        ));
     }
 
     #[test]

@@ -12,10 +12,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
 use crate::auth::{self, Attributes, TokenAuthenticator, User};
-use crate::{discovery, openapi};
 use crate::errors::ApiError;
 use crate::handlers::Api;
 use crate::request::{self, DiscoveryPath, Target};
+use crate::{discovery, openapi};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -64,7 +64,11 @@ pub async fn accept_loop(
 
 /// A JSON response.
 pub fn json_response(status: u16, value: &Value) -> Response<Body> {
-    bytes_response(status, "application/json", Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
+    bytes_response(
+        status,
+        "application/json",
+        Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+    )
 }
 
 pub fn bytes_response(status: u16, content_type: &str, body: Bytes) -> Response<Body> {
@@ -152,7 +156,9 @@ fn discovery_response(api: &Api, path: DiscoveryPath, accept: &str) -> Response<
         DiscoveryPath::LegacyVersions if aggregated => {
             return aggregated_response(discovery::aggregated(true));
         }
-        DiscoveryPath::Groups if aggregated => return aggregated_response(discovery::aggregated(false)),
+        DiscoveryPath::Groups if aggregated => {
+            return aggregated_response(discovery::aggregated(false));
+        }
         DiscoveryPath::LegacyVersions => Some(discovery::legacy_versions(&api.address)),
         DiscoveryPath::Groups => Some(discovery::groups()),
         DiscoveryPath::Group(group) => discovery::group(&group),
@@ -211,11 +217,17 @@ async fn non_resource(api: &Api, path: &str, req: &Request<Incoming>) -> Respons
             })
             .await
             .unwrap_or_default();
-            let content_type = if protobuf { openapi::V2_PROTOBUF_CONTENT_TYPE } else { "application/json" };
+            let content_type = if protobuf {
+                openapi::V2_PROTOBUF_CONTENT_TYPE
+            } else {
+                "application/json"
+            };
             bytes_response(200, content_type, document)
         }
         "/openapi/v3" => {
-            let index = tokio::task::spawn_blocking(openapi::v3_index).await.unwrap_or_default();
+            let index = tokio::task::spawn_blocking(openapi::v3_index)
+                .await
+                .unwrap_or_default();
             json_response(200, &index)
         }
         p if p.starts_with("/openapi/v3/") => {
@@ -243,15 +255,30 @@ async fn non_resource(api: &Api, path: &str, req: &Request<Incoming>) -> Respons
             if verbose {
                 let mut text = String::new();
                 for (name, ok) in checks {
-                    text.push_str(&format!("[{}]{name} {}\n", if ok { "+" } else { "-" }, if ok { "ok" } else { "failed" }));
+                    text.push_str(&format!(
+                        "[{}]{name} {}\n",
+                        if ok { "+" } else { "-" },
+                        if ok { "ok" } else { "failed" }
+                    ));
                 }
-                text.push_str(&format!("{} check {}\n", &path[1..], if healthy { "passed" } else { "failed" }));
+                text.push_str(&format!(
+                    "{} check {}\n",
+                    &path[1..],
+                    if healthy { "passed" } else { "failed" }
+                ));
                 bytes_response(code, "text/plain; charset=utf-8", Bytes::from(text))
             } else {
-                bytes_response(code, "text/plain; charset=utf-8", Bytes::from_static(if healthy { b"ok" } else { b"unhealthy" }))
+                bytes_response(
+                    code,
+                    "text/plain; charset=utf-8",
+                    Bytes::from_static(if healthy { b"ok" } else { b"unhealthy" }),
+                )
             }
         }
-        p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => {
+        p if p.starts_with("/healthz/")
+            || p.starts_with("/livez/")
+            || p.starts_with("/readyz/") =>
+        {
             bytes_response(200, "text/plain; charset=utf-8", Bytes::from_static(b"ok"))
         }
         _ => error_response(&ApiError::path_not_found()),

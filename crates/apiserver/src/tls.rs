@@ -8,7 +8,11 @@ use anyhow::Context;
 use rustls::server::WebPkiClientVerifier;
 
 /// Builds the rustls server configuration.
-pub fn server_config(client_ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(
+    client_ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut client_ca_pem.as_bytes()) {

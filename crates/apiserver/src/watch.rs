@@ -34,9 +34,17 @@ pub async fn serve_watch(api: &Api, call: &Call) -> Response<Body> {
 /// What a watcher has to send before live events.
 enum Start {
     /// The current state as ADDED events, then live events.
-    State(Vec<Arc<CachedObject>>, broadcast::Receiver<Arc<CacheEvent>>, i64),
+    State(
+        Vec<Arc<CachedObject>>,
+        broadcast::Receiver<Arc<CacheEvent>>,
+        i64,
+    ),
     /// Missed events, then live events.
-    From(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>, i64),
+    From(
+        Vec<Arc<CacheEvent>>,
+        broadcast::Receiver<Arc<CacheEvent>>,
+        i64,
+    ),
     /// The requested revision is too old.
     Gone(ApiError),
 }
@@ -60,11 +68,16 @@ async fn start(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
     let send_initial = call.query.flag("sendInitialEvents");
     let bookmarks = call.query.flag("allowWatchBookmarks");
     if send_initial && !bookmarks {
-        return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", vec![krust_api::Cause::new(
-            "FieldValueForbidden",
-            "allowWatchBookmarks",
-            "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
-        )]));
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![krust_api::Cause::new(
+                "FieldValueForbidden",
+                "allowWatchBookmarks",
+                "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
+            )],
+        ));
     }
     let rv = call.query.get("resourceVersion");
     let start = match rv {
@@ -75,21 +88,33 @@ async fn start(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
                 api.cache.sync().await?;
             }
             let (snapshot, live) = api.cache.snapshot_and_subscribe(&prefix);
-            Start::State(snapshot.objects.into_iter().map(|(_, o)| o).collect(), live, snapshot.revision)
+            Start::State(
+                snapshot.objects.into_iter().map(|(_, o)| o).collect(),
+                live,
+                snapshot.revision,
+            )
         }
         None | Some("0") => {
             if rv.is_none() {
                 api.cache.sync().await?;
             }
             let (snapshot, live) = api.cache.snapshot_and_subscribe(&prefix);
-            Start::State(snapshot.objects.into_iter().map(|(_, o)| o).collect(), live, snapshot.revision)
+            Start::State(
+                snapshot.objects.into_iter().map(|(_, o)| o).collect(),
+                live,
+                snapshot.revision,
+            )
         }
         Some(text) => {
-            let revision: i64 = text
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {text:?}")))?;
+            let revision: i64 = text.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version: {text:?}"))
+            })?;
             match api.cache.subscribe(revision) {
-                Ok(subscription) => Start::From(subscription.backlog, subscription.live, subscription.revision.max(revision)),
+                Ok(subscription) => Start::From(
+                    subscription.backlog,
+                    subscription.live,
+                    subscription.revision.max(revision),
+                ),
                 Err(error) => Start::Gone(error),
             }
         }
@@ -119,7 +144,8 @@ async fn start(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(timeout, watcher.run(start, send_initial)).await;
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver)
+        .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
     Ok(Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, content_type)
@@ -132,7 +158,10 @@ impl Watcher {
     async fn run(mut self, start: Start, send_initial: bool) -> Option<()> {
         let (mut live, mut last) = match start {
             Start::Gone(error) => {
-                let frame = frame_bytes("ERROR", &serde_json::to_vec(&error.status()).unwrap_or_default());
+                let frame = frame_bytes(
+                    "ERROR",
+                    &serde_json::to_vec(&error.status()).unwrap_or_default(),
+                );
                 let _ = self.sender.send(frame).await;
                 return Some(());
             }
@@ -217,7 +246,8 @@ impl Watcher {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let object: Value = json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": metadata});
+        let object: Value =
+            json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": metadata});
         let frame = frame_bytes("BOOKMARK", &serde_json::to_vec(&object).unwrap_or_default());
         self.sender.send(frame).await.ok()
     }

@@ -15,7 +15,9 @@ pub fn interface_addresses() -> BTreeSet<IpAddr> {
     let addresses = match addresses_from_ip_command() {
         Ok(addresses) => addresses,
         Err(reason) => {
-            tracing::debug!("cannot list addresses with `ip -j addr show` ({reason}); reading /proc");
+            tracing::debug!(
+                "cannot list addresses with `ip -j addr show` ({reason}); reading /proc"
+            );
             addresses_from_proc()
         }
     };
@@ -88,10 +90,10 @@ fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
         let line = line.trim();
         if let Some(leaf) = line.strip_prefix("|-- ") {
             last_leaf = leaf.trim().parse().ok();
-        } else if line.starts_with("/32 host LOCAL") {
-            if let Some(address) = last_leaf {
-                addresses.push(address);
-            }
+        } else if line.starts_with("/32 host LOCAL")
+            && let Some(address) = last_leaf
+        {
+            addresses.push(address);
         }
     }
     addresses
@@ -127,7 +129,8 @@ mod tests {
     #[test]
     fn parses_proc_files() {
         let fib = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     +-- 127.0.0.0/8 2 0 2\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\n        |-- 127.255.255.255\n           /32 link BROADCAST\n           |-- 192.0.2.2\n              /32 host LOCAL\n";
-        let expected: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        let expected: Vec<IpAddr> =
+            vec!["127.0.0.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
         assert_eq!(parse_fib_trie(fib), expected);
 
         let inet6 = "fd000000000000000000000000000002 04 40 00 82     eth0\n00000000000000000000000000000001 01 80 10 80       lo\n";
@@ -137,7 +140,14 @@ mod tests {
 
     #[test]
     fn leaves_out_link_local_and_unspecified() {
-        for bad in ["fe80::1", "169.254.1.1", "0.0.0.0", "::", "ff02::1", "224.0.0.1"] {
+        for bad in [
+            "fe80::1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::",
+            "ff02::1",
+            "224.0.0.1",
+        ] {
             assert!(!is_usable(&bad.parse().unwrap()), "{bad}");
         }
         for good in ["127.0.0.1", "::1", "10.0.0.1", "fd00::2", "2001:db8::1"] {

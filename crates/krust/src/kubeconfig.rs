@@ -80,12 +80,18 @@ mod tests {
             server_url("0.0.0.0:6443".parse().unwrap()),
             "https://127.0.0.1:6443"
         );
-        assert_eq!(server_url("[::]:6443".parse().unwrap()), "https://127.0.0.1:6443");
+        assert_eq!(
+            server_url("[::]:6443".parse().unwrap()),
+            "https://127.0.0.1:6443"
+        );
         assert_eq!(
             server_url("192.0.2.5:7443".parse().unwrap()),
             "https://192.0.2.5:7443"
         );
-        assert_eq!(server_url("[fd00::5]:443".parse().unwrap()), "https://[fd00::5]:443");
+        assert_eq!(
+            server_url("[fd00::5]:443".parse().unwrap()),
+            "https://[fd00::5]:443"
+        );
     }
 
     #[test]
@@ -95,13 +101,18 @@ mod tests {
         let value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(value["current-context"], "krust");
         assert_eq!(value["clusters"][0]["name"], "krust");
-        assert_eq!(value["clusters"][0]["cluster"]["server"], "https://127.0.0.1:6443");
+        assert_eq!(
+            value["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:6443"
+        );
         let ca = value["clusters"][0]["cluster"]["certificate-authority-data"]
             .as_str()
             .unwrap();
         assert_eq!(BASE64.decode(ca).unwrap(), b"ca cert");
         assert_eq!(value["users"][0]["name"], "admin");
-        let key = value["users"][0]["user"]["client-key-data"].as_str().unwrap();
+        let key = value["users"][0]["user"]["client-key-data"]
+            .as_str()
+            .unwrap();
         assert_eq!(BASE64.decode(key).unwrap(), b"admin key");
         assert_eq!(value["contexts"][0]["context"]["user"], "admin");
         assert_eq!(value["contexts"][0]["context"]["cluster"], "krust");

@@ -166,7 +166,8 @@ pub fn ensure(tls_dir: &Path, names: &ServingNames) -> Result<Pki> {
 /// Creates `dir` (and parents) if needed, and makes it private to its owner.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot set the permissions of {}", dir.display()))
 }
@@ -192,8 +193,12 @@ fn ensure_ca(paths: &Paths, now: OffsetDateTime) -> Result<Ca> {
             paths.ca_key.display()
         )
     })?;
-    let loaded = load_ca(cert_pem, key_pem, now)
-        .with_context(|| format!("the cluster CA {} is unusable; {start_over}", paths.ca_cert.display()))?;
+    let loaded = load_ca(cert_pem, key_pem, now).with_context(|| {
+        format!(
+            "the cluster CA {} is unusable; {start_over}",
+            paths.ca_cert.display()
+        )
+    })?;
     Ok(loaded)
 }
 
@@ -241,7 +246,9 @@ fn new_ca(now: OffsetDateTime) -> Result<Ca> {
     ];
     params.not_before = now - BACKDATE;
     params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
-    let cert = params.self_signed(&key).context("cannot sign the CA certificate")?;
+    let cert = params
+        .self_signed(&key)
+        .context("cannot sign the CA certificate")?;
     let pem = CertAndKey {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -376,7 +383,9 @@ fn issue_leaf(ca: &Ca, leaf: &Leaf<'_>, now: OffsetDateTime) -> Result<CertAndKe
             }
         }
         Leaf::Admin => {
-            params.distinguished_name.push(DnType::CommonName, ADMIN_USER);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, ADMIN_USER);
             params
                 .distinguished_name
                 .push(DnType::OrganizationName, ADMIN_GROUP);
@@ -558,8 +567,16 @@ mod tests {
 
         let der = pem_to_der(&pki.admin.cert_pem).unwrap();
         let cert = parse_der(&der).unwrap();
-        let cn: Vec<_> = cert.subject().iter_common_name().map(|a| a.as_str().unwrap()).collect();
-        let orgs: Vec<_> = cert.subject().iter_organization().map(|a| a.as_str().unwrap()).collect();
+        let cn: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let orgs: Vec<_> = cert
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!(cn, vec![ADMIN_USER]);
         assert_eq!(orgs, vec![ADMIN_GROUP]);
     }
@@ -648,7 +665,11 @@ mod tests {
         assert!(message.contains("ca.key"), "{message}");
         assert!(message.contains("delete"), "{message}");
 
-        fs::write(tls.join("ca.key"), KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        fs::write(
+            tls.join("ca.key"),
+            KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
         let message = format!("{:#}", ensure(&tls, &names()).unwrap_err());
         assert!(message.contains("does not belong"), "{message}");
     }
@@ -660,7 +681,12 @@ mod tests {
         let first = ensure(&tls, &names()).unwrap();
         // Issue an admin certificate that expires in 30 days and put it in place.
         let paths = Paths::new(&tls);
-        let ca = load_ca(first.ca.cert_pem.clone(), first.ca.key_pem.clone(), OffsetDateTime::now_utc()).unwrap();
+        let ca = load_ca(
+            first.ca.cert_pem.clone(),
+            first.ca.key_pem.clone(),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         let issued_long_ago = OffsetDateTime::now_utc() - Duration::days(LEAF_VALIDITY_DAYS - 30);
         let old = issue_leaf(&ca, &Leaf::Admin, issued_long_ago).unwrap();
         write_private(&paths.admin_key, &old.key_pem).unwrap();

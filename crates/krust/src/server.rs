@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::ServerArgs;
 use crate::pki::{self, ServingNames};
@@ -40,6 +40,34 @@ async fn serve_until_signal(args: ServerArgs) -> Result<()> {
     // guessing. An error only means some code installed it first.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    // Handle signals from the start, so that a stop during start-up is clean too.
+    let mut signals = ShutdownSignals::install()?;
+    let mut server = tokio::select! {
+        signal = signals.recv() => {
+            tracing::info!("received {signal} while starting; stopped");
+            return Ok(());
+        }
+        started = start(args) => started?,
+    };
+
+    tokio::select! {
+        signal = signals.recv() => {
+            tracing::info!("received {signal}, shutting down");
+            server.abort();
+            let _ = server.await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        result = &mut server => match result {
+            Ok(()) => bail!("the API server stopped by itself; see the log above"),
+            Err(err) if err.is_panic() => bail!("the API server crashed (panic); see the log above"),
+            Err(err) => bail!("the API server task ended: {err}"),
+        },
+    }
+}
+
+/// Starts everything; returns the running API server once it is ready and announced.
+async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     let static_tokens = match &args.token_auth_file {
         Some(path) => tokens::read_token_file(path)?,
         None => Vec::new(),
@@ -76,27 +104,12 @@ async fn serve_until_signal(args: ServerArgs) -> Result<()> {
         serving_key_pem: pki.serving.key_pem.clone(),
         static_tokens,
     };
-    let mut server = krust_apiserver::serve(config)
+    let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;
-
-    tokio::select! {
-        signal = shutdown_signal() => {
-            let signal = signal?;
-            tracing::info!("received {signal}, shutting down");
-            server.abort();
-            let _ = server.await;
-            tracing::info!("stopped");
-            Ok(())
-        }
-        result = &mut server => match result {
-            Ok(()) => bail!("the API server stopped by itself; see the log above"),
-            Err(err) if err.is_panic() => bail!("the API server crashed (panic); see the log above"),
-            Err(err) => bail!("the API server task ended: {err}"),
-        },
-    }
+    Ok(server)
 }
 
 /// Creates the data dir (mode 0700) and returns its absolute path.
@@ -114,12 +127,25 @@ fn announce_kubeconfig(path: &Path) -> Result<()> {
         .context("cannot write to stdout")
 }
 
-/// Waits for SIGTERM or SIGINT and names the one that came.
-async fn shutdown_signal() -> Result<&'static str> {
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct ShutdownSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self> {
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Waits for the next signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }

@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn parses_tokens_with_and_without_groups() {
-        let text = "\n# admins\nt1,alice,1001,\"system:masters,devs\"\nt2, bob ,1002\nt3,carol,1003,ops\n";
+        let text =
+            "\n# admins\nt1,alice,1001,\"system:masters,devs\"\nt2, bob ,1002\nt3,carol,1003,ops\n";
         let tokens = parse_tokens(text).unwrap();
         assert_eq!(tokens.len(), 3);
         assert_eq!(tokens[0].token, "t1");

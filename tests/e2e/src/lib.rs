@@ -60,6 +60,8 @@ pub struct TestServer {
     options: ServerOptions,
     child: Option<Child>,
     starts: usize,
+    /// Set when a panic message already carried the log tail (Drop then skips it).
+    log_reported: bool,
 }
 
 impl TestServer {
@@ -83,6 +85,7 @@ impl TestServer {
             options,
             child: None,
             starts: 0,
+            log_reported: false,
         };
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -90,10 +93,11 @@ impl TestServer {
             match server.spawn_and_wait() {
                 Ok(()) => return server,
                 Err(err) if server.lost_port_race() => last_error = Some(err),
-                Err(err) => panic!("{err:#}"),
+                Err(err) => server.fail(err),
             }
         }
-        panic!("{:#}", last_error.expect("at least one attempt"));
+        let err = last_error.expect("at least one attempt");
+        server.fail(err)
     }
 
     /// The directory passed as `--data-dir`.
@@ -188,6 +192,11 @@ impl TestServer {
         kube::Client::try_from(config).expect("cannot build a kube client")
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A plain HTTPS GET as the admin (client certificate). Returns the status code and
     /// the body as sent (not de-chunked). Blocking; no runtime needed.
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
@@ -204,10 +213,10 @@ impl TestServer {
             None => {
                 let _ = child.kill();
                 let status = child.wait().expect("cannot wait for the server");
-                panic!(
+                self.fail(anyhow!(
                     "krust server did not stop within {STOP_TIMEOUT:?} after SIGTERM; killed it ({status}).\n{}",
                     self.log_tail()
-                );
+                ))
             }
         }
     }
@@ -225,14 +234,15 @@ impl TestServer {
     pub fn restart(&mut self) {
         if self.child.is_some() {
             let status = self.stop();
-            assert!(
-                status.success(),
-                "krust server exited with {status} on SIGTERM\n{}",
-                self.log_tail()
-            );
+            if !status.success() {
+                self.fail(anyhow!(
+                    "krust server exited with {status} on SIGTERM\n{}",
+                    self.log_tail()
+                ));
+            }
         }
         if let Err(err) = self.spawn_and_wait() {
-            panic!("{err:#}");
+            self.fail(err);
         }
     }
 
@@ -254,8 +264,17 @@ impl TestServer {
         )
     }
 
+    /// Panics with `err`, which already carries the log tail.
+    fn fail(&mut self, err: anyhow::Error) -> ! {
+        self.log_reported = true;
+        panic!("{err:#}");
+    }
+
     fn root(&self) -> &Path {
-        self.temp.as_ref().expect("temp dir is kept until drop").path()
+        self.temp
+            .as_ref()
+            .expect("temp dir is kept until drop")
+            .path()
     }
 
     fn log_path(&self, stream: &str) -> PathBuf {
@@ -350,7 +369,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("{}", self.log_tail());
+            if !self.log_reported {
+                eprintln!("{}", self.log_tail());
+            }
             keep_temp_dir_if_asked(&mut self.temp);
         }
     }
@@ -362,6 +383,8 @@ pub struct EtcdServer {
     temp: Option<tempfile::TempDir>,
     client_port: u16,
     child: Option<Child>,
+    /// Set when a panic message already carried the log tail (Drop then skips it).
+    log_reported: bool,
 }
 
 impl EtcdServer {
@@ -378,20 +401,22 @@ impl EtcdServer {
             temp: Some(temp),
             client_port: 0,
             child: None,
+            log_reported: false,
         };
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             match etcd.spawn_and_wait() {
                 Ok(()) => return etcd,
                 Err(err) => {
-                    let log = etcd.log().to_lowercase();
-                    if !log.contains("address already in use") {
-                        panic!("{err:#}");
-                    }
+                    let lost_port_race = etcd.log().contains("address already in use");
                     last_error = Some(err);
+                    if !lost_port_race {
+                        break;
+                    }
                 }
             }
         }
+        etcd.log_reported = true;
         panic!("{:#}", last_error.expect("at least one attempt"));
     }
 
@@ -419,7 +444,10 @@ impl EtcdServer {
     }
 
     fn root(&self) -> &Path {
-        self.temp.as_ref().expect("temp dir is kept until drop").path()
+        self.temp
+            .as_ref()
+            .expect("temp dir is kept until drop")
+            .path()
     }
 
     fn log_path(&self) -> PathBuf {
@@ -467,10 +495,10 @@ impl EtcdServer {
                     tail(&self.log(), LOG_TAIL_LINES)
                 );
             }
-            if let Ok((200, body)) = http_get(self.client_port, "/health") {
-                if body.contains("\"health\":\"true\"") {
-                    return Ok(());
-                }
+            if let Ok((200, body)) = http_get(self.client_port, "/health")
+                && body.contains("\"health\":\"true\"")
+            {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 self.kill9();
@@ -489,10 +517,12 @@ impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!(
-                "--- etcd log (last {LOG_TAIL_LINES} lines) ---\n{}",
-                tail(&self.log(), LOG_TAIL_LINES)
-            );
+            if !self.log_reported {
+                eprintln!(
+                    "--- etcd log (last {LOG_TAIL_LINES} lines) ---\n{}",
+                    tail(&self.log(), LOG_TAIL_LINES)
+                );
+            }
             keep_temp_dir_if_asked(&mut self.temp);
         }
     }
@@ -593,16 +623,19 @@ pub fn free_port() -> u16 {
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
         std::thread::sleep(POLL_INTERVAL);
     }
 }
 
 fn keep_temp_dir_if_asked(temp: &mut Option<tempfile::TempDir>) {
-    if std::env::var_os("KRUST_E2E_KEEP").is_some() {
-        if let Some(temp) = temp.take() {
-            eprintln!("krust-e2e: kept {}", temp.keep().display());
-        }
+    if std::env::var_os("KRUST_E2E_KEEP").is_some()
+        && let Some(temp) = temp.take()
+    {
+        eprintln!("krust-e2e: kept {}", temp.keep().display());
     }
 }
 
@@ -660,7 +693,10 @@ fn https_get(kubeconfig: &Path, path: &str) -> Result<(u16, String)> {
             .ok_or_else(|| anyhow!("the kubeconfig has no {what}"))?;
         Ok(BASE64.decode(text)?)
     };
-    let ca = decode(&cluster["certificate-authority-data"], "certificate-authority-data")?;
+    let ca = decode(
+        &cluster["certificate-authority-data"],
+        "certificate-authority-data",
+    )?;
     let cert = decode(&user["client-certificate-data"], "client-certificate-data")?;
     let key = decode(&user["client-key-data"], "client-key-data")?;
     let server = cluster["server"]

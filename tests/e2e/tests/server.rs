@@ -35,7 +35,11 @@ fn assert_one_line_error(output: &std::process::Output, needles: &[&str]) -> Str
         output.status
     );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got:\n{stderr}"
+    );
     let line = lines[0];
     assert!(line.starts_with("error: "), "{line}");
     for needle in needles {
@@ -89,13 +93,23 @@ fn certificates_and_kubeconfig_are_reused_after_restarts() {
     let kubeconfig_before = fs::read(server.kubeconfig_path()).unwrap();
 
     server.restart();
-    assert_eq!(read_all(), before, "certificates changed on a clean restart");
-    assert_eq!(fs::read(server.kubeconfig_path()).unwrap(), kubeconfig_before);
+    assert_eq!(
+        read_all(),
+        before,
+        "certificates changed on a clean restart"
+    );
+    assert_eq!(
+        fs::read(server.kubeconfig_path()).unwrap(),
+        kubeconfig_before
+    );
 
     server.kill9();
     server.restart();
     assert_eq!(read_all(), before, "certificates changed after a crash");
-    assert_eq!(fs::read(server.kubeconfig_path()).unwrap(), kubeconfig_before);
+    assert_eq!(
+        fs::read(server.kubeconfig_path()).unwrap(),
+        kubeconfig_before
+    );
 
     // The old kubeconfig still works against the restarted server.
     let output = server.kubectl(["get", "--raw", "/readyz"]);
@@ -106,7 +120,11 @@ fn certificates_and_kubeconfig_are_reused_after_restarts() {
 fn sigterm_stops_the_server_cleanly() {
     let mut server = TestServer::start();
     let status = server.stop();
-    assert!(status.success(), "exit status {status}\n{}", server.log_tail());
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        server.log_tail()
+    );
 }
 
 #[test]
@@ -139,26 +157,42 @@ async fn kube_rs_client_lists_the_builtin_namespaces() {
         .filter_map(|ns| ns.metadata.name.clone())
         .collect();
     for expected in BUILTIN_NAMESPACES {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 }
 
-#[test]
-fn server_runs_on_etcd() {
+#[tokio::test]
+async fn server_runs_on_etcd() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+
     let etcd = EtcdServer::start();
     let mut server = TestServer::start_with(ServerOptions {
         datastore: Some(etcd.url()),
         ..Default::default()
     });
     let namespaces = namespaces_of(&server);
-    assert!(namespaces.iter().any(|n| n == "kube-system"), "{namespaces:?}");
+    assert!(
+        namespaces.iter().any(|n| n == "kube-system"),
+        "{namespaces:?}"
+    );
 
     // The state lives in etcd: a restarted server sees what the first one wrote.
-    let output = server.kubectl(["create", "namespace", "e2e-on-etcd"]);
-    assert_success(&output, "kubectl create namespace");
+    let api: Api<Namespace> = Api::all(server.client().await);
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "e2e-on-etcd"}})).unwrap();
+    api.create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|err| panic!("creating a namespace failed: {err}\n{}", server.log_tail()));
     server.restart();
     let namespaces = namespaces_of(&server);
-    assert!(namespaces.iter().any(|n| n == "e2e-on-etcd"), "{namespaces:?}");
+    assert!(
+        namespaces.iter().any(|n| n == "e2e-on-etcd"),
+        "{namespaces:?}"
+    );
 }
 
 #[test]

@@ -1,0 +1,160 @@
+//! The same CRUD and watch through the two other clients users have: kube-rs (typed
+//! Api and the runtime watcher) and the official Python client.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use krust_e2e::TestServer;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_typed_crud_and_watcher() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "rs"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "rs");
+
+    // The watcher sees the initial list (empty) then every change.
+    let stream = watcher(maps.clone(), watcher::Config::default());
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Ok(Some(event)) = stream.try_next().await {
+            if events_tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    // Wait for the watcher's initial listing to finish.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events_rx.recv())
+            .await
+            .unwrap()
+        {
+            Some(watcher::Event::InitDone) => break,
+            Some(_) => continue,
+            None => panic!("watcher ended"),
+        }
+    }
+
+    let created = maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "one"}, "data": {"k": "v"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(created.metadata.uid.is_some());
+    let mut fetched = maps.get("one").await.unwrap();
+    fetched
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("k2".into(), "v2".into());
+    let replaced = maps
+        .replace("one", &PostParams::default(), &fetched)
+        .await
+        .unwrap();
+    assert_ne!(
+        replaced.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    let conflict = maps
+        .replace("one", &PostParams::default(), &fetched)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(conflict, kube::Error::Api(ref s) if s.code == 409),
+        "{conflict:?}"
+    );
+    maps.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k3": "v3"}})),
+    )
+    .await
+    .unwrap();
+    let listed = maps.list(&ListParams::default().labels("")).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].data.as_ref().unwrap().len(), 3);
+    let missing = maps.get("absent").await.unwrap_err();
+    assert!(matches!(missing, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"));
+    maps.delete("one", &DeleteParams::default()).await.unwrap();
+
+    let mut applied = 0;
+    let mut deleted = false;
+    while !deleted {
+        match tokio::time::timeout(Duration::from_secs(10), events_rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Apply(cm) if cm.metadata.name.as_deref() == Some("one") => applied += 1,
+            watcher::Event::Delete(cm) if cm.metadata.name.as_deref() == Some("one") => {
+                deleted = true
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(applied, 3, "created, replaced and patched");
+    follower.abort();
+
+    // Typed objects with nested specs round-trip, and the scale subresource works.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "rs");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "d"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let scale = deployments.get_scale("d").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(2));
+    deployments
+        .patch_scale(
+            "d",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 7}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        deployments.get("d").await.unwrap().spec.unwrap().replicas,
+        Some(7)
+    );
+    let all = deployments.list(&ListParams::default()).await.unwrap();
+    assert_eq!(all.items.len(), 1);
+}
+
+#[test]
+fn python_client_crud_and_watch() {
+    let server = TestServer::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/crud_watch.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("NAMESPACE", "py")
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.trim() == "ok",
+        "the Python client test failed (install it with `pip install kubernetes`, as `make test` does):\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

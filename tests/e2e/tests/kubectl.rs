@@ -1,0 +1,442 @@
+//! The machine's real kubectl against a real `krust server`: the everyday commands
+//! a user runs, and what bad input gets.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use krust_e2e::{TestServer, wait_until};
+
+/// Stdout of a kubectl run that must succeed.
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "kubectl failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Stderr of a kubectl run that must fail.
+fn fails(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "kubectl should have failed; stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.35
+        command: ["httpd", "-f"]
+        env:
+        - {name: MODE, value: production}
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+data:
+  color: blue
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: password
+  namespace: shop
+stringData:
+  password: s3cret
+"#;
+
+#[test]
+fn apply_a_manifest_then_read_it_in_every_format() {
+    let server = TestServer::start();
+    let applied = ok(server.kubectl_stdin(["apply", "-f", "-"], MANIFEST));
+    for line in [
+        "namespace/shop created",
+        "deployment.apps/web created",
+        "service/web created",
+        "configmap/settings created",
+        "secret/password created",
+    ] {
+        assert!(applied.contains(line), "missing {line:?} in {applied}");
+    }
+    let again = ok(server.kubectl_stdin(["apply", "-f", "-"], MANIFEST));
+    assert!(again.contains("deployment.apps/web unchanged"), "{again}");
+
+    let table = ok(server.kubectl(["get", "deployments", "-n", "shop"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("web"), "{table}");
+    let wide = ok(server.kubectl(["get", "deployment", "web", "-n", "shop", "-o", "wide"]));
+    assert!(wide.contains("busybox:1.35"), "{wide}");
+    let json = ok(server.kubectl(["get", "deploy", "web", "-n", "shop", "-o", "json"]));
+    let object: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(object["spec"]["replicas"], 2);
+    assert!(
+        object["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty())
+    );
+    assert_eq!(object["metadata"]["generation"], 1);
+    let yaml = ok(server.kubectl(["get", "cm", "settings", "-n", "shop", "-o", "yaml"]));
+    assert!(yaml.contains("color: blue"), "{yaml}");
+    let name = ok(server.kubectl(["get", "svc", "-n", "shop", "-o", "name"]));
+    assert_eq!(name.trim(), "service/web");
+    let jsonpath = ok(server.kubectl([
+        "get",
+        "secret",
+        "password",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.data.password}",
+    ]));
+    assert_eq!(jsonpath, "czNjcmV0");
+    let columns = ok(server.kubectl([
+        "get",
+        "cm",
+        "-n",
+        "shop",
+        "-o",
+        "custom-columns=NAME:.metadata.name,COLOR:.data.color",
+    ]));
+    assert!(
+        columns.contains("settings") && columns.contains("blue"),
+        "{columns}"
+    );
+    let all = ok(server.kubectl(["get", "all", "-n", "shop"]));
+    assert!(
+        all.contains("deployment.apps/web") && all.contains("service/web"),
+        "{all}"
+    );
+    let namespaces = ok(server.kubectl(["get", "namespaces"]));
+    for ns in [
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "shop",
+    ] {
+        assert!(namespaces.contains(ns), "{namespaces}");
+    }
+    let described = ok(server.kubectl(["describe", "deployment", "web", "-n", "shop"]));
+    assert!(
+        described.contains("Name:") && described.contains("web"),
+        "{described}"
+    );
+    assert!(described.contains("busybox:1.35"), "{described}");
+}
+
+#[test]
+fn label_annotate_patch_scale_and_set_image_change_the_object() {
+    let server = TestServer::start();
+    ok(server.kubectl_stdin(["apply", "-f", "-"], MANIFEST));
+    let ns = ["-n", "shop"];
+    ok(server.kubectl(["label", "deployment", "web", "tier=front", ns[0], ns[1]]));
+    ok(server.kubectl([
+        "annotate",
+        "deployment",
+        "web",
+        "owner=team-a",
+        ns[0],
+        ns[1],
+    ]));
+    ok(server.kubectl(["scale", "deployment", "web", "--replicas=5", ns[0], ns[1]]));
+    ok(server.kubectl([
+        "set",
+        "image",
+        "deployment/web",
+        "web=busybox:1.36",
+        ns[0],
+        ns[1],
+    ]));
+    ok(server.kubectl([
+        "patch",
+        "deployment",
+        "web",
+        ns[0],
+        ns[1],
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minReadySeconds":3}}"#,
+    ]));
+    ok(server.kubectl([
+        "patch",
+        "deployment",
+        "web",
+        ns[0],
+        ns[1],
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/revisionHistoryLimit","value":4}]"#,
+    ]));
+    ok(server.kubectl([
+        "patch", "deployment", "web", ns[0], ns[1], "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"DEBUG","value":"1"}]}]}}}}"#,
+    ]));
+    let json = ok(server.kubectl(["get", "deployment", "web", ns[0], ns[1], "-o", "json"]));
+    let d: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(d["metadata"]["labels"]["tier"], "front");
+    assert_eq!(d["metadata"]["annotations"]["owner"], "team-a");
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["spec"]["minReadySeconds"], 3);
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 4);
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "busybox:1.36");
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        env,
+        ["MODE", "DEBUG"],
+        "strategic merge keeps MODE and adds DEBUG"
+    );
+    // Template changes bump the generation; metadata-only changes do not.
+    assert_eq!(d["metadata"]["generation"], 6);
+}
+
+#[test]
+fn get_watch_receives_events() {
+    let server = TestServer::start();
+    let mut watch = server
+        .kubectl_command([
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "-w",
+            "--output-watch-events",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Create objects until the watch has started and reports one (the watch may
+    // start after the first create; every create after that must show).
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut created = 0;
+    while std::time::Instant::now() < deadline && !seen.iter().any(|l: &String| l.contains("ADDED"))
+    {
+        ok(server.kubectl(["create", "configmap", &format!("watched-{created}")]));
+        created += 1;
+        while let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(300)) {
+            seen.push(line);
+        }
+    }
+    ok(server.kubectl(["delete", "configmap", "watched-0"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && !seen.iter().any(|l| l.contains("DELETED")) {
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("ADDED") && l.contains("watched-")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("DELETED") && l.contains("watched-0")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn api_resources_lists_every_group() {
+    let server = TestServer::start();
+    let resources = ok(server.kubectl(["api-resources"]));
+    for needle in [
+        "pods",
+        "deployments",
+        "cronjobs",
+        "ingresses",
+        "clusterroles",
+        "leases",
+        "endpointslices",
+        "customresourcedefinitions",
+        "storageclasses",
+        "priorityclasses",
+        "flowschemas",
+    ] {
+        assert!(
+            resources.contains(needle),
+            "{needle} missing from {resources}"
+        );
+    }
+    let versions = ok(server.kubectl(["api-versions"]));
+    assert!(
+        versions.contains("apps/v1") && versions.contains("autoscaling/v2"),
+        "{versions}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let server = TestServer::start();
+    let bad_name = fails(server.kubectl(["create", "configmap", "Bad_Name"]));
+    assert!(bad_name.contains("RFC 1123"), "{bad_name}");
+    let malformed = fails(server.kubectl_stdin(
+        ["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: [oops\n",
+    ));
+    assert!(!malformed.is_empty());
+    let wrong_kind = fails(server.kubectl_stdin(
+        ["create", "-f", "-"],
+        "apiVersion: v1\nkind: NoSuchKind\nmetadata:\n  name: x\n",
+    ));
+    assert!(wrong_kind.contains("NoSuchKind"), "{wrong_kind}");
+    let missing_ns = fails(server.kubectl(["create", "configmap", "x", "-n", "nowhere"]));
+    assert!(missing_ns.contains("not found"), "{missing_ns}");
+    let duplicate = {
+        ok(server.kubectl(["create", "configmap", "once"]));
+        fails(server.kubectl(["create", "configmap", "once"]))
+    };
+    assert!(duplicate.contains("already exists"), "{duplicate}");
+    let listed = ok(server.kubectl(["get", "configmaps", "-o", "name"]));
+    assert_eq!(listed.trim(), "configmap/once");
+    let (code, _) = server.get("/readyz").unwrap();
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn auth_can_i_for_an_unprivileged_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "bob-token,bob,1001,\"developers\"\n").unwrap();
+    let server = TestServer::start_with(krust_e2e::ServerOptions {
+        extra_args: vec!["--token-auth-file".into(), tokens.display().to_string()],
+        ..Default::default()
+    });
+    // Bob's kubeconfig has the cluster and his token, no client certificate.
+    let bob_config = dir.path().join("bob.kubeconfig");
+    let config = |args: &[&str]| {
+        let status = std::process::Command::new(krust_e2e::kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(&bob_config)
+            .arg("config")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    };
+    let ca = server.data_dir().join("tls/ca.crt");
+    config(&[
+        "set-cluster",
+        "krust",
+        &format!("--server={}", server.url()),
+        &format!("--certificate-authority={}", ca.display()),
+    ]);
+    config(&["set-credentials", "bob", "--token=bob-token"]);
+    config(&["set-context", "bob", "--cluster=krust", "--user=bob"]);
+    config(&["use-context", "bob"]);
+    let cache = dir.path().join("cache");
+    let as_bob = |args: &[&str]| {
+        std::process::Command::new(krust_e2e::kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(&bob_config)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    };
+    let before = as_bob(&["auth", "can-i", "create", "deployments", "-n", "default"]);
+    assert_eq!(String::from_utf8_lossy(&before.stdout).trim(), "no");
+    let denied = fails(as_bob(&["get", "pods", "-n", "default"]));
+    assert!(
+        denied.contains("forbidden") && denied.contains("bob"),
+        "{denied}"
+    );
+    ok(server.kubectl([
+        "create",
+        "rolebinding",
+        "bob-edit",
+        "--clusterrole=edit",
+        "--user=bob",
+        "-n",
+        "default",
+    ]));
+    wait_until(
+        "bob may create deployments",
+        Duration::from_secs(10),
+        || {
+            let after = as_bob(&["auth", "can-i", "create", "deployments", "-n", "default"]);
+            String::from_utf8_lossy(&after.stdout).trim() == "yes"
+        },
+    );
+    let elsewhere = as_bob(&[
+        "auth",
+        "can-i",
+        "create",
+        "deployments",
+        "-n",
+        "kube-system",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&elsewhere.stdout).trim(), "no");
+    ok(as_bob(&["get", "pods", "-n", "default"]));
+    let whoami = ok(as_bob(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]));
+    assert_eq!(whoami, "bob");
+}
