@@ -601,9 +601,9 @@ fn item_elements(list_type: ListType, items: &[Value]) -> Option<Vec<PathElement
 
 /// Whether an object is a label selector, which upstream treats as one field.
 fn is_label_selector(name: Option<&String>, value: Option<&Value>) -> bool {
-    let Some(name) = name.filter(|name| *name == "selector" || name.ends_with("Selector")) else {
+    if !name.is_some_and(|name| name == "selector" || name.ends_with("Selector")) {
         return false;
-    };
+    }
     value.and_then(Value::as_object).is_some_and(|map| {
         !map.is_empty()
             && map
@@ -660,7 +660,7 @@ impl<'a> Walker<'a> {
     }
 
     /// The type of the list here, given its values on each side present.
-    fn list_type(&self, sides: &[Option<&Vec<Value>>]) -> ListType {
+    fn list_type(&self, sides: &[Option<&[Value]>]) -> ListType {
         let declared = self.schema.declared_list_type(&self.names);
         let fits = sides
             .iter()
@@ -691,7 +691,7 @@ impl<'a> Walker<'a> {
             Value::Object(map) if !map.is_empty() && !self.atomic_object(&[Some(value)]) => {
                 self.collect_fields(map, set)
             }
-            Value::Array(items) => match self.list_type(&[Some(items)]) {
+            Value::Array(items) => match self.list_type(&[Some(items.as_slice())]) {
                 ListType::Atomic => set.insert(&self.path),
                 list_type => {
                     for item in items {
@@ -751,7 +751,8 @@ impl<'a> Walker<'a> {
                 let new_items = new.and_then(Value::as_array);
                 let empty =
                     old_items.is_none_or(Vec::is_empty) && new_items.is_none_or(Vec::is_empty);
-                match self.list_type(&[old_items, new_items]) {
+                match self.list_type(&[old_items.map(Vec::as_slice), new_items.map(Vec::as_slice)])
+                {
                     ListType::Atomic => self.compare_leaf(old, new, out),
                     _ if empty => self.compare_leaf(old, new, out),
                     list_type => {
@@ -872,8 +873,7 @@ impl<'a> Walker<'a> {
     }
 
     fn merge_list(&mut self, live: Option<&Vec<Value>>, config: &[Value]) -> Value {
-        let config_vec = config.to_vec();
-        let list_type = self.list_type(&[live, Some(&config_vec)]);
+        let list_type = self.list_type(&[live.map(Vec::as_slice), Some(config)]);
         let live = match (list_type, live) {
             (ListType::Atomic, _) | (_, None) => {
                 let items = config
@@ -983,6 +983,7 @@ fn plain_structs(object: &Value, group: &str) -> Value {
         match names {
             [] => true,
             ["metadata" | "spec" | "status" | "template"] => true,
+            [_] => false,
             [.., parent, last] => {
                 let plain = matches!(
                     (*parent, *last),
@@ -1234,18 +1235,11 @@ impl ManagedEntry {
         }
         Value::Object(map)
     }
-
-    /// How the conflict message names this manager (upstream's `printManager`).
-    fn description(&self) -> String {
-        describe_manager(
-            &self.manager,
-            &self.operation,
-            &self.subresource,
-            &self.api_version,
-        )
-    }
 }
 
+/// How a conflict names a manager (upstream's `printManager`): the quoted name,
+/// ` with subresource "status"` where there is one, and ` using <apiVersion>`
+/// for an `Update` entry (an applier's version is not part of its identity).
 fn describe_manager(
     manager: &str,
     operation: &str,
@@ -1613,11 +1607,6 @@ pub fn server_side_apply(
             })
             .collect();
         if !conflicts.is_empty() {
-            debug_assert!(
-                conflicts
-                    .iter()
-                    .all(|c| !c.manager_description().is_empty())
-            );
             return Err(ApplyConflicts { conflicts });
         }
     }

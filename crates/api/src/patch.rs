@@ -426,9 +426,10 @@ enum Ty {
     CsiNodeSpec,
 }
 
-/// How a list field is patched.
+/// How a list field is patched (its `patchStrategy` and `patchMergeKey` tags), as
+/// [`list_strategy`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ListStrategy {
+pub enum ListStrategy {
     /// No `patchStrategy:"merge"`: the patch's list replaces the live one.
     Replace,
     /// `patchStrategy:"merge"` with a `patchMergeKey` (lists of objects).
@@ -554,6 +555,24 @@ impl Ty {
         };
         FieldMeta { ty, list }
     }
+}
+
+/// The patch strategy of the list field at `path` in an object of the given kind
+/// (`group` "" for core), read from the same type graph the strategic merge patch
+/// uses. `path` names the fields from the object's root and skips list elements:
+/// `["spec", "template", "spec", "containers", "ports"]` is
+/// `MergeOnKey("containerPort")`, `["metadata", "finalizers"]` of a built-in kind
+/// is `Merge`. Fields without a tag, kinds outside the graph and the empty path
+/// are `Replace`.
+pub fn list_strategy(group: &str, kind: &str, path: &[&str]) -> ListStrategy {
+    let mut ty = Ty::of_kind(group, kind);
+    let mut list = ListStrategy::Replace;
+    for name in path {
+        let meta = ty.field(name);
+        ty = meta.ty;
+        list = meta.list;
+    }
+    list
 }
 
 // ---------------------------------------------------------------------------
