@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Attributes, User};
 use crate::errors::{ApiError, ApiResult};
-use crate::handlers::{Api, Call};
+use crate::handlers::{Api, Call, Tracking};
 use crate::request::{self, Query};
 use crate::server::{Body, json_response};
 
@@ -341,8 +341,9 @@ pub async fn ensure_builtin_objects(api: &Api) -> anyhow::Result<()> {
             accept: String::new(),
             content_type: String::new(),
             user: system_user(),
+            field_manager: "krust-apiserver".to_string(),
         };
-        match api.create_object(&call, object).await {
+        match api.create_object(&call, object, Tracking::Update).await {
             Ok(_) => {}
             Err(error) if error.code == 409 => {}
             Err(error) => anyhow::bail!("creating the built-in {plural}: {}", error.message),

@@ -83,6 +83,10 @@ impl ApiError {
             "the object has been modified; please apply your changes to the latest version and try again",
         )
     }
+    /// 409 for server-side apply conflicts, with one cause per conflicting field.
+    pub fn apply_conflicts(message: String, causes: Vec<Cause>) -> Self {
+        Self::new(409, "Conflict", message).with_details(json!({"causes": causes}))
+    }
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }

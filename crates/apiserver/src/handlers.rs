@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use krust_api::patch::{self, PatchError};
 use krust_api::resources::{self, ResourceInfo};
 use krust_api::selector::{FieldSelector, LabelSelector};
-use krust_api::{Cause, defaults, table, validation};
+use krust_api::{Cause, apply, defaults, table, validation};
 use krust_store::{KeyValue, Revision, Store};
 use serde_json::{Map, Value, json};
 
@@ -46,6 +46,9 @@ pub struct Call {
     pub accept: String,
     pub content_type: String,
     pub user: User,
+    /// Who owns the fields this request writes (`fieldManager`, else the client's
+    /// program name from its User-Agent).
+    pub field_manager: String,
 }
 
 impl Call {
@@ -217,7 +220,7 @@ impl Api {
                 .unwrap_or("")
                 .to_string()
         };
-        let call = Call {
+        let mut call = Call {
             resource: path.resource,
             namespace: path.namespace,
             name: path.name,
@@ -226,6 +229,19 @@ impl Api {
             accept: header(header::ACCEPT),
             content_type: header(header::CONTENT_TYPE),
             user,
+            field_manager: String::new(),
+        };
+        call.field_manager = match call.query.get("fieldManager") {
+            Some(manager) => manager.to_string(),
+            None => {
+                let agent = header(header::USER_AGENT);
+                let program = agent.split('/').next().unwrap_or("").trim();
+                if program.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    program.to_string()
+                }
+            }
         };
         let method = req.method().clone();
         let verb = match (&method, call.name.is_some()) {
@@ -658,14 +674,19 @@ impl Api {
             body,
             (&call.resource.api_version(), call.resource.kind),
         )?;
-        let created = self.create_object(call, object).await?;
+        let created = self.create_object(call, object, Tracking::Update).await?;
         let mut response = self.respond(call, 201, &created)?;
         add_warnings(&mut response, &warnings);
         Ok(response)
     }
 
     /// Creates an already decoded object: metadata filled in, validated, stored.
-    pub(crate) async fn create_object(&self, call: &Call, mut object: Value) -> ApiResult<Value> {
+    pub(crate) async fn create_object(
+        &self,
+        call: &Call,
+        mut object: Value,
+        tracking: Tracking,
+    ) -> ApiResult<Value> {
         let resource = call.resource;
         let namespace = call.namespace.clone();
         {
@@ -711,6 +732,17 @@ impl Api {
         prepare_create(resource, &mut object);
         normalize_input(resource, &mut object);
         defaults::apply_defaults(resource.group, resource.kind, &mut object);
+        if tracking == Tracking::Update {
+            let api_version = resource.api_version();
+            apply::update_managed_fields(
+                None,
+                &mut object,
+                &call.field_manager,
+                "",
+                &api_version,
+                &now(),
+            );
+        }
         self.validate(resource, &object)?;
         let name = meta_str(&object, "name").to_string();
         if let Some(ns) = &namespace {
@@ -781,7 +813,7 @@ impl Api {
             }
             let old = from_kv(&current)?;
             match self
-                .write_update(call, &key, &current, &old, object.clone())
+                .write_update(call, &key, &current, &old, object.clone(), Tracking::Update)
                 .await
             {
                 Err(UpdateError::Conflict) if expected.is_none() && attempts < CONFLICT_RETRIES => {
@@ -814,11 +846,26 @@ impl Api {
         current: &KeyValue,
         old: &Value,
         new: Value,
+        tracking: Tracking,
     ) -> Result<Value, UpdateError> {
         let resource = call.resource;
         let mut merged = merge_update(resource, call.subresource.as_deref(), old, new);
         normalize_input(resource, &mut merged);
         defaults::apply_defaults(resource.group, resource.kind, &mut merged);
+        if tracking == Tracking::Update {
+            let subresource = call.subresource.as_deref().unwrap_or("");
+            let api_version = resource.api_version();
+            let mut previous = old.clone();
+            metadata_mut(&mut previous).remove("resourceVersion");
+            apply::update_managed_fields(
+                Some(&previous),
+                &mut merged,
+                &call.field_manager,
+                subresource,
+                &api_version,
+                &now(),
+            );
+        }
         if let Some(generation) = metadata(old).get("generation").and_then(Value::as_i64)
             && spec_changed(old, &merged)
         {
@@ -834,7 +881,7 @@ impl Api {
             return Ok(unchanged);
         }
         let deleting = !meta_str(&merged, "deletionTimestamp").is_empty();
-        if deleting && finalizers(&merged).is_empty() {
+        if deleting && finalizers(&merged).is_empty() && !has_spec_finalizers(&merged) {
             return match self.store.delete(key, Some(current.mod_revision)).await {
                 Ok((revision, _)) => {
                     set_resource_version(&mut merged, revision);
@@ -867,20 +914,13 @@ impl Api {
                 .update_scale(call, body, Some((&media, &patch_document)))
                 .await;
         }
+        if media == APPLY_PATCH {
+            return self.server_side_apply(call, patch_document).await;
+        }
         let key = call.key();
         let mut attempts = 0;
         loop {
-            let current = self.read(&key).await?;
-            let Some(current) = current else {
-                if media == "application/apply-patch+yaml" {
-                    let (object, warnings) = self.typed_from_value(call, patch_document.clone())?;
-                    let created = self.create_object(call, object).await?;
-                    let mut response = self.respond(call, 201, &created)?;
-                    add_warnings(&mut response, &warnings);
-                    return Ok(response);
-                }
-                return Err(call.not_found());
-            };
+            let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
             let old = from_kv(&current)?;
             let patched = apply_patch(call.resource, &media, &old, &patch_document)?;
             let (patched, warnings) = self.typed_from_value(call, patched)?;
@@ -897,7 +937,10 @@ impl Api {
                     call.name(),
                 ));
             }
-            match self.write_update(call, &key, &current, &old, patched).await {
+            match self
+                .write_update(call, &key, &current, &old, patched, Tracking::Update)
+                .await
+            {
                 Err(UpdateError::Conflict) if attempts < CONFLICT_RETRIES && expected.is_none() => {
                     attempts += 1
                 }
@@ -916,6 +959,84 @@ impl Api {
                 }
             }
         }
+    }
+
+    /// A PATCH with `application/apply-patch+yaml`: server-side apply of the
+    /// configuration, creating the object if it does not exist.
+    async fn server_side_apply(&self, call: &Call, mut config: Value) -> ApiResult<Response<Body>> {
+        if call.query.get("fieldManager").is_none() {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                vec![Cause::new(
+                    "FieldValueRequired",
+                    "fieldManager",
+                    "Required value: is required for apply patch",
+                )],
+            ));
+        }
+        check_type(
+            &mut config,
+            &call.resource.api_version(),
+            call.resource.kind,
+        )?;
+        if meta_str(&config, "name") != call.name() {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({})",
+                meta_str(&config, "name"),
+                call.name()
+            )));
+        }
+        // The typed round-trip only checks the configuration: applying it must not
+        // add the empty required fields the typed form would carry.
+        let (_, warnings) = self.typed(call, call.resource, config.clone())?;
+        let force = call.query.flag("force");
+        let resource = call.resource;
+        let api_version = resource.api_version();
+        let key = call.key();
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.read(&key).await?;
+            let live = current.as_ref().map(from_kv).transpose()?;
+            let applied = apply::server_side_apply(
+                live.as_ref(),
+                &config,
+                &call.field_manager,
+                force,
+                resource.group,
+                resource.kind,
+                &api_version,
+                &now(),
+            )
+            .map_err(|conflicts| {
+                ApiError::apply_conflicts(conflicts.message(), conflicts.causes())
+            })?;
+            let (code, result) = match (&current, &live) {
+                (Some(current), Some(old)) => {
+                    match self
+                        .write_update(call, &key, current, old, applied, Tracking::Applied)
+                        .await
+                    {
+                        Ok(updated) => (200, updated),
+                        Err(UpdateError::Conflict) => continue,
+                        Err(UpdateError::Api(error)) => return Err(error),
+                    }
+                }
+                _ => match self.create_object(call, applied, Tracking::Applied).await {
+                    Ok(created) => (201, created),
+                    Err(error) if error.code == 409 => continue,
+                    Err(error) => return Err(error),
+                },
+            };
+            let mut response = self.respond(call, code, &result)?;
+            add_warnings(&mut response, &warnings);
+            return Ok(response);
+        }
+        Err(ApiError::modified(
+            resource.group,
+            resource.plural,
+            call.name(),
+        ))
     }
 
     fn typed_from_value(&self, call: &Call, mut object: Value) -> ApiResult<(Value, Vec<String>)> {
@@ -979,7 +1100,7 @@ impl Api {
             ..call.clone_shallow()
         };
         match self
-            .write_update(&main, &key, &current, &old, updated)
+            .write_update(&main, &key, &current, &old, updated, Tracking::Update)
             .await
         {
             Ok(object) => Ok(json_response(200, &scale_of(call.resource, &object)?)),
@@ -1141,7 +1262,7 @@ impl Api {
             }
             let grace = graceful_period(call.resource, &object, options.grace_period);
             let already_deleting = !meta_str(&object, "deletionTimestamp").is_empty();
-            if finalizers.is_empty() && grace == 0 {
+            if finalizers.is_empty() && grace == 0 && !has_spec_finalizers(&object) {
                 if dry_run {
                     return Ok((200, object));
                 }
@@ -1257,9 +1378,21 @@ impl Call {
             accept: self.accept.clone(),
             content_type: self.content_type.clone(),
             user: self.user.clone(),
+            field_manager: self.field_manager.clone(),
         }
     }
 }
+
+/// Whether a write records its changed fields in managedFields as an Update by the
+/// call's field manager, or the fields were already computed by server-side apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tracking {
+    Update,
+    Applied,
+}
+
+/// The media type of server-side apply.
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 /// Why a write of an update did not happen.
 enum UpdateError {
@@ -1330,6 +1463,15 @@ impl DeleteOptions {
         }
         Ok(options)
     }
+}
+
+/// Namespaces also wait for `spec.finalizers` (emptied by the namespace
+/// controller once everything in the namespace is gone).
+fn has_spec_finalizers(object: &Value) -> bool {
+    object["kind"] == "Namespace"
+        && object["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
 }
 
 /// The grace period a deletion waits: pods bound to a node that are still running
@@ -1528,7 +1670,6 @@ fn apply_patch(
         "application/strategic-merge-patch+json" => {
             patch::apply_strategic_merge_patch(old, document, resource.group, resource.kind)
         }
-        "application/apply-patch+yaml" => patch::apply_merge_patch(old, document),
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     result.map_err(|error| match error {

@@ -226,9 +226,10 @@ fn label_annotate_patch_scale_and_set_image_change_the_object() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
+    // Upstream's strategic merge puts the patched list elements first.
     assert_eq!(
         env,
-        ["MODE", "DEBUG"],
+        ["DEBUG", "MODE"],
         "strategic merge keeps MODE and adds DEBUG"
     );
     // Template changes bump the generation; metadata-only changes do not.
@@ -439,4 +440,83 @@ fn auth_can_i_for_an_unprivileged_user() {
         "jsonpath={.status.userInfo.username}",
     ]));
     assert_eq!(whoami, "bob");
+}
+
+#[test]
+fn server_side_apply_tracks_owners_and_reports_conflicts() {
+    let server = TestServer::start();
+    let config = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: ssa}}\n  template:\n    metadata:\n      labels: {{app: ssa}}\n    spec:\n      containers:\n      - name: app\n        image: busybox:1.35\n"
+        )
+    };
+    let created = ok(server.kubectl_stdin(["apply", "--server-side", "-f", "-"], &config(2)));
+    assert!(
+        created.contains("deployment.apps/ssa serverside-applied"),
+        "{created}"
+    );
+    let managers = ok(server.kubectl([
+        "get",
+        "deployment",
+        "ssa",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}:{.metadata.managedFields[*].operation}",
+    ]));
+    assert_eq!(managers, "kubectl:Apply");
+    // Another manager claiming replicas with a different value conflicts.
+    let conflict = fails(server.kubectl_stdin(
+        ["apply", "--server-side", "--field-manager=ops", "-f", "-"],
+        &config(4),
+    ));
+    assert!(
+        conflict.contains("conflict") && conflict.contains(".spec.replicas"),
+        "{conflict}"
+    );
+    let replicas = ok(server.kubectl([
+        "get",
+        "deployment",
+        "ssa",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]));
+    assert_eq!(replicas, "2", "a conflicting apply changes nothing");
+    // With --force-conflicts the new manager takes the field.
+    ok(server.kubectl_stdin(
+        [
+            "apply",
+            "--server-side",
+            "--field-manager=ops",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &config(4),
+    ));
+    let replicas = ok(server.kubectl([
+        "get",
+        "deployment",
+        "ssa",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]));
+    assert_eq!(replicas, "4");
+    // A plain update (scale) is recorded as an Update by its manager.
+    ok(server.kubectl(["scale", "deployment", "ssa", "--replicas=6"]));
+    let json = ok(server.kubectl([
+        "get",
+        "deployment",
+        "ssa",
+        "--show-managed-fields",
+        "-o",
+        "json",
+    ]));
+    let object: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let entries = object["metadata"]["managedFields"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["operation"] == "Update" && e["subresource"] == "scale"),
+        "{entries:?}"
+    );
 }
