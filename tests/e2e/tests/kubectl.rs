@@ -520,3 +520,44 @@ fn server_side_apply_tracks_owners_and_reports_conflicts() {
         "{entries:?}"
     );
 }
+
+#[test]
+fn explain_and_edit_work_from_the_served_schemas() {
+    let server = TestServer::start();
+    let explained = ok(server.kubectl(["explain", "deployment.spec.replicas"]));
+    assert!(
+        explained.contains("KIND:") && explained.contains("Deployment"),
+        "{explained}"
+    );
+    assert!(explained.contains("replicas"), "{explained}");
+    let containers = ok(server.kubectl(["explain", "pods.spec.containers.image"]));
+    assert!(containers.contains("image"), "{containers}");
+
+    ok(server.kubectl_stdin(["apply", "-f", "-"], MANIFEST));
+    // kubectl edit runs $EDITOR on the object's YAML and sends the difference.
+    let output = server
+        .kubectl_command(["edit", "configmap", "settings", "-n", "shop"])
+        .env("EDITOR", "sed -i s/color:\\ blue/color:\\ green/")
+        .output()
+        .unwrap();
+    let edited = ok(output);
+    assert!(edited.contains("configmap/settings edited"), "{edited}");
+    let color = ok(server.kubectl([
+        "get",
+        "cm",
+        "settings",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.data.color}",
+    ]));
+    assert_eq!(color, "green");
+    // Unknown fields are refused by the server's strict field validation.
+    let strict = fails(server.kubectl_stdin(
+        ["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\n  namespace: shop\ndata: {a: b}\nbogus: 1\n",
+    ));
+    assert!(strict.contains("bogus"), "{strict}");
+    let absent = fails(server.kubectl(["get", "cm", "strict", "-n", "shop"]));
+    assert!(absent.contains("not found"), "{absent}");
+}
