@@ -142,12 +142,13 @@ pub fn rules_for(cache: &WatchCache, user: &User, namespace: &str) -> Vec<Value>
         };
         cache
             .get(&key)
-            .and_then(|role| role.value.get("rules").and_then(Value::as_array).cloned())
+            .and_then(|role| role.value().get("rules").and_then(Value::as_array).cloned())
             .unwrap_or_default()
     };
     for (_, binding) in cache.list(&prefix("clusterrolebindings"), None).objects {
-        if binds(&binding.value, user, "") {
-            let role_ref = &binding.value["roleRef"];
+        let binding = binding.value();
+        if binds(&binding, user, "") {
+            let role_ref = &binding["roleRef"];
             rules.extend(role_rules(
                 "ClusterRole",
                 "",
@@ -158,8 +159,9 @@ pub fn rules_for(cache: &WatchCache, user: &User, namespace: &str) -> Vec<Value>
     if !namespace.is_empty() {
         let namespaced = format!("{}{namespace}/", prefix("rolebindings"));
         for (_, binding) in cache.list(&namespaced, None).objects {
-            if binds(&binding.value, user, namespace) {
-                let role_ref = &binding.value["roleRef"];
+            let binding = binding.value();
+            if binds(&binding, user, namespace) {
+                let role_ref = &binding["roleRef"];
                 rules.extend(role_rules(
                     role_ref["kind"].as_str().unwrap_or(""),
                     namespace,

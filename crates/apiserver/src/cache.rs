@@ -10,21 +10,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use krust_store::{Event, Revision, Store};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 
 /// Prefix of every key the API server keeps.
 pub const REGISTRY_PREFIX: &str = "/registry/";
 
 /// How many recent events are kept for watchers starting from an older revision.
-const EVENT_WINDOW: usize = 50_000;
+const EVENT_WINDOW: usize = 20_000;
 
-/// One object as cached: parsed, with its resourceVersion set, and its JSON.
+/// One object as cached: its JSON (resourceVersion set) and the few fields that
+/// selectors read most. The parsed form is not kept: a parsed object costs about
+/// ten times its JSON, and most reads only copy the JSON out.
 #[derive(Debug)]
 pub struct CachedObject {
-    pub value: Value,
     pub json: Bytes,
     pub revision: Revision,
+    pub name: String,
+    pub namespace: String,
+    pub labels: Option<Map<String, Value>>,
 }
 
 impl CachedObject {
@@ -32,12 +36,24 @@ impl CachedObject {
     pub fn from_stored(bytes: &[u8], revision: Revision) -> Option<Arc<CachedObject>> {
         let mut value: Value = serde_json::from_slice(bytes).ok()?;
         set_resource_version(&mut value, revision);
-        let json = Bytes::from(serde_json::to_vec(&value).ok()?);
-        Some(Arc::new(CachedObject {
-            value,
-            json,
+        Some(Arc::new(CachedObject::from_value(&value, revision)?))
+    }
+
+    fn from_value(value: &Value, revision: Revision) -> Option<CachedObject> {
+        let meta = &value["metadata"];
+        let text = |field: &str| meta[field].as_str().unwrap_or("").to_string();
+        Some(CachedObject {
+            json: Bytes::from(serde_json::to_vec(value).ok()?),
             revision,
-        }))
+            name: text("name"),
+            namespace: text("namespace"),
+            labels: meta["labels"].as_object().filter(|l| !l.is_empty()).cloned(),
+        })
+    }
+
+    /// The parsed object.
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 }
 

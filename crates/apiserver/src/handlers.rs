@@ -186,6 +186,30 @@ impl Selectors {
             .matches(metadata(object).get("labels").and_then(Value::as_object))
             && self.fields.matches(object)
     }
+
+    /// Matches a cached object, parsing it only when a field selector needs more
+    /// than its name and namespace.
+    pub fn matches_cached(&self, object: &CachedObject) -> bool {
+        if !self.labels.matches(object.labels.as_ref()) {
+            return false;
+        }
+        if self.fields.is_empty() {
+            return true;
+        }
+        let metadata_only = self
+            .fields
+            .terms()
+            .iter()
+            .all(|t| t.field == "metadata.name" || t.field == "metadata.namespace");
+        if metadata_only {
+            let mut names = json!({"metadata": {"name": object.name}});
+            if !object.namespace.is_empty() {
+                names["metadata"]["namespace"] = json!(object.namespace);
+            }
+            return self.fields.matches(&names);
+        }
+        self.fields.matches(&object.value())
+    }
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
     }
@@ -440,7 +464,7 @@ impl Api {
         let mut more = false;
         let mut remaining = 0usize;
         for (key, object) in objects {
-            if !selectors.matches(&object.value) {
+            if !selectors.matches_cached(&object) {
                 continue;
             }
             if limit > 0 && selected.len() >= limit {
@@ -461,7 +485,7 @@ impl Api {
             None
         };
         if wants_table(&call.accept) {
-            let values: Vec<Value> = selected.iter().map(|(_, o)| o.value.clone()).collect();
+            let values: Vec<Value> = selected.iter().map(|(_, o)| o.value()).collect();
             let table = table_of(
                 call,
                 &values,
@@ -1095,12 +1119,9 @@ impl Api {
         }
         let mut updated = old.clone();
         updated["spec"]["replicas"] = json!(replicas);
-        let main = Call {
-            subresource: None,
-            ..call.clone_shallow()
-        };
+        // Written like a main-resource update, recorded in managedFields as `scale`.
         match self
-            .write_update(&main, &key, &current, &old, updated, Tracking::Update)
+            .write_update(call, &key, &current, &old, updated, Tracking::Update)
             .await
         {
             Ok(object) => Ok(json_response(200, &scale_of(call.resource, &object)?)),
@@ -1335,18 +1356,15 @@ impl Api {
         let snapshot = self.cache.list(&call.collection_prefix(), None);
         let mut deleted = Vec::new();
         for (key, object) in snapshot.objects {
-            if !selectors.matches(&object.value) {
+            if !selectors.matches_cached(&object) {
                 continue;
             }
             let Some(current) = self.read(&key).await? else {
                 continue;
             };
             let item_call = Call {
-                name: Some(meta_str(&object.value, "name").to_string()),
-                namespace: metadata(&object.value)
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
+                name: Some(object.name.clone()),
+                namespace: Some(object.namespace.clone()).filter(|ns| !ns.is_empty()),
                 ..call.clone_shallow()
             };
             match self

@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod errors;
 pub mod handlers;
 pub mod openapi;
+pub mod protobuf;
 pub mod request;
 pub mod server;
 pub mod tls;

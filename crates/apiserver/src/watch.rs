@@ -167,7 +167,7 @@ impl Watcher {
             }
             Start::State(objects, live, revision) => {
                 for object in objects {
-                    if self.selectors.matches(&object.value) {
+                    if self.selectors.matches_cached(&object) {
                         self.send("ADDED", &object).await?;
                     }
                 }
@@ -211,11 +211,11 @@ impl Watcher {
         if !event.key.starts_with(&self.prefix) {
             return Some(());
         }
-        let now_matches = self.selectors.matches(&event.object.value);
+        let now_matches = self.selectors.matches_cached(&event.object);
         let before_matched = event
             .prev
             .as_ref()
-            .is_some_and(|prev| self.selectors.matches(&prev.value));
+            .is_some_and(|prev| self.selectors.matches_cached(prev));
         let kind = match (event.kind, now_matches, before_matched) {
             (EventType::Deleted, true, _) => "DELETED",
             (EventType::Deleted, false, _) => return Some(()),
@@ -232,7 +232,7 @@ impl Watcher {
         let frame = match &mut self.table {
             Some((call, first)) => {
                 let rv = object.revision.to_string();
-                let table = table_of(call, std::slice::from_ref(&object.value), &rv, None, *first);
+                let table = table_of(call, &[object.value()], &rv, None, *first);
                 *first = false;
                 frame_bytes(kind, &serde_json::to_vec(&table).unwrap_or_default())
             }
