@@ -11,17 +11,22 @@ or with explicit crate sources:
     python3 scripts/gen-protobuf-schema.py --k8s-pb PATH/k8s-pb-0.9.0 \
         --k8s-openapi PATH/k8s-openapi-0.29.0 > crates/apiserver/src/protobuf_schema.txt
 
-Both default to the cargo registry (~/.cargo/registry/src/*/). `cargo fetch` brings
-k8s-openapi; k8s-pb is not a dependency of the workspace, `cargo download` it or
-unpack ~/.cargo/registry/cache/*/k8s-pb-0.9.0.crate.
+Both default to the cargo registry: the unpacked sources in ~/.cargo/registry/src/*/,
+else the downloaded ~/.cargo/registry/cache/*/<name>.crate; a path may also be a .crate
+file. `cargo fetch` in the workspace brings k8s-openapi. k8s-pb is not a dependency of
+the workspace (the table is data): fetch it once from a scratch crate, e.g.
+`cargo new /tmp/pb && cd /tmp/pb && cargo add k8s-pb@=0.9.0 && cargo fetch`.
 
 Where the facts come from:
   * k8s-pb 0.9.0 (prost code generated from the generated.proto files of k8s.io/api,
-    apimachinery and apiextensions-apiserver 1.33): every message, its fields, their
-    tag numbers, scalar types, repeated/map-ness and the message types they refer to.
-  * k8s-openapi 0.29.0 (src/v1_33): the JSON name of each field (prost's snake_case
-    loses it: `volumeID` becomes `volume_id`) and whether the field is required
-    (not an `Option`). A proto field that has no JSON field of its own, refers to a
+    apimachinery and apiextensions-apiserver, of a Kubernetes newer than 1.33): every
+    message, its fields, their tag numbers, scalar types, repeated/map-ness and the
+    message types they refer to.
+  * k8s-openapi 0.29.0: the JSON name of each field (prost's snake_case loses it:
+    `volumeID` becomes `volume_id`), from its newest src/v1_* so that every field has
+    one; src/v1_33 then decides which fields 1.33 has (the others are left out, so
+    the decoder skips them as a 1.33 server does) and which are required (not an
+    `Option`). A proto field that has no JSON field of its own, refers to a
     message and whose message's fields are JSON fields of the parent is an embedded
     (`json:",inline"`) struct, such as Volume.volumeSource.
   * POINTER_FIELDS below: the optional scalar fields that are Go pointers
@@ -46,6 +51,8 @@ import glob
 import os
 import re
 import sys
+import tarfile
+import tempfile
 
 # Group versions served, and their Go packages (k8s-pb module paths below src/).
 GROUP_VERSIONS = [
@@ -268,9 +275,24 @@ def normalize(name):
 
 
 def default_crate(name):
-    home = os.path.expanduser("~/.cargo/registry/src")
-    found = sorted(glob.glob(os.path.join(home, "*", name)))
-    return found[0] if found else None
+    registry = os.path.expanduser("~/.cargo/registry")
+    for pattern in [os.path.join(registry, "src", "*", name), os.path.join(registry, "cache", "*", name + ".crate")]:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def crate_sources(path, scratch):
+    """The directory of a crate's sources; a .crate file is unpacked into scratch."""
+    if not path.endswith(".crate"):
+        return path
+    with tarfile.open(path) as archive:
+        try:
+            archive.extractall(scratch, filter="data")
+        except TypeError:  # Python before 3.11.4 has no filters
+            archive.extractall(scratch)
+    return os.path.join(scratch, os.path.basename(path)[: -len(".crate")])
 
 
 # ---------------------------------------------------------------------------------
@@ -461,9 +483,11 @@ def match_definitions(messages, definitions):
     matched = {}
     for message in messages.values():
         key = by_normal.get((message.package, message.name.lower()))
-        if key and (definitions[key] or not message.fields):  # WatchEvent<T> has no struct
+        if key:
             message.go_name = key.split(".", 1)[1]
-            matched[message.key] = definitions[key]
+            # Newtypes and enums (JSON, WatchEvent<T>) have no struct fields to name.
+            if definitions[key] or not message.fields:
+                matched[message.key] = definitions[key]
     # Lists and other kinds without a definition of their own: CsiDriverList -> CSIDriverList.
     for message in messages.values():
         if message.key in matched or not message.name.endswith("List"):
@@ -632,15 +656,20 @@ def main():
     if not args.k8s_pb or not args.k8s_openapi:
         sys.exit("the k8s-pb 0.9.0 and k8s-openapi 0.29.0 sources were not found; pass their paths")
 
-    messages = parse_k8s_pb(args.k8s_pb)
+    with tempfile.TemporaryDirectory() as scratch:
+        generate(crate_sources(args.k8s_pb, scratch), crate_sources(args.k8s_openapi, scratch))
+
+
+def generate(k8s_pb, k8s_openapi):
+    messages = parse_k8s_pb(k8s_pb)
     # k8s-pb 0.9.0 is generated from a newer Kubernetes than 1.33: the newest
     # definitions name every field, and fields that 1.33 lacks are left out.
     versions = sorted(
-        (d for d in os.listdir(os.path.join(args.k8s_openapi, "src")) if re.match(r"v1_\d+$", d)),
+        (d for d in os.listdir(os.path.join(k8s_openapi, "src")) if re.match(r"v1_\d+$", d)),
         key=lambda d: int(d.split("_")[1]),
     )
-    newest = parse_k8s_openapi(args.k8s_openapi, versions[-1])
-    served = parse_k8s_openapi(args.k8s_openapi, API_VERSION)
+    newest = parse_k8s_openapi(k8s_openapi, versions[-1])
+    served = parse_k8s_openapi(k8s_openapi, API_VERSION)
     matched = match_definitions(messages, newest)
     warnings = []
     assign_json_names(messages, matched, warnings)
@@ -697,11 +726,16 @@ def main():
             json = field.json or "-"
             code = type_code(field, message.package, messages)
             out.write(f"{field.tag} {json} {code}{' ' + flags if flags else ''}\n")
+    # Fields left without a JSON name, unless a special message or a field the served
+    # version lacks (dropped on purpose).
     special = {k for k in keep if f"{messages[k].package}.{messages[k].go_name}" in SPECIAL_MESSAGES}
+    remaining = {f"{k}.{f.rust_name}" for k in keep for f in messages[k].fields}
     for warning in warnings:
-        message_key = warning.split(":")[0].rsplit(".", 1)[0]
-        if (message_key in keep and message_key not in special) or warning.startswith("pointer list"):
+        field_key = warning.split(":")[0]
+        message_key = field_key.rsplit(".", 1)[0]
+        if warning.startswith("pointer list") or (field_key in remaining and message_key not in special):
             print(f"warning: {warning}", file=sys.stderr)
+    print(f"{len(keep)} messages", file=sys.stderr)
 
 
 if __name__ == "__main__":

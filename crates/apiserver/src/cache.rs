@@ -47,7 +47,10 @@ impl CachedObject {
             revision,
             name: text("name"),
             namespace: text("namespace"),
-            labels: meta["labels"].as_object().filter(|l| !l.is_empty()).cloned(),
+            labels: meta["labels"]
+                .as_object()
+                .filter(|l| !l.is_empty())
+                .cloned(),
         })
     }
 

@@ -1218,7 +1218,7 @@ impl Api {
                 "delete is not supported on subresources",
             ));
         }
-        let options = DeleteOptions::parse(&call.query, body)?;
+        let options = DeleteOptions::parse(&call.query, body, &call.content_type)?;
         let key = call.key();
         let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
         let (code, object) = self.delete_object(call, &key, current, &options).await?;
@@ -1350,7 +1350,7 @@ impl Api {
     }
 
     async fn delete_collection(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
-        let options = DeleteOptions::parse(&call.query, body)?;
+        let options = DeleteOptions::parse(&call.query, body, &call.content_type)?;
         let selectors = Selectors::from_query(&call.query, call.resource)?;
         self.cache.sync().await?;
         let snapshot = self.cache.list(&call.collection_prefix(), None);
@@ -1436,16 +1436,14 @@ pub struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    fn parse(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
+    fn parse(query: &Query, body: &[u8], content_type: &str) -> ApiResult<DeleteOptions> {
         let mut options = DeleteOptions {
             grace_period: query.number("gracePeriodSeconds")?,
             propagation: query.get("propagationPolicy").map(str::to_string),
             ..Default::default()
         };
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let value: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("the DeleteOptions body could not be decoded: {e}"))
-            })?;
+            let value = request::decode_body(body, &request::media_type(Some(content_type)))?;
             if let Some(grace) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 options.grace_period = Some(grace);
             }

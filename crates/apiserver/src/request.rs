@@ -204,6 +204,9 @@ pub fn decode_body(bytes: &[u8], media_type: &str) -> ApiResult<Value> {
                 ApiError::bad_request(format!("the YAML body can not be represented as JSON: {e}"))
             })?
         }
+        media if crate::protobuf::is_protobuf(media) => {
+            crate::protobuf::decode(bytes).map_err(ApiError::bad_request)?
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     Ok(value)
