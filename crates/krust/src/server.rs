@@ -107,9 +107,27 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
+    start_controllers(&kubeconfig_path).await?;
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;
     Ok(server)
+}
+
+/// Starts the controller manager in this process. Like upstream's, it talks to the
+/// API server only through the API, with the admin kubeconfig's identity.
+async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
+        .context("cannot read the admin kubeconfig for the controllers")?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("cannot load the admin kubeconfig for the controllers")?;
+    let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
+    tokio::spawn(async move {
+        if let Err(error) = krust_controllers::run(client).await {
+            tracing::error!(%error, "the controllers stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Creates the data dir (mode 0700) and returns its absolute path.

@@ -561,3 +561,70 @@ fn explain_and_edit_work_from_the_served_schemas() {
     let absent = fails(server.kubectl(["get", "cm", "strict", "-n", "shop"]));
     assert!(absent.contains("not found"), "{absent}");
 }
+
+/// Creates an owner ConfigMap and a dependent that names it in ownerReferences.
+fn owner_and_dependent(server: &TestServer, owner: &str, blocking: bool) {
+    ok(server.kubectl(["create", "configmap", owner]));
+    let uid = ok(server.kubectl(["get", "configmap", owner, "-o", "jsonpath={.metadata.uid}"]));
+    let dependent = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {owner}-dependent\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {uid}\n    blockOwnerDeletion: {blocking}\n"
+    );
+    ok(server.kubectl_stdin(["apply", "-f", "-"], &dependent));
+}
+
+fn exists(server: &TestServer, name: &str) -> bool {
+    server.kubectl(["get", "configmap", name]).status.success()
+}
+
+#[test]
+fn delete_honours_each_propagation_policy() {
+    let server = TestServer::start();
+    let gone = |name: &str| {
+        wait_until(
+            &format!("{name} to be deleted"),
+            Duration::from_secs(30),
+            || !exists(&server, name),
+        );
+    };
+    // Background (kubectl's default): the owner goes at once, the garbage collector
+    // removes the dependent.
+    owner_and_dependent(&server, "bg", false);
+    ok(server.kubectl(["delete", "configmap", "bg", "--cascade=background"]));
+    assert!(!exists(&server, "bg"));
+    gone("bg-dependent");
+
+    // Orphan: the dependent stays, without its owner reference.
+    owner_and_dependent(&server, "orphan", false);
+    ok(server.kubectl(["delete", "configmap", "orphan", "--cascade=orphan"]));
+    gone("orphan");
+    let owners = ok(server.kubectl([
+        "get",
+        "configmap",
+        "orphan-dependent",
+        "-o",
+        "jsonpath={.metadata.ownerReferences}",
+    ]));
+    assert_eq!(
+        owners, "",
+        "the orphaned dependent lost its owner reference"
+    );
+
+    // Foreground: the dependent goes first, then the owner; kubectl waits for both.
+    owner_and_dependent(&server, "fg", true);
+    ok(server.kubectl([
+        "delete",
+        "configmap",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=30s",
+    ]));
+    gone("fg");
+    assert!(!exists(&server, "fg-dependent"));
+
+    // Deleting a namespace deletes what is in it, then the namespace.
+    ok(server.kubectl(["create", "namespace", "doomed"]));
+    ok(server.kubectl(["create", "configmap", "inside", "-n", "doomed"]));
+    ok(server.kubectl(["delete", "namespace", "doomed", "--timeout=60s"]));
+    let after = fails(server.kubectl(["get", "namespace", "doomed"]));
+    assert!(after.contains("not found"), "{after}");
+}

@@ -1,0 +1,55 @@
+//! krust's controllers: the control loops that act on what is stored, talking to the
+//! API server only through its API (a [`kube::Client`]), like any other client.
+//!
+//! [`run`] starts them all and runs until the process ends. Today that is:
+//!
+//! - [`garbage_collector`]: deletes objects whose owners (by `ownerReferences`) are
+//!   gone, and carries out the `Orphan` and `Foreground` deletion policies;
+//! - [`namespace`]: empties a namespace being deleted, reports progress in its
+//!   status conditions, then finalizes it.
+//!
+//! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
+//! reconcile. Events only say *which* key to look at; the handler looks at the
+//! current state and does what it asks for, so a missed, repeated or reordered event
+//! does no harm. Failures are retried with per-key backoff; nothing waits on a
+//! fixed sleep to let something else happen.
+//!
+//! A newcomer starts at [`run`], then [`informers`] (the shared metadata watches of
+//! every resource type) and one controller module. [`discovery`] says which resource
+//! types the server serves.
+
+pub mod discovery;
+pub mod garbage_collector;
+pub mod informers;
+pub mod namespace;
+pub mod workqueue;
+
+use anyhow::anyhow;
+use tokio::task::JoinSet;
+
+use garbage_collector::GarbageCollector;
+use informers::Informers;
+use namespace::NamespaceController;
+
+/// Runs every controller against the API server `client` talks to, until the
+/// process ends (or a controller fails for good, which is returned as an error).
+/// Dropping the future stops them all.
+pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    let informers = Informers::new(client.clone(), garbage_collector::is_collectable);
+    let garbage_collector = GarbageCollector::new(client.clone(), informers.clone());
+    let garbage_collector_events = informers.subscribe();
+    let namespaces = NamespaceController::new(client);
+    let namespace_events = informers.subscribe();
+
+    // Dropping the set aborts every task in it.
+    let mut tasks = JoinSet::new();
+    tasks.spawn(informers.run());
+    tasks.spawn(garbage_collector.run(garbage_collector_events));
+    tasks.spawn(namespaces.run(namespace_events));
+    match tasks.join_next().await {
+        Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
+        Some(Ok(Err(error))) => Err(error),
+        Some(Err(error)) => Err(anyhow!("a controller task failed: {error}")),
+        None => Err(anyhow!("no controller was started")),
+    }
+}
