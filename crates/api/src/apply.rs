@@ -36,10 +36,10 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::BUILT_IN_GROUPS;
 use crate::Cause;
 use crate::patch::{ListStrategy, list_strategy};
 use crate::resources::split_api_version;
-use crate::selector::BUILT_IN_GROUPS;
 
 /// `managedFields[].operation` of a server-side apply.
 pub const OPERATION_APPLY: &str = "Apply";

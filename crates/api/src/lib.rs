@@ -23,6 +23,34 @@ pub mod selector;
 pub mod table;
 pub mod validation;
 
+/// API groups served by kube-apiserver itself; any other group belongs to custom
+/// resources (their printing and selector errors are worded differently).
+pub const BUILT_IN_GROUPS: &[&str] = &[
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "storagemigration.k8s.io",
+];
+
 /// One reason an object is invalid, as reported in a Status's `details.causes`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Cause {

@@ -18,7 +18,7 @@
 //! of the live list the way upstream does).
 use serde_json::{Map, Value};
 
-use crate::selector::BUILT_IN_GROUPS;
+use crate::BUILT_IN_GROUPS;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PatchError {

@@ -1033,34 +1033,6 @@ const FIELD_LABELS: &[FieldLabels] = &[
     },
 ];
 
-/// API groups served by kube-apiserver itself; other groups belong to custom
-/// resources, whose rejection is worded differently.
-pub(crate) const BUILT_IN_GROUPS: &[&str] = &[
-    "",
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "apps",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-    "autoscaling",
-    "batch",
-    "certificates.k8s.io",
-    "coordination.k8s.io",
-    "discovery.k8s.io",
-    "events.k8s.io",
-    "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io",
-    "networking.k8s.io",
-    "node.k8s.io",
-    "policy",
-    "rbac.authorization.k8s.io",
-    "resource.k8s.io",
-    "scheduling.k8s.io",
-    "storage.k8s.io",
-    "storagemigration.k8s.io",
-];
-
 /// The field labels upstream accepts in a field selector for a resource (`group`
 /// "" for core, `plural` e.g. "pods"). Resources without their own list accept
 /// `metadata.name` and `metadata.namespace`.
@@ -1080,7 +1052,7 @@ fn unsupported_field_message(group: &str, plural: &str, label: &str) -> String {
         .iter()
         .find(|f| f.group == group && f.plural == plural)
         .map(|f| f.rejection)
-        .unwrap_or(if BUILT_IN_GROUPS.contains(&group) {
+        .unwrap_or(if crate::BUILT_IN_GROUPS.contains(&group) {
             Rejection::Default
         } else {
             Rejection::NotSupported

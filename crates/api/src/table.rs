@@ -280,36 +280,8 @@ fn find_printer(group: &str, plural: &str) -> Option<&'static Printer> {
     printers.iter().find(|p| p.plural == plural)
 }
 
-/// Groups whose resources are compiled into kube-apiserver: their resources without a
-/// printer get the `Created At` table. Anything else is a custom resource.
-const BUILTIN_GROUPS: &[&str] = &[
-    "",
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "apps",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-    "autoscaling",
-    "batch",
-    "certificates.k8s.io",
-    "coordination.k8s.io",
-    "discovery.k8s.io",
-    "events.k8s.io",
-    "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io",
-    "networking.k8s.io",
-    "node.k8s.io",
-    "policy",
-    "rbac.authorization.k8s.io",
-    "resource.k8s.io",
-    "scheduling.k8s.io",
-    "storage.k8s.io",
-    "storagemigration.k8s.io",
-];
-
 fn is_builtin_group(group: &str) -> bool {
-    BUILTIN_GROUPS.contains(&group)
+    crate::BUILT_IN_GROUPS.contains(&group)
 }
 
 // ---------------------------------------------------------------------------

@@ -823,7 +823,7 @@ const KIND_VALIDATORS: &[(&str, &str, KindValidator)] = &[
 /// `pkg/apis/core/validation`.
 pub fn validate_object(group: &str, kind: &str, object: &Value) -> Vec<Cause> {
     let mut errs = FieldErrors::new();
-    if crate::selector::BUILT_IN_GROUPS.contains(&group) {
+    if crate::BUILT_IN_GROUPS.contains(&group) {
         validate_kube_finalizer_names(object, &mut errs);
     }
     if let Some((_, _, validator)) = KIND_VALIDATORS

@@ -297,24 +297,7 @@ impl WatchCache {
 
     /// Objects under `prefix` with keys after `start_after`, at the cache's revision.
     pub fn list(&self, prefix: &str, start_after: Option<&str>) -> Snapshot {
-        let state = self.state.read().unwrap();
-        let range = match start_after {
-            Some(after) => state
-                .objects
-                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => state.objects.range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            )),
-        };
-        let objects = range
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, object)| (key.clone(), object.clone()))
-            .collect();
-        Snapshot {
-            objects,
-            revision: state.revision,
-        }
+        state_snapshot(&self.state.read().unwrap(), prefix, start_after)
     }
 
     /// Starts watching from `after`: the events since then and the live channel.
@@ -347,22 +330,27 @@ impl WatchCache {
         prefix: &str,
     ) -> (Snapshot, broadcast::Receiver<Arc<CacheEvent>>) {
         let state = self.state.read().unwrap();
+        // Subscribed under the lock: the next event sent is the first after the snapshot.
         let live = self.live.subscribe();
-        let objects = state
-            .objects
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, object)| (key.clone(), object.clone()))
-            .collect();
-        (
-            Snapshot {
-                objects,
-                revision: state.revision,
-            },
-            live,
-        )
+        (state_snapshot(&state, prefix, None), live)
+    }
+}
+
+/// Objects under `prefix` with keys after `start_after`, at the state's revision.
+fn state_snapshot(state: &State, prefix: &str, start_after: Option<&str>) -> Snapshot {
+    use std::ops::Bound;
+    let start = match start_after {
+        Some(after) => Bound::Excluded(after),
+        None => Bound::Included(prefix),
+    };
+    let objects = state
+        .objects
+        .range::<str, _>((start, Bound::Unbounded))
+        .take_while(|(key, _)| key.starts_with(prefix))
+        .map(|(key, object)| (key.clone(), object.clone()))
+        .collect();
+    Snapshot {
+        objects,
+        revision: state.revision,
     }
 }

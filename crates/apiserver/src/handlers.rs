@@ -71,6 +71,10 @@ impl Call {
     fn not_found(&self) -> ApiError {
         ApiError::not_found(self.resource.group, self.resource.plural, self.name())
     }
+    /// 409: the object changed since the client read it.
+    fn modified(&self) -> ApiError {
+        ApiError::modified(self.resource.group, self.resource.plural, self.name())
+    }
 }
 
 /// The store key of an object.
@@ -318,6 +322,19 @@ impl Api {
             _ => self.delete_collection(&call, &body).await,
         };
         result.unwrap_or_else(|error| error_response(&error))
+    }
+
+    /// Answers with one object and the request's warnings.
+    fn respond_warned(
+        &self,
+        call: &Call,
+        code: u16,
+        object: &Value,
+        warnings: &[String],
+    ) -> ApiResult<Response<Body>> {
+        let mut response = self.respond(call, code, object)?;
+        add_warnings(&mut response, warnings);
+        Ok(response)
     }
 
     /// Answers with one object in the form the client asked for.
@@ -699,9 +716,7 @@ impl Api {
             (&call.resource.api_version(), call.resource.kind),
         )?;
         let created = self.create_object(call, object, Tracking::Update).await?;
-        let mut response = self.respond(call, 201, &created)?;
-        add_warnings(&mut response, &warnings);
-        Ok(response)
+        self.respond_warned(call, 201, &created, &warnings)
     }
 
     /// Creates an already decoded object: metadata filled in, validated, stored.
@@ -829,11 +844,7 @@ impl Api {
             if let Some(expected) = expected
                 && expected != current.mod_revision
             {
-                return Err(ApiError::modified(
-                    call.resource.group,
-                    call.resource.plural,
-                    call.name(),
-                ));
+                return Err(call.modified());
             }
             let old = from_kv(&current)?;
             match self
@@ -844,18 +855,10 @@ impl Api {
                     attempts += 1
                 }
                 Err(UpdateError::Conflict) => {
-                    return Err(ApiError::modified(
-                        call.resource.group,
-                        call.resource.plural,
-                        call.name(),
-                    ));
+                    return Err(call.modified());
                 }
                 Err(UpdateError::Api(error)) => return Err(error),
-                Ok(updated) => {
-                    let mut response = self.respond(call, 200, &updated)?;
-                    add_warnings(&mut response, &warnings);
-                    return Ok(response);
-                }
+                Ok(updated) => return self.respond_warned(call, 200, &updated, &warnings),
             }
         }
     }
@@ -955,11 +958,7 @@ impl Api {
             if let Some(expected) = expected
                 && expected != current.mod_revision
             {
-                return Err(ApiError::modified(
-                    call.resource.group,
-                    call.resource.plural,
-                    call.name(),
-                ));
+                return Err(call.modified());
             }
             match self
                 .write_update(call, &key, &current, &old, patched, Tracking::Update)
@@ -969,18 +968,10 @@ impl Api {
                     attempts += 1
                 }
                 Err(UpdateError::Conflict) => {
-                    return Err(ApiError::modified(
-                        call.resource.group,
-                        call.resource.plural,
-                        call.name(),
-                    ));
+                    return Err(call.modified());
                 }
                 Err(UpdateError::Api(error)) => return Err(error),
-                Ok(updated) => {
-                    let mut response = self.respond(call, 200, &updated)?;
-                    add_warnings(&mut response, &warnings);
-                    return Ok(response);
-                }
+                Ok(updated) => return self.respond_warned(call, 200, &updated, &warnings),
             }
         }
     }
@@ -1052,15 +1043,9 @@ impl Api {
                     Err(error) => return Err(error),
                 },
             };
-            let mut response = self.respond(call, code, &result)?;
-            add_warnings(&mut response, &warnings);
-            return Ok(response);
+            return self.respond_warned(call, code, &result, &warnings);
         }
-        Err(ApiError::modified(
-            resource.group,
-            resource.plural,
-            call.name(),
-        ))
+        Err(call.modified())
     }
 
     fn typed_from_value(&self, call: &Call, mut object: Value) -> ApiResult<(Value, Vec<String>)> {
@@ -1111,11 +1096,7 @@ impl Api {
             && !rv.is_empty()
             && parse_rv(rv)? != current.mod_revision
         {
-            return Err(ApiError::modified(
-                call.resource.group,
-                call.resource.plural,
-                call.name(),
-            ));
+            return Err(call.modified());
         }
         let mut updated = old.clone();
         updated["spec"]["replicas"] = json!(replicas);
@@ -1125,11 +1106,7 @@ impl Api {
             .await
         {
             Ok(object) => Ok(json_response(200, &scale_of(call.resource, &object)?)),
-            Err(UpdateError::Conflict) => Err(ApiError::modified(
-                call.resource.group,
-                call.resource.plural,
-                call.name(),
-            )),
+            Err(UpdateError::Conflict) => Err(call.modified()),
             Err(UpdateError::Api(error)) => Err(error),
         }
     }
@@ -1342,11 +1319,7 @@ impl Api {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(ApiError::modified(
-            call.resource.group,
-            call.resource.plural,
-            call.name(),
-        ))
+        Err(call.modified())
     }
 
     async fn delete_collection(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {

@@ -80,12 +80,16 @@ async fn start(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
         ));
     }
     let rv = call.query.get("resourceVersion");
+    // The current state first: for sendInitialEvents, and for a watch without a
+    // resourceVersion or with "0" (a consistent read when none is given).
     let start = match rv {
-        _ if send_initial => {
-            if let Some(rv) = rv.filter(|rv| *rv != "0") {
-                api.cache.wait_for(rv.parse().unwrap_or(0)).await?;
-            } else if rv.is_none() {
-                api.cache.sync().await?;
+        _ if send_initial || matches!(rv, None | Some("0")) => {
+            match rv {
+                None => {
+                    api.cache.sync().await?;
+                }
+                Some("0") => {}
+                Some(text) => api.cache.wait_for(text.parse().unwrap_or(0)).await?,
             }
             let (snapshot, live) = api.cache.snapshot_and_subscribe(&prefix);
             Start::State(
@@ -94,18 +98,8 @@ async fn start(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
                 snapshot.revision,
             )
         }
-        None | Some("0") => {
-            if rv.is_none() {
-                api.cache.sync().await?;
-            }
-            let (snapshot, live) = api.cache.snapshot_and_subscribe(&prefix);
-            Start::State(
-                snapshot.objects.into_iter().map(|(_, o)| o).collect(),
-                live,
-                snapshot.revision,
-            )
-        }
-        Some(text) => {
+        _ => {
+            let text = rv.unwrap_or_default();
             let revision: i64 = text.parse().map_err(|_| {
                 ApiError::bad_request(format!("invalid resource version: {text:?}"))
             })?;
