@@ -234,6 +234,26 @@ fn label_annotate_patch_scale_and_set_image_change_the_object() {
     );
     // Template changes bump the generation; metadata-only changes do not.
     assert_eq!(d["metadata"]["generation"], 6);
+    // kubectl diff shows what applying the original manifest would change (exit 1).
+    let diff = server.kubectl_stdin(["diff", "-f", "-"], MANIFEST);
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let shown = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        shown.contains("-  replicas: 5") && shown.contains("+  replicas: 2"),
+        "{shown}"
+    );
+    let unchanged = server.kubectl_stdin(["diff", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\ndata:\n  color: blue\n");
+    assert_eq!(
+        unchanged.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&unchanged.stdout)
+    );
 }
 
 #[test]
@@ -346,6 +366,16 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         fails(server.kubectl(["create", "configmap", "once"]))
     };
     assert!(duplicate.contains("already exists"), "{duplicate}");
+    // A body over the 3 MiB limit is refused with 413 and not stored.
+    let huge = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: huge\ndata:\n  big: {}\n",
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let too_large = fails(server.kubectl_stdin(["create", "--validate=false", "-f", "-"], &huge));
+    assert!(
+        too_large.to_lowercase().contains("too large"),
+        "{too_large}"
+    );
     let listed = ok(server.kubectl(["get", "configmaps", "-o", "name"]));
     assert_eq!(listed.trim(), "configmap/once");
     let (code, _) = server.get("/readyz").unwrap();
