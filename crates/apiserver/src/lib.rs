@@ -43,6 +43,11 @@ pub struct ServerConfig {
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
     pub static_tokens: Vec<StaticToken>,
+    /// Most read requests (watches excepted) and writes served at once; requests
+    /// beyond these get 429 Too Many Requests, as kube-apiserver's
+    /// `--max-requests-inflight` and `--max-mutating-requests-inflight`.
+    pub max_requests_inflight: usize,
+    pub max_mutating_requests_inflight: usize,
 }
 
 /// Starts serving the API. Returns once the listener is bound, the watch cache is
@@ -71,7 +76,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<tokio::task::JoinHand
     ));
     bootstrap::ensure_builtin_objects(&api).await?;
     tokio::spawn(bootstrap::compact_periodically(config.store.clone()));
+    let limits = Arc::new(server::Limits::new(
+        config.max_requests_inflight,
+        config.max_mutating_requests_inflight,
+    ));
     Ok(tokio::spawn(server::accept_loop(
-        listener, tls, api, tokens,
+        listener, tls, api, tokens, limits,
     )))
 }

@@ -19,12 +19,54 @@ use crate::{discovery, openapi};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// How many requests are served at once, reads and writes counted apart. Watches
+/// and other long-running requests are not limited.
+pub struct Limits {
+    reads: tokio::sync::Semaphore,
+    writes: tokio::sync::Semaphore,
+}
+
+impl Limits {
+    pub fn new(reads: usize, writes: usize) -> Limits {
+        Limits {
+            reads: tokio::sync::Semaphore::new(reads),
+            writes: tokio::sync::Semaphore::new(writes),
+        }
+    }
+
+    /// A permit for this request, `Ok(None)` when it is not limited, or the 429.
+    fn admit(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, ApiError> {
+        let query = req.uri().query().unwrap_or("");
+        let long_running = query
+            .split('&')
+            .any(|p| p == "watch=true" || p == "watch=1")
+            || ["/log", "/exec", "/attach", "/portforward", "/proxy"]
+                .iter()
+                .any(|suffix| req.uri().path().ends_with(suffix));
+        if long_running {
+            return Ok(None);
+        }
+        let semaphore = match *req.method() {
+            Method::GET | Method::HEAD | Method::OPTIONS => &self.reads,
+            _ => &self.writes,
+        };
+        semaphore
+            .try_acquire()
+            .map(Some)
+            .map_err(|_| ApiError::too_many_requests("Too many requests, please try again later."))
+    }
+}
+
 /// Accepts TLS connections forever.
 pub async fn accept_loop(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: Arc<Api>,
     tokens: Arc<TokenAuthenticator>,
+    limits: Arc<Limits>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -39,6 +81,7 @@ pub async fn accept_loop(
         let acceptor = acceptor.clone();
         let api = api.clone();
         let tokens = tokens.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let Ok(tls_stream) = acceptor.accept(stream).await else {
                 return;
@@ -53,7 +96,20 @@ pub async fn accept_loop(
                 let api = api.clone();
                 let tokens = tokens.clone();
                 let cert_user = cert_user.clone();
-                async move { Ok::<_, Infallible>(handle(req, api, tokens, cert_user).await) }
+                let limits = limits.clone();
+                async move {
+                    let _permit = match limits.admit(&req) {
+                        Ok(permit) => permit,
+                        Err(error) => {
+                            let mut response = error_response(&error);
+                            response
+                                .headers_mut()
+                                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                            return Ok::<_, Infallible>(response);
+                        }
+                    };
+                    Ok::<_, Infallible>(handle(req, api, tokens, cert_user).await)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)

@@ -62,6 +62,14 @@ pub struct ServerArgs {
     /// --token-auth-file.
     #[arg(long, value_name = "FILE")]
     pub token_auth_file: Option<PathBuf>,
+
+    /// Most read requests served at once (watches excepted); more get 429.
+    #[arg(long, default_value_t = 400, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_requests_inflight: u32,
+
+    /// Most writes served at once; more get 429.
+    #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_mutating_requests_inflight: u32,
 }
 
 fn main() -> ExitCode {

@@ -103,6 +103,8 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         serving_cert_pem: pki.serving.cert_pem.clone(),
         serving_key_pem: pki.serving.key_pem.clone(),
         static_tokens,
+        max_requests_inflight: args.max_requests_inflight as usize,
+        max_mutating_requests_inflight: args.max_mutating_requests_inflight as usize,
     };
     let server = krust_apiserver::serve(config)
         .await

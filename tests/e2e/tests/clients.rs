@@ -158,3 +158,36 @@ fn python_client_crud_and_watch() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn requests_beyond_the_inflight_limit_get_429() {
+    let server = TestServer::start_with(krust_e2e::ServerOptions {
+        extra_args: vec!["--max-requests-inflight=1".into()],
+        ..Default::default()
+    });
+    // Raw requests: kube-rs would retry a 429 by itself.
+    std::thread::scope(|scope| {
+        // A list that waits for a resourceVersion the server has not reached holds the
+        // only read slot for a few seconds (then answers 504).
+        let slow = scope.spawn(|| {
+            server.get(
+                "/api/v1/namespaces?resourceVersion=999999999&resourceVersionMatch=NotOlderThan",
+            )
+        });
+        let mut refused = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while refused.is_none() && std::time::Instant::now() < deadline {
+            let (code, body) = server.get("/api/v1/namespaces").unwrap();
+            if code == 429 {
+                refused = Some(body);
+            }
+        }
+        let refused = refused.expect("a second read while the slot was taken was not refused");
+        assert!(refused.contains("TooManyRequests"), "{refused}");
+        let (code, _) = slow.join().unwrap().unwrap();
+        assert_eq!(code, 504);
+    });
+    // Once the slot is free again, reads are served.
+    let (code, _) = server.get("/api/v1/namespaces").unwrap();
+    assert_eq!(code, 200);
+}
