@@ -102,7 +102,7 @@ fn view_rules() -> Vec<Value> {
 
 /// Rules `edit` adds to `view`: change workloads, read and change secrets.
 fn edit_rules() -> Vec<Value> {
-    let mut rules = view_rules();
+    let mut rules = Vec::new();
     rules.extend([
         rule(
             &[""],
@@ -169,7 +169,7 @@ fn edit_rules() -> Vec<Value> {
 }
 
 fn admin_rules() -> Vec<Value> {
-    let mut rules = edit_rules();
+    let mut rules = Vec::new();
     rules.extend([
         rule(
             &["rbac.authorization.k8s.io"],
@@ -206,6 +206,27 @@ fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": bootstrap_metadata(name, None), "rules": rules})
 }
 
+/// A ClusterRole whose rules are those of the roles labelled `aggregate-to-<target>`;
+/// it is itself labelled to aggregate into `into`.
+fn aggregated_role(name: &str, target: &str, into: Option<&str>) -> Value {
+    let selector = json!({"matchLabels": {format!("rbac.authorization.k8s.io/aggregate-to-{target}"): "true"}});
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": bootstrap_metadata(name, into),
+        "aggregationRule": {"clusterRoleSelectors": [selector]},
+        "rules": [],
+    })
+}
+
+/// `system:aggregate-to-<target>`: the built-in rules that flow into `<target>`.
+fn aggregating_role(target: &str, rules: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": bootstrap_metadata(&format!("system:aggregate-to-{target}"), Some(target)),
+        "rules": rules,
+    })
+}
+
 fn cluster_role_binding(name: &str, role: &str, groups: &[&str]) -> Value {
     let subjects: Vec<Value> = groups
         .iter()
@@ -240,9 +261,31 @@ fn builtin_objects() -> Vec<(&'static str, &'static str, Value)> {
                 ],
             ),
         ),
-        (rbac, "clusterroles", cluster_role("admin", admin_rules())),
-        (rbac, "clusterroles", cluster_role("edit", edit_rules())),
-        (rbac, "clusterroles", cluster_role("view", view_rules())),
+        // As upstream: admin, edit and view are aggregated (the ClusterRole
+        // aggregation controller fills their rules) from the system:aggregate-to-*
+        // roles, and view's rules flow into edit, edit's into admin.
+        (
+            rbac,
+            "clusterroles",
+            aggregated_role("admin", "admin", None),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            aggregated_role("edit", "edit", Some("admin")),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            aggregated_role("view", "view", Some("edit")),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            aggregating_role("admin", admin_rules()),
+        ),
+        (rbac, "clusterroles", aggregating_role("edit", edit_rules())),
+        (rbac, "clusterroles", aggregating_role("view", view_rules())),
         (
             rbac,
             "clusterroles",

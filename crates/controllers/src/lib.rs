@@ -6,7 +6,9 @@
 //! - [`garbage_collector`]: deletes objects whose owners (by `ownerReferences`) are
 //!   gone, and carries out the `Orphan` and `Foreground` deletion policies;
 //! - [`namespace`]: empties a namespace being deleted, reports progress in its
-//!   status conditions, then finalizes it.
+//!   status conditions, then finalizes it;
+//! - [`clusterrole_aggregation`]: fills ClusterRoles that have an aggregation rule
+//!   (`admin`, `edit`, `view`) with the rules of the roles they select.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -18,6 +20,7 @@
 //! every resource type) and one controller module. [`discovery`] says which resource
 //! types the server serves.
 
+pub mod clusterrole_aggregation;
 pub mod discovery;
 pub mod garbage_collector;
 pub mod informers;
@@ -38,7 +41,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let informers = Informers::new(client.clone(), garbage_collector::is_collectable);
     let garbage_collector = GarbageCollector::new(client.clone(), informers.clone());
     let garbage_collector_events = informers.subscribe();
-    let namespaces = NamespaceController::new(client);
+    let namespaces = NamespaceController::new(client.clone());
     let namespace_events = informers.subscribe();
 
     // Dropping the set aborts every task in it.
@@ -46,6 +49,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tasks.spawn(informers.run());
     tasks.spawn(garbage_collector.run(garbage_collector_events));
     tasks.spawn(namespaces.run(namespace_events));
+    tasks.spawn(clusterrole_aggregation::run(client));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
         Some(Ok(Err(error))) => Err(error),

@@ -658,3 +658,34 @@ fn delete_honours_each_propagation_policy() {
     let after = fails(server.kubectl(["get", "namespace", "doomed"]));
     assert!(after.contains("not found"), "{after}");
 }
+
+#[test]
+fn cluster_roles_aggregate_into_view_edit_and_admin() {
+    let server = TestServer::start();
+    let rules_of =
+        |role: &str| ok(server.kubectl(["get", "clusterrole", role, "-o", "jsonpath={.rules}"]));
+    wait_until(
+        "admin to hold view's rules",
+        Duration::from_secs(20),
+        || {
+            let admin = rules_of("admin");
+            admin.contains("pods/log") && admin.contains("rolebindings")
+        },
+    );
+    assert!(
+        !rules_of("view").contains("secrets"),
+        "view never reads secrets"
+    );
+    // A new role labelled aggregate-to-view flows into view, edit and admin.
+    ok(server.kubectl_stdin(
+        ["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: widgets-view\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [example.com]\n  resources: [widgets]\n  verbs: [get, list, watch]\n",
+    ));
+    for role in ["view", "edit", "admin"] {
+        wait_until(
+            &format!("{role} to include widgets"),
+            Duration::from_secs(20),
+            || rules_of(role).contains("widgets"),
+        );
+    }
+}
