@@ -200,7 +200,12 @@ impl TestServer {
     /// A plain HTTPS GET as the admin (client certificate). Returns the status code and
     /// the body as sent (not de-chunked). Blocking; no runtime needed.
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
-        https_get(&self.kubeconfig_path(), path)
+        https_get(&self.kubeconfig_path(), path, true)
+    }
+
+    /// Like [`TestServer::get`], without any credentials (an anonymous request).
+    pub fn get_anonymous(&self, path: &str) -> Result<(u16, String)> {
+        https_get(&self.kubeconfig_path(), path, false)
     }
 
     /// Stops the server gracefully (SIGTERM; SIGKILL after [`STOP_TIMEOUT`]) and
@@ -681,7 +686,7 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 }
 
 /// An HTTPS GET with the CA, server and client certificate of a kubeconfig.
-fn https_get(kubeconfig: &Path, path: &str) -> Result<(u16, String)> {
+fn https_get(kubeconfig: &Path, path: &str, as_admin: bool) -> Result<(u16, String)> {
     let text = fs::read_to_string(kubeconfig)
         .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
     let config: serde_yaml::Value = serde_yaml::from_str(&text)?;
@@ -712,15 +717,19 @@ fn https_get(kubeconfig: &Path, path: &str) -> Result<(u16, String)> {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(&ca)?)?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_slice(&cert)?],
-        PrivateKeyDer::from_pem_slice(&key)?,
-    )?;
+    .with_root_certificates(roots);
+    let config = if as_admin {
+        builder.with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(&cert)?],
+            PrivateKeyDer::from_pem_slice(&key)?,
+        )?
+    } else {
+        builder.with_no_client_auth()
+    };
     let server_name = ServerName::IpAddress(address.ip().into());
     let connection = rustls::ClientConnection::new(Arc::new(config), server_name)?;
     let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
