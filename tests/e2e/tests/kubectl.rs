@@ -657,6 +657,41 @@ fn delete_honours_each_propagation_policy() {
     ok(server.kubectl(["delete", "namespace", "doomed", "--timeout=60s"]));
     let after = fails(server.kubectl(["get", "namespace", "doomed"]));
     assert!(after.contains("not found"), "{after}");
+
+    // While a namespace terminates (here: held by an object's finalizer) nothing new
+    // can be created in it.
+    ok(server.kubectl(["create", "namespace", "held"]));
+    ok(server.kubectl_stdin(
+        ["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pinned\n  namespace: held\n  finalizers: [example.com/hold]\n",
+    ));
+    ok(server.kubectl(["delete", "namespace", "held", "--wait=false"]));
+    wait_until(
+        "the namespace to terminate",
+        Duration::from_secs(20),
+        || {
+            ok(server.kubectl(["get", "namespace", "held", "-o", "jsonpath={.status.phase}"]))
+                == "Terminating"
+        },
+    );
+    let refused = fails(server.kubectl(["create", "configmap", "late", "-n", "held"]));
+    assert!(refused.contains("being terminated"), "{refused}");
+    ok(server.kubectl([
+        "patch",
+        "configmap",
+        "pinned",
+        "-n",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]));
+    wait_until("the held namespace to go", Duration::from_secs(30), || {
+        !server
+            .kubectl(["get", "namespace", "held"])
+            .status
+            .success()
+    });
 }
 
 #[test]
