@@ -16,6 +16,7 @@
 //! A newcomer starts at [`resources::ResourceInfo`].
 
 pub mod apply;
+pub mod convert;
 pub mod defaults;
 pub mod patch;
 pub mod resources;

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use krust_api::patch::{self, PatchError};
 use krust_api::resources::{self, ResourceInfo};
 use krust_api::selector::{FieldSelector, LabelSelector};
-use krust_api::{Cause, apply, defaults, table, validation};
+use krust_api::{Cause, apply, convert, defaults, table, validation};
 use krust_store::{KeyValue, Revision, Store};
 use serde_json::{Map, Value, json};
 
@@ -135,6 +135,30 @@ fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
         .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
     set_resource_version(&mut value, kv.mod_revision);
     Ok(value)
+}
+
+/// Whether objects of this resource are stored in another version than this one.
+pub fn needs_conversion(resource: &ResourceInfo) -> bool {
+    convert::storage_version(resource.group, resource.plural).is_some_and(|v| v != resource.version)
+}
+
+/// An object of the request's version in the storage version.
+fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
+    match convert::storage_version(resource.group, resource.plural) {
+        Some(storage) if storage != resource.version => {
+            convert::convert(&object, resource.group, storage)
+        }
+        _ => object,
+    }
+}
+
+/// A stored object in the version the request is for.
+pub fn to_request(resource: &ResourceInfo, object: &Value) -> Value {
+    if needs_conversion(resource) {
+        convert::convert(object, resource.group, resource.version)
+    } else {
+        object.clone()
+    }
 }
 
 /// Objects of a list with their keys, in key order.
@@ -339,6 +363,7 @@ impl Api {
 
     /// Answers with one object in the form the client asked for.
     fn respond(&self, call: &Call, code: u16, object: &Value) -> ApiResult<Response<Body>> {
+        let object = &to_request(call.resource, object);
         if wants_table(&call.accept) && call.subresource.is_none() {
             let rows = vec![object.clone()];
             let rv = meta_str(object, "resourceVersion").to_string();
@@ -502,7 +527,10 @@ impl Api {
             None
         };
         if wants_table(&call.accept) {
-            let values: Vec<Value> = selected.iter().map(|(_, o)| o.value()).collect();
+            let values: Vec<Value> = selected
+                .iter()
+                .map(|(_, o)| to_request(call.resource, &o.value()))
+                .collect();
             let table = table_of(
                 call,
                 &values,
@@ -540,7 +568,12 @@ impl Api {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&object.json);
+            if needs_conversion(call.resource) {
+                let converted = to_request(call.resource, &object.value());
+                body.extend_from_slice(&serde_json::to_vec(&converted).unwrap_or_default());
+            } else {
+                body.extend_from_slice(&object.json);
+            }
         }
         body.extend_from_slice(b"]}");
         Ok(bytes_response(200, "application/json", Bytes::from(body)))
@@ -715,6 +748,7 @@ impl Api {
             body,
             (&call.resource.api_version(), call.resource.kind),
         )?;
+        let object = to_storage(call.resource, object);
         let created = self.create_object(call, object, Tracking::Update).await?;
         self.respond_warned(call, 201, &created, &warnings)
     }
@@ -826,6 +860,7 @@ impl Api {
             body,
             (&call.resource.api_version(), call.resource.kind),
         )?;
+        let object = to_storage(call.resource, object);
         if meta_str(&object, "name") != call.name() {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({})",
@@ -949,8 +984,14 @@ impl Api {
         loop {
             let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
             let old = from_kv(&current)?;
-            let patched = apply_patch(call.resource, &media, &old, &patch_document)?;
+            let patched = apply_patch(
+                call.resource,
+                &media,
+                &to_request(call.resource, &old),
+                &patch_document,
+            )?;
             let (patched, warnings) = self.typed_from_value(call, patched)?;
+            let patched = to_storage(call.resource, patched);
             let expected = match meta_str(&patched, "resourceVersion") {
                 "" => None,
                 rv => Some(parse_rv(rv)?),
@@ -1013,8 +1054,9 @@ impl Api {
         for _ in 0..CONFLICT_RETRIES {
             let current = self.read(&key).await?;
             let live = current.as_ref().map(from_kv).transpose()?;
+            let live_in_request_version = live.as_ref().map(|l| to_request(resource, l));
             let applied = apply::server_side_apply(
-                live.as_ref(),
+                live_in_request_version.as_ref(),
                 &config,
                 &call.field_manager,
                 force,
@@ -1026,6 +1068,7 @@ impl Api {
             .map_err(|conflicts| {
                 ApiError::apply_conflicts(conflicts.message(), conflicts.causes())
             })?;
+            let applied = to_storage(resource, applied);
             let (code, result) = match (&current, &live) {
                 (Some(current), Some(old)) => {
                     match self

@@ -17,8 +17,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::cache::{CacheEvent, CachedObject, EventType};
 use crate::errors::ApiError;
-use crate::handlers::{Api, Call, Selectors, table_of, wants_table};
+use crate::handlers::{Api, Call, Selectors, needs_conversion, table_of, to_request, wants_table};
 use crate::server::{Body, error_response};
+use krust_api::resources::ResourceInfo;
 
 /// How often a watch with `allowWatchBookmarks` gets a bookmark.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
@@ -53,6 +54,7 @@ struct Watcher {
     selectors: Selectors,
     prefix: String,
     table: Option<(Call, bool)>,
+    resource: &'static ResourceInfo,
     kind: &'static str,
     api_version: String,
     sender: mpsc::Sender<Bytes>,
@@ -130,6 +132,7 @@ async fn start(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
         selectors,
         prefix,
         table,
+        resource: call.resource,
         kind: call.resource.kind,
         api_version: call.resource.api_version(),
         sender,
@@ -226,9 +229,14 @@ impl Watcher {
         let frame = match &mut self.table {
             Some((call, first)) => {
                 let rv = object.revision.to_string();
-                let table = table_of(call, &[object.value()], &rv, None, *first);
+                let object = to_request(self.resource, &object.value());
+                let table = table_of(call, &[object], &rv, None, *first);
                 *first = false;
                 frame_bytes(kind, &serde_json::to_vec(&table).unwrap_or_default())
+            }
+            None if needs_conversion(self.resource) => {
+                let converted = to_request(self.resource, &object.value());
+                frame_bytes(kind, &serde_json::to_vec(&converted).unwrap_or_default())
             }
             None => frame_bytes(kind, &object.json),
         };

@@ -191,3 +191,72 @@ fn requests_beyond_the_inflight_limit_get_429() {
     let (code, _) = server.get("/api/v1/namespaces").unwrap();
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscalers_read_the_same_through_v1_and_v2() {
+    use k8s_openapi::api::autoscaling::{v1, v2};
+    let server = TestServer::start();
+    let client = server.client().await;
+    let old: Api<v1::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let new: Api<v2::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let created = old
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web"},
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                         "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created.spec.unwrap().target_cpu_utilization_percentage,
+        Some(70)
+    );
+    let mut as_v2 = new.get("web").await.unwrap();
+    let metrics = as_v2.spec.as_ref().unwrap().metrics.clone().unwrap();
+    assert_eq!(
+        metrics[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .target
+            .average_utilization,
+        Some(70)
+    );
+    // A metric v1 can not express survives a round trip through v1.
+    as_v2.spec.as_mut().unwrap().metrics.as_mut().unwrap().push(
+        serde_json::from_value(json!({"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}))
+            .unwrap(),
+    );
+    new.replace("web", &PostParams::default(), &as_v2)
+        .await
+        .unwrap();
+    let mut as_v1 = old.get("web").await.unwrap();
+    assert_eq!(
+        as_v1
+            .spec
+            .as_ref()
+            .unwrap()
+            .target_cpu_utilization_percentage,
+        Some(70)
+    );
+    as_v1.spec.as_mut().unwrap().max_replicas = 9;
+    old.replace("web", &PostParams::default(), &as_v1)
+        .await
+        .unwrap();
+    let after = new.get("web").await.unwrap().spec.unwrap();
+    assert_eq!(after.max_replicas, 9);
+    let names: Vec<String> = after
+        .metrics
+        .unwrap()
+        .iter()
+        .map(|m| m.resource.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(names, ["cpu", "memory"]);
+    // Lists and watches through v1 are converted too.
+    let listed = old.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].spec.as_ref().unwrap().max_replicas, 9);
+}
