@@ -724,3 +724,74 @@ fn cluster_roles_aggregate_into_view_edit_and_admin() {
         );
     }
 }
+
+#[test]
+fn pods_print_upstreams_columns_and_filter_by_fields() {
+    let server = TestServer::start();
+    ok(server.kubectl([
+        "run",
+        "solo",
+        "--image=busybox:1.35",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "60",
+    ]));
+    let table = ok(server.kubectl(["get", "pods"]));
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert!(
+        table.contains("solo") && table.contains("0/1") && table.contains("Pending"),
+        "{table}"
+    );
+    let wide = ok(server.kubectl(["get", "pods", "-o", "wide"]));
+    assert!(
+        wide.lines().next().unwrap().contains("NOMINATED NODE"),
+        "{wide}"
+    );
+    // Field selectors the server supports for pods, and one it does not.
+    let pending = ok(server.kubectl([
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase=Pending",
+        "-o",
+        "name",
+    ]));
+    assert_eq!(pending.trim(), "pod/solo");
+    let running = ok(server.kubectl([
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase=Running",
+        "-o",
+        "name",
+    ]));
+    assert_eq!(running.trim(), "");
+    let unsupported = fails(server.kubectl(["get", "pods", "--field-selector", "spec.bogus=x"]));
+    assert!(unsupported.contains("spec.bogus"), "{unsupported}");
+    // Label selectors with set-based terms.
+    ok(server.kubectl(["label", "pod", "solo", "tier=back", "env=prod"]));
+    let selected = ok(server.kubectl([
+        "get",
+        "pods",
+        "-l",
+        "tier in (front,back),env!=dev",
+        "-o",
+        "name",
+    ]));
+    assert_eq!(selected.trim(), "pod/solo");
+    let none = ok(server.kubectl(["get", "pods", "-l", "!tier", "-o", "name"]));
+    assert_eq!(none.trim(), "");
+    // fieldValidation=Warn stores the object and warns about the unknown field.
+    let warned = server.kubectl_stdin(
+        ["apply", "--validate=warn", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: warned\ndata: {a: b}\nextra: 1\n",
+    );
+    assert!(warned.status.success());
+    assert!(
+        String::from_utf8_lossy(&warned.stderr).contains("unknown field \"extra\""),
+        "{warned:?}"
+    );
+    ok(server.kubectl(["get", "configmap", "warned"]));
+}
