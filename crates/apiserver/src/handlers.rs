@@ -1537,27 +1537,21 @@ fn check_type(object: &mut Value, api_version: &str, kind: &str) -> ApiResult<()
             "the body of the request must be a JSON or YAML object",
         ));
     };
-    match map.get("apiVersion").and_then(Value::as_str) {
-        None | Some("") => {
-            map.insert("apiVersion".into(), json!(api_version));
+    for (field, expected, name) in [
+        ("apiVersion", api_version, "API version"),
+        ("kind", kind, "kind"),
+    ] {
+        match map.get(field).and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert(field.into(), json!(expected));
+            }
+            Some(found) if found != expected => {
+                return Err(ApiError::bad_request(format!(
+                    "the {name} in the data ({found}) does not match the expected {name} ({expected})"
+                )));
+            }
+            _ => {}
         }
-        Some(found) if found != api_version => {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({found}) does not match the expected API version ({api_version})"
-            )));
-        }
-        _ => {}
-    }
-    match map.get("kind").and_then(Value::as_str) {
-        None | Some("") => {
-            map.insert("kind".into(), json!(kind));
-        }
-        Some(found) if found != kind => {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the data ({found}) does not match the expected kind ({kind})"
-            )));
-        }
-        _ => {}
     }
     Ok(())
 }
