@@ -209,15 +209,9 @@ impl Selectors {
             .map_err(ApiError::bad_request)?;
         Ok(Selectors { labels, fields })
     }
-    pub fn matches(&self, object: &Value) -> bool {
-        self.labels
-            .matches(metadata(object).get("labels").and_then(Value::as_object))
-            && self.fields.matches(object)
-    }
-
-    /// Matches a cached object, parsing it only when a field selector needs more
-    /// than its name and namespace.
-    pub fn matches_cached(&self, object: &CachedObject) -> bool {
+    /// Whether a cached object matches, parsing it only when a field selector
+    /// needs more than its name and namespace.
+    pub fn matches(&self, object: &CachedObject) -> bool {
         if !self.labels.matches(object.labels.as_ref()) {
             return false;
         }
@@ -506,7 +500,7 @@ impl Api {
         let mut more = false;
         let mut remaining = 0usize;
         for (key, object) in objects {
-            if !selectors.matches_cached(&object) {
+            if !selectors.matches(&object) {
                 continue;
             }
             if limit > 0 && selected.len() >= limit {
@@ -1372,7 +1366,7 @@ impl Api {
         let snapshot = self.cache.list(&call.collection_prefix(), None);
         let mut deleted = Vec::new();
         for (key, object) in snapshot.objects {
-            if !selectors.matches_cached(&object) {
+            if !selectors.matches(&object) {
                 continue;
             }
             let Some(current) = self.read(&key).await? else {

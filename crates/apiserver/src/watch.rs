@@ -164,7 +164,7 @@ impl Watcher {
             }
             Start::State(objects, live, revision) => {
                 for object in objects {
-                    if self.selectors.matches_cached(&object) {
+                    if self.selectors.matches(&object) {
                         self.send("ADDED", &object).await?;
                     }
                 }
@@ -208,11 +208,11 @@ impl Watcher {
         if !event.key.starts_with(&self.prefix) {
             return Some(());
         }
-        let now_matches = self.selectors.matches_cached(&event.object);
+        let now_matches = self.selectors.matches(&event.object);
         let before_matched = event
             .prev
             .as_ref()
-            .is_some_and(|prev| self.selectors.matches_cached(prev));
+            .is_some_and(|prev| self.selectors.matches(prev));
         let kind = match (event.kind, now_matches, before_matched) {
             (EventType::Deleted, true, _) => "DELETED",
             (EventType::Deleted, false, _) => return Some(()),
