@@ -159,7 +159,7 @@ const PRINTERS: &[(&str, &[Printer])] = &[
 const CORE_PRINTERS: &[Printer] = &[
     printer("pods", POD_COLUMNS, pod_cells),
     printer("podtemplates", POD_TEMPLATE_COLUMNS, pod_template_cells),
-    printer("replicationcontrollers", RC_COLUMNS, rc_cells),
+    printer("replicationcontrollers", REPLICA_COLUMNS, rc_cells),
     printer("services", SERVICE_COLUMNS, service_cells),
     printer("endpoints", ENDPOINTS_COLUMNS, endpoints_cells),
     printer("nodes", NODE_COLUMNS, node_cells),
@@ -184,7 +184,7 @@ const CORE_PRINTERS: &[Printer] = &[
 
 const APPS_PRINTERS: &[Printer] = &[
     printer("deployments", DEPLOYMENT_COLUMNS, deployment_cells),
-    printer("replicasets", REPLICA_SET_COLUMNS, replica_set_cells),
+    printer("replicasets", REPLICA_COLUMNS, replica_set_cells),
     printer("statefulsets", STATEFUL_SET_COLUMNS, stateful_set_cells),
     printer("daemonsets", DAEMON_SET_COLUMNS, daemon_set_cells),
     printer("controllerrevisions", REVISION_COLUMNS, revision_cells),
@@ -559,7 +559,9 @@ fn pod_template_cells(template: &Value, _now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-const RC_COLUMNS: &[Column] = &[
+/// ReplicationControllers and ReplicaSets print alike; only their selectors differ
+/// in shape (a plain map, a LabelSelector).
+const REPLICA_COLUMNS: &[Column] = &[
     NAME,
     int_col("Desired", "Number of replicas wanted."),
     int_col("Current", "Number of replicas that exist."),
@@ -570,18 +572,22 @@ const RC_COLUMNS: &[Column] = &[
     SELECTOR,
 ];
 
-fn rc_cells(rc: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let (names, images) = container_cells(at(rc, "spec.template"));
+fn replica_cells(object: &Value, now: DateTime<Utc>, selector: String) -> Vec<Value> {
+    let (names, images) = container_cells(at(object, "spec.template"));
     row![
-        name(rc),
-        desired_replicas(rc),
-        int(rc, "status.replicas"),
-        int(rc, "status.readyReplicas"),
-        age(rc, now),
+        name(object),
+        desired_replicas(object),
+        int(object, "status.replicas"),
+        int(object, "status.readyReplicas"),
+        age(object, now),
         names,
         images,
-        format_labels(at(rc, "spec.selector")),
+        selector,
     ]
+}
+
+fn rc_cells(rc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    replica_cells(rc, now, format_labels(at(rc, "spec.selector")))
 }
 
 const SERVICE_COLUMNS: &[Column] = &[
@@ -1152,29 +1158,8 @@ fn deployment_cells(deployment: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-const REPLICA_SET_COLUMNS: &[Column] = &[
-    NAME,
-    int_col("Desired", "Number of replicas wanted."),
-    int_col("Current", "Number of replicas that exist."),
-    int_col("Ready", "Number of replicas that are ready."),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    SELECTOR,
-];
-
 fn replica_set_cells(set: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let (names, images) = container_cells(at(set, "spec.template"));
-    row![
-        name(set),
-        desired_replicas(set),
-        int(set, "status.replicas"),
-        int(set, "status.readyReplicas"),
-        age(set, now),
-        names,
-        images,
-        format_selector(at(set, "spec.selector")),
-    ]
+    replica_cells(set, now, format_selector(at(set, "spec.selector")))
 }
 
 const STATEFUL_SET_COLUMNS: &[Column] = &[
