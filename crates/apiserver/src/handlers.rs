@@ -605,26 +605,15 @@ impl Api {
             .collect())
     }
 
-    /// Decodes a request body into an object of the call's kind: JSON or YAML,
-    /// apiVersion and kind checked or filled in, typed decoding, and unknown fields
-    /// handled per `fieldValidation`. Returns the object and warnings.
-    fn decode_object(
-        &self,
-        call: &Call,
-        body: &[u8],
-        expected_kind: (&str, &str),
-    ) -> ApiResult<(Value, Vec<String>)> {
+    /// Decodes a request body into an object of the call's kind: JSON, YAML or
+    /// protobuf, apiVersion and kind checked or filled in, typed decoding, unknown
+    /// fields handled per `fieldValidation`, and converted to the storage version.
+    /// Returns the object and warnings.
+    fn decode_object(&self, call: &Call, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
         let media = request::media_type(Some(&call.content_type));
-        let mut object = request::decode_body(body, &media)?;
-        let (expected_api_version, kind) = expected_kind;
-        check_type(&mut object, expected_api_version, kind)?;
-        let resource = if kind == call.resource.kind {
-            call.resource
-        } else {
-            let (group, version) = resources::split_api_version(expected_api_version);
-            resources::find_kind(group, version, kind).unwrap_or(call.resource)
-        };
-        self.typed(call, resource, object)
+        let object = request::decode_body(body, &media)?;
+        let (object, warnings) = self.typed_from_value(call, object)?;
+        Ok((to_storage(call.resource, object), warnings))
     }
 
     /// Typed round-trip of an object: type errors are 400, unknown fields follow
@@ -737,12 +726,7 @@ impl Api {
         if call.resource.create_only {
             return crate::bootstrap::review(self, call, body).await;
         }
-        let (object, warnings) = self.decode_object(
-            call,
-            body,
-            (&call.resource.api_version(), call.resource.kind),
-        )?;
-        let object = to_storage(call.resource, object);
+        let (object, warnings) = self.decode_object(call, body)?;
         let created = self.create_object(call, object, Tracking::Update).await?;
         self.respond_warned(call, 201, &created, &warnings)
     }
@@ -849,12 +833,7 @@ impl Api {
                 )));
             }
         }
-        let (object, warnings) = self.decode_object(
-            call,
-            body,
-            (&call.resource.api_version(), call.resource.kind),
-        )?;
-        let object = to_storage(call.resource, object);
+        let (object, warnings) = self.decode_object(call, body)?;
         if meta_str(&object, "name") != call.name() {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({})",
