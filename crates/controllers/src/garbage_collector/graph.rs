@@ -54,15 +54,10 @@ pub struct Node {
 }
 
 impl Node {
-    fn virtual_owner(reference: &OwnerReference, namespace: Option<String>) -> Node {
+    /// A node known only by its identity: not observed, no owners or dependents yet.
+    fn new(identity: Identity) -> Node {
         Node {
-            identity: Identity {
-                api_version: reference.api_version.clone(),
-                kind: reference.kind.clone(),
-                name: reference.name.clone(),
-                namespace,
-                uid: reference.uid.clone(),
-            },
+            identity,
             resource: None,
             observed: false,
             owners: Vec::new(),
@@ -71,6 +66,16 @@ impl Node {
             deleting_dependents: false,
             orphaning: false,
         }
+    }
+
+    fn virtual_owner(reference: &OwnerReference, namespace: Option<String>) -> Node {
+        Node::new(Identity {
+            api_version: reference.api_version.clone(),
+            kind: reference.kind.clone(),
+            name: reference.name.clone(),
+            namespace,
+            uid: reference.uid.clone(),
+        })
     }
 }
 
@@ -215,29 +220,18 @@ impl Graph {
         let being_deleted = meta.deletion_timestamp.is_some();
         let deleting_dependents = being_deleted && has_finalizer(meta, FOREGROUND_FINALIZER);
         let orphaning = being_deleted && has_finalizer(meta, ORPHAN_FINALIZER);
-        let node = self.nodes.entry(uid.clone()).or_insert_with(|| Node {
-            identity: Identity {
-                api_version: String::new(),
-                kind: String::new(),
-                name: String::new(),
-                namespace: None,
-                uid: uid.clone(),
-            },
-            resource: None,
-            observed: false,
-            owners: Vec::new(),
-            dependents: HashSet::new(),
-            being_deleted: false,
-            deleting_dependents: false,
-            orphaning: false,
-        });
-        node.identity = Identity {
+        let identity = Identity {
             api_version: resource.api_resource.api_version.clone(),
             kind: resource.api_resource.kind.clone(),
             name: meta.name.clone().unwrap_or_default(),
             namespace: namespace.clone(),
             uid: uid.clone(),
         };
+        let node = self
+            .nodes
+            .entry(uid.clone())
+            .or_insert_with(|| Node::new(identity.clone()));
+        node.identity = identity;
         node.resource = Some(resource.clone());
         node.observed = true;
         node.owners = new_owners;
