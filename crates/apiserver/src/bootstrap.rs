@@ -21,6 +21,16 @@ const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+const READ_WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "patch",
+    "update",
+];
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
@@ -102,8 +112,7 @@ fn view_rules() -> Vec<Value> {
 
 /// Rules `edit` adds to `view`: change workloads, read and change secrets.
 fn edit_rules() -> Vec<Value> {
-    let mut rules = Vec::new();
-    rules.extend([
+    vec![
         rule(
             &[""],
             &[
@@ -150,48 +159,23 @@ fn edit_rules() -> Vec<Value> {
             WRITE,
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
-        rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &[
-                "get",
-                "list",
-                "watch",
-                "create",
-                "delete",
-                "deletecollection",
-                "patch",
-                "update",
-            ],
-        ),
-    ]);
-    rules
+        rule(&["coordination.k8s.io"], &["leases"], READ_WRITE),
+    ]
 }
 
 fn admin_rules() -> Vec<Value> {
-    let mut rules = Vec::new();
-    rules.extend([
+    vec![
         rule(
             &["rbac.authorization.k8s.io"],
             &["rolebindings", "roles"],
-            &[
-                "get",
-                "list",
-                "watch",
-                "create",
-                "delete",
-                "deletecollection",
-                "patch",
-                "update",
-            ],
+            READ_WRITE,
         ),
         rule(
             &["authorization.k8s.io"],
             &["localsubjectaccessreviews"],
             &["create"],
         ),
-    ]);
-    rules
+    ]
 }
 
 fn bootstrap_metadata(name: &str, aggregate_to: Option<&str>) -> Value {
