@@ -558,11 +558,12 @@ impl Api {
             )
             .as_bytes(),
         );
+        let convert = needs_conversion(call.resource);
         for (i, (_, object)) in selected.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            if needs_conversion(call.resource) {
+            if convert {
                 let converted = to_request(call.resource, &object.value());
                 body.extend_from_slice(&serde_json::to_vec(&converted).unwrap_or_default());
             } else {
