@@ -10,7 +10,7 @@ set -euo pipefail
 APT_PACKAGES=(
   containerd runc crun containernetworking-plugins busybox-static
   iptables nftables conntrack skopeo umoci docker-registry
-  etcd-server etcd-client protobuf-compiler iproute2
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
