@@ -20,6 +20,7 @@
 //! every resource type) and one controller module. [`discovery`] says which resource
 //! types the server serves.
 
+pub mod cache;
 pub mod clusterrole_aggregation;
 pub mod discovery;
 pub mod garbage_collector;
