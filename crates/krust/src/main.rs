@@ -7,6 +7,7 @@
 //! Errors end the process with exit status 1 and a single line on stderr
 //! (`error: ...`); command line mistakes exit with status 2.
 
+mod agent;
 mod hostaddrs;
 mod kubeconfig;
 mod pki;
@@ -32,6 +33,32 @@ struct Cli {
 enum Command {
     /// Run the control plane: the API server on an embedded SQLite store or on etcd.
     Server(ServerArgs),
+    /// Run the node agent: join a cluster and run the pods bound to this node.
+    Agent(AgentArgs),
+}
+
+/// Flags of `krust agent`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The API server, e.g. https://10.0.0.1:6443.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+
+    /// Bearer token the agent authenticates with.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "KRUST_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: String,
+
+    /// CA certificate to verify the API server with (the server's tls/ca.crt).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub agent: krust_kubelet::AgentOptions,
 }
 
 /// Flags of `krust server`.
@@ -70,6 +97,13 @@ pub struct ServerArgs {
     /// Most writes served at once; more get 429.
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_mutating_requests_inflight: u32,
+
+    /// Do not run the node agent inside the server (no pods run on this machine).
+    #[arg(long)]
+    pub disable_agent: bool,
+
+    #[command(flatten)]
+    pub agent: krust_kubelet::AgentOptions,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +114,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,7 +178,10 @@ mod tests {
     #[test]
     fn server_defaults() {
         let cli = Cli::try_parse_from(["krust", "server"]).unwrap();
-        let Command::Server(args) = cli.command;
+        let Command::Server(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert!(!args.disable_agent);
         assert_eq!(args.bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(args.port, 6443);
         assert_eq!(args.data_dir, PathBuf::from("/var/lib/krust"));
@@ -152,9 +190,35 @@ mod tests {
     }
 
     #[test]
+    fn agent_needs_server_and_token() {
+        assert!(
+            Cli::try_parse_from(["krust", "agent", "--server", "https://127.0.0.1:6443"]).is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "krust",
+            "agent",
+            "--server",
+            "https://127.0.0.1:6443",
+            "--token",
+            "t",
+            "--node-name",
+            "n1",
+        ])
+        .unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.token, "t");
+        assert_eq!(args.agent.node_name.as_deref(), Some("n1"));
+        assert_eq!(args.agent.pod_cidr, "10.42.0.0/24");
+    }
+
+    #[test]
     fn https_listen_port_is_an_alias_of_port() {
         let cli = Cli::try_parse_from(["krust", "server", "--https-listen-port", "7443"]).unwrap();
-        let Command::Server(args) = cli.command;
+        let Command::Server(args) = cli.command else {
+            panic!("parsed as another command");
+        };
         assert_eq!(args.port, 7443);
     }
 }

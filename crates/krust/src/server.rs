@@ -110,6 +110,9 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
     start_controllers(&kubeconfig_path).await?;
+    if !args.disable_agent {
+        crate::agent::start_embedded(&args.agent, &data_dir, &kubeconfig_path).await?;
+    }
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;
     Ok(server)

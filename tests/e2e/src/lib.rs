@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod hollow;
+pub mod images;
+pub mod node;
+pub mod registry;
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
@@ -51,6 +54,9 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the server process.
     pub env: Vec<(String, String)>,
+    /// Run the embedded node agent (off by default: most tests need no containers;
+    /// see [`node::TestNode`]).
+    pub agent: bool,
 }
 
 /// A running `krust server` with its own data dir and port.
@@ -309,6 +315,9 @@ impl TestServer {
             .arg(&self.data_dir);
         if let Some(datastore) = &self.options.datastore {
             command.arg(format!("--datastore={datastore}"));
+        }
+        if !self.options.agent {
+            command.arg("--disable-agent");
         }
         command
             .args(&self.options.extra_args)

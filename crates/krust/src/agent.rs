@@ -1,0 +1,93 @@
+//! `krust agent`: the node agent on its own, joining a cluster by URL and token, and
+//! the agent embedded in `krust server` (which uses the server's admin kubeconfig).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::AgentArgs;
+
+/// Runs `krust agent` until SIGTERM or SIGINT.
+pub fn run(args: AgentArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("krust-agent")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = args.agent.resolve(Path::new("/var/lib/krust/agent"))?;
+        let client = client_for(&args)?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot handle SIGTERM")?;
+        tokio::select! {
+            result = krust_kubelet::run(config, client) => result,
+            _ = terminate.recv() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+/// A client for `--server` with the bearer token, trusting `--ca-file` (or, without
+/// one, any certificate: say so loudly).
+fn client_for(args: &AgentArgs) -> Result<kube::Client> {
+    let url = args.server.parse().with_context(|| {
+        format!(
+            "--server {:?} is not a URL like https://host:6443",
+            args.server
+        )
+    })?;
+    let mut config = kube::Config::new(url);
+    config.auth_info.token = Some(args.token.clone().into());
+    match &args.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+            let certs = rustls_pemfile_certs(&pem).with_context(|| {
+                format!("--ca-file {}: no PEM certificate in it", path.display())
+            })?;
+            config.root_cert = Some(certs);
+        }
+        None => {
+            tracing::warn!("no --ca-file: the server's certificate is not verified");
+            config.accept_invalid_certs = true;
+        }
+    }
+    kube::Client::try_from(config).context("cannot build the agent's client")
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Option<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(|c| c.ok())
+        .map(|c| c.to_vec())
+        .collect();
+    (!certs.is_empty()).then_some(certs)
+}
+
+/// Starts the agent inside `krust server`, with the admin kubeconfig's identity.
+/// Runs in the background: a failure is logged and does not stop the control plane.
+pub async fn start_embedded(
+    options: &krust_kubelet::AgentOptions,
+    data_dir: &Path,
+    kubeconfig_path: &Path,
+) -> Result<()> {
+    let config = options.resolve(&data_dir.join("agent"))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
+        .context("cannot read the admin kubeconfig for the agent")?;
+    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("cannot load the admin kubeconfig for the agent")?;
+    let client =
+        kube::Client::try_from(client_config).context("cannot build the agent's client")?;
+    tokio::spawn(async move {
+        if let Err(error) = krust_kubelet::run(config, client).await {
+            tracing::error!(error = format!("{error:#}"), "the node agent stopped");
+        }
+    });
+    Ok(())
+}

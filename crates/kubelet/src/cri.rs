@@ -1,0 +1,238 @@
+//! CRI v1 client over a unix socket (containerd or CRI-O), on the `k8s-cri` bindings.
+//!
+//! A thin layer: it turns gRPC statuses into `anyhow` errors that name the call, and
+//! keeps the request boilerplate out of the pod worker. The message types are the
+//! generated ones, re-exported as [`api`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1 as api;
+
+/// A connection to a CRI runtime. Cheap to clone (one shared HTTP/2 channel).
+#[derive(Clone)]
+pub struct Cri {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+fn call_error(call: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("CRI {call}: {}", status.message())
+}
+
+impl Cri {
+    /// Connects to the runtime's socket (a path, or `unix://` followed by one).
+    pub async fn connect(socket: &Path) -> Result<Cri> {
+        let path: PathBuf = socket
+            .to_str()
+            .and_then(|s| s.strip_prefix("unix://"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| socket.to_path_buf());
+        let channel = Endpoint::try_from("http://[::]:0")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .with_context(|| format!("cannot connect to the CRI socket {}", socket.display()))?;
+        Ok(Cri {
+            runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            images: ImageServiceClient::new(channel).max_decoding_message_size(64 << 20),
+        })
+    }
+
+    /// The runtime's name and version.
+    pub async fn version(&mut self) -> Result<api::VersionResponse> {
+        self.runtime
+            .version(api::VersionRequest::default())
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| call_error("Version", s))
+    }
+
+    pub async fn run_pod_sandbox(&mut self, config: api::PodSandboxConfig) -> Result<String> {
+        self.runtime
+            .run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+            .map_err(|s| call_error("RunPodSandbox", s))
+    }
+
+    pub async fn stop_pod_sandbox(&mut self, id: &str) -> Result<()> {
+        self.runtime
+            .stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| call_error("StopPodSandbox", s))
+    }
+
+    pub async fn remove_pod_sandbox(&mut self, id: &str) -> Result<()> {
+        self.runtime
+            .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| call_error("RemovePodSandbox", s))
+    }
+
+    pub async fn pod_sandbox_status(&mut self, id: &str) -> Result<api::PodSandboxStatus> {
+        self.runtime
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| call_error("PodSandboxStatus", s))?
+            .into_inner()
+            .status
+            .context("CRI PodSandboxStatus: the runtime sent no status")
+    }
+
+    /// Every sandbox the runtime knows (ready or not).
+    pub async fn list_pod_sandboxes(&mut self) -> Result<Vec<api::PodSandbox>> {
+        self.runtime
+            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().items)
+            .map_err(|s| call_error("ListPodSandbox", s))
+    }
+
+    /// Every container the runtime knows (any state).
+    pub async fn list_containers(&mut self) -> Result<Vec<api::Container>> {
+        self.runtime
+            .list_containers(api::ListContainersRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().containers)
+            .map_err(|s| call_error("ListContainers", s))
+    }
+
+    pub async fn create_container(
+        &mut self,
+        sandbox_id: &str,
+        config: api::ContainerConfig,
+        sandbox_config: api::PodSandboxConfig,
+    ) -> Result<String> {
+        self.runtime
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.to_string(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+            .map_err(|s| call_error("CreateContainer", s))
+    }
+
+    pub async fn start_container(&mut self, id: &str) -> Result<()> {
+        self.runtime
+            .start_container(api::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| call_error("StartContainer", s))
+    }
+
+    /// Stops a container: SIGTERM (or the image's stop signal), SIGKILL after `timeout_s`.
+    pub async fn stop_container(&mut self, id: &str, timeout_s: i64) -> Result<()> {
+        self.runtime
+            .stop_container(api::StopContainerRequest {
+                container_id: id.to_string(),
+                timeout: timeout_s,
+            })
+            .await
+            .map(drop)
+            .map_err(|s| call_error("StopContainer", s))
+    }
+
+    pub async fn remove_container(&mut self, id: &str) -> Result<()> {
+        self.runtime
+            .remove_container(api::RemoveContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| call_error("RemoveContainer", s))
+    }
+
+    pub async fn container_status(&mut self, id: &str) -> Result<api::ContainerStatus> {
+        self.runtime
+            .container_status(api::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| call_error("ContainerStatus", s))?
+            .into_inner()
+            .status
+            .context("CRI ContainerStatus: the runtime sent no status")
+    }
+
+    /// Runs a command in a container and waits for it (exec probes, preStop hooks).
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_s: i64,
+    ) -> Result<api::ExecSyncResponse> {
+        self.runtime
+            .exec_sync(api::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd,
+                timeout: timeout_s,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| call_error("ExecSync", s))
+    }
+
+    /// The image's id when the runtime has it.
+    pub async fn image_status(&mut self, image: &str) -> Result<Option<api::Image>> {
+        self.images
+            .image_status(api::ImageStatusRequest {
+                image: Some(api::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().image)
+            .map_err(|s| call_error("ImageStatus", s))
+    }
+
+    /// Pulls an image; returns its image reference (id).
+    pub async fn pull_image(
+        &mut self,
+        image: &str,
+        auth: Option<api::AuthConfig>,
+    ) -> Result<String> {
+        self.images
+            .pull_image(api::PullImageRequest {
+                image: Some(api::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                auth,
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+            .map_err(|s| call_error("PullImage", s))
+    }
+}

@@ -1,0 +1,289 @@
+//! krust's node agent (the kubelet): runs the pods bound to its node.
+//!
+//! The agent does not run containers itself: it drives a CRI v1 runtime over gRPC
+//! ([`cri`]). By default it starts and supervises its own containerd ([`containerd`])
+//! with a generated config and a pause image it builds locally ([`oci`]); with
+//! `--container-runtime-endpoint` it uses a runtime that already runs.
+//!
+//! A newcomer starts at [`run`]: it prepares the host (CNI config, containerd),
+//! registers the Node and renews its Lease ([`node`]), and runs one worker per pod
+//! ([`pods`]) that moves the runtime's state towards the pod's spec and reports back
+//! through `pods/status`. Everything goes through the API with a kube-rs client.
+
+pub mod containerd;
+pub mod cri;
+pub mod node;
+pub mod oci;
+pub mod pods;
+mod volumes;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Flags of the node agent, shared by `krust agent` and the agent embedded in
+/// `krust server`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentOptions {
+    /// Name of this node (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Directory for the agent's containerd, pod volumes and logs
+    /// (default: `agent/` under the server's data dir, or /var/lib/krust/agent).
+    #[arg(long, value_name = "DIR")]
+    pub agent_data_dir: Option<PathBuf>,
+
+    /// CRI socket of a runtime that already runs (containerd or CRI-O), e.g.
+    /// unix:///run/containerd/containerd.sock. Default: start our own containerd.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
+
+    /// Registry hosts configuration for the agent's containerd: a directory in
+    /// containerd's certs.d layout (`<host:port>/hosts.toml`), e.g. to pull from a
+    /// plain-HTTP local registry.
+    #[arg(long, value_name = "DIR")]
+    pub registry_config: Option<PathBuf>,
+
+    /// The pod network of this node (until the server allocates podCIDRs).
+    #[arg(long, default_value = "10.42.0.0/24", value_name = "CIDR")]
+    pub pod_cidr: String,
+
+    /// Name of the Linux bridge pods attach to (at most 15 characters).
+    #[arg(long, default_value = "krust0", value_name = "NAME")]
+    pub cni_bridge: String,
+
+    /// Directory with the CNI plugin binaries.
+    #[arg(long, default_value = "/usr/lib/cni", value_name = "DIR")]
+    pub cni_bin_dir: PathBuf,
+
+    /// Nameserver written into pods' resolv.conf with dnsPolicy ClusterFirst.
+    #[arg(long, default_value = "10.43.0.10", value_name = "IP")]
+    pub cluster_dns: String,
+}
+
+/// The resolved settings the agent runs with.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub runtime_endpoint: Option<PathBuf>,
+    pub registry_config: Option<PathBuf>,
+    pub pod_cidr: String,
+    pub cni_bridge: String,
+    pub cni_bin_dir: PathBuf,
+    pub cluster_dns: String,
+}
+
+impl AgentOptions {
+    /// Resolves defaults; `default_data_dir` is where the agent keeps its state when
+    /// `--agent-data-dir` is not given.
+    pub fn resolve(&self, default_data_dir: &Path) -> Result<AgentConfig> {
+        let node_name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => hostname()?,
+        };
+        if self.cni_bridge.is_empty() || self.cni_bridge.len() > 15 {
+            anyhow::bail!(
+                "--cni-bridge {:?}: a Linux interface name has 1 to 15 characters",
+                self.cni_bridge
+            );
+        }
+        validate_cidr(&self.pod_cidr)?;
+        Ok(AgentConfig {
+            node_name: node_name.to_lowercase(),
+            data_dir: self
+                .agent_data_dir
+                .clone()
+                .unwrap_or_else(|| default_data_dir.to_path_buf()),
+            runtime_endpoint: self
+                .container_runtime_endpoint
+                .as_deref()
+                .map(|e| PathBuf::from(e.strip_prefix("unix://").unwrap_or(e))),
+            registry_config: self.registry_config.clone(),
+            pod_cidr: self.pod_cidr.clone(),
+            cni_bridge: self.cni_bridge.clone(),
+            cni_bin_dir: self.cni_bin_dir.clone(),
+            cluster_dns: self.cluster_dns.clone(),
+        })
+    }
+}
+
+fn validate_cidr(cidr: &str) -> Result<()> {
+    let ok = cidr
+        .split_once('/')
+        .map(|(ip, len)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok()
+                && len.parse::<u8>().map(|l| l <= 30).unwrap_or(false)
+        })
+        .unwrap_or(false);
+    if !ok {
+        anyhow::bail!("--pod-cidr {cidr:?}: expected an IPv4 network like 10.42.0.0/24");
+    }
+    Ok(())
+}
+
+fn hostname() -> Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("cannot read the host name; pass --node-name")?;
+    Ok(name.trim().to_string())
+}
+
+/// The CNI network config: a bridge with host-local addresses from the pod CIDR.
+pub fn render_cni_config(config: &AgentConfig) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "krust",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": config.cni_bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": config.pod_cidr }]],
+                "routes": [{ "dst": "0.0.0.0/0" }],
+                "dataDir": config.data_dir.join("cni/ipam"),
+            },
+        }],
+    }))
+    .expect("a JSON value always serializes")
+}
+
+/// Runs the agent until the task is dropped or an unrecoverable error happens.
+pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    // Pods reach each other and the outside only with forwarding on (off on a new host).
+    if let Err(error) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+        tracing::warn!(%error, "cannot enable net.ipv4.ip_forward; pod traffic may not be routed");
+    }
+    let cni_conf_dir = config.data_dir.join("cni/net.d");
+    std::fs::create_dir_all(&cni_conf_dir)?;
+    std::fs::write(
+        cni_conf_dir.join("10-krust.conflist"),
+        render_cni_config(&config),
+    )?;
+
+    let mut own_containerd = None;
+    let socket = match &config.runtime_endpoint {
+        Some(socket) => socket.clone(),
+        None => {
+            let layout = containerd::Layout::new(&config.data_dir);
+            let started = containerd::Containerd::start(
+                layout.clone(),
+                &containerd::Settings {
+                    cni_conf_dir,
+                    cni_bin_dir: config.cni_bin_dir.clone(),
+                    registry_config: config.registry_config.clone(),
+                },
+            )
+            .await?;
+            let socket = started.socket();
+            own_containerd = Some(started);
+            let import = layout.clone();
+            tokio::task::spawn_blocking(move || containerd::import_pause_image(&import)).await??;
+            socket
+        }
+    };
+    let mut cri = cri::Cri::connect(&socket).await?;
+    let version = cri.version().await?;
+    tracing::info!(
+        runtime = %version.runtime_name,
+        version = %version.runtime_version,
+        node = %config.node_name,
+        "the node agent is connected to its container runtime"
+    );
+
+    node::register(&client, &config, &version).await?;
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), version));
+    let result = pods::run(client, cri, config).await;
+    heartbeat.abort();
+    drop(own_containerd);
+    result
+}
+
+/// Removes everything an agent made under `data_dir`: every pod sandbox of its
+/// containerd (containers, network namespaces, mounts), then stops that containerd
+/// and deletes the CNI bridge. For tests and `krust agent` resets; the agent itself
+/// never calls it.
+pub async fn teardown(data_dir: &Path, bridge: &str) -> Result<()> {
+    let layout = containerd::Layout::new(data_dir);
+    if layout.config().exists() {
+        // A containerd is needed to stop the sandboxes through CRI: reuse or restart one.
+        let settings = containerd::Settings {
+            cni_conf_dir: data_dir.join("cni/net.d"),
+            cni_bin_dir: "/usr/lib/cni".into(),
+            registry_config: None,
+        };
+        if let Ok(mut own) = containerd::Containerd::start(layout.clone(), &settings).await {
+            if let Ok(mut cri) = cri::Cri::connect(&own.socket()).await {
+                for sandbox in cri.list_pod_sandboxes().await.unwrap_or_default() {
+                    let _ = cri.stop_pod_sandbox(&sandbox.id).await;
+                    let _ = cri.remove_pod_sandbox(&sandbox.id).await;
+                }
+            }
+            own.stop();
+        }
+        containerd::stop_pid(&layout);
+    }
+    volumes::unmount_all_under(data_dir);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "delete", bridge])
+        .stderr(std::process::Stdio::null())
+        .status();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_flags_are_named() {
+        let options = AgentOptions {
+            node_name: Some("n1".into()),
+            agent_data_dir: None,
+            container_runtime_endpoint: None,
+            registry_config: None,
+            pod_cidr: "10.42.0.0".into(),
+            cni_bridge: "krust0".into(),
+            cni_bin_dir: "/usr/lib/cni".into(),
+            cluster_dns: "10.43.0.10".into(),
+        };
+        let error = options.resolve(Path::new("/tmp")).unwrap_err();
+        assert!(error.to_string().contains("--pod-cidr"), "{error}");
+        let long_bridge = AgentOptions {
+            pod_cidr: "10.42.0.0/24".into(),
+            cni_bridge: "a-very-long-bridge-name".into(),
+            ..options
+        };
+        let error = long_bridge.resolve(Path::new("/tmp")).unwrap_err();
+        assert!(error.to_string().contains("--cni-bridge"), "{error}");
+    }
+
+    #[test]
+    fn cni_config_uses_the_pod_cidr_and_bridge() {
+        let options = AgentOptions {
+            node_name: Some("N1".into()),
+            agent_data_dir: Some("/data".into()),
+            container_runtime_endpoint: Some("unix:///run/x.sock".into()),
+            registry_config: None,
+            pod_cidr: "10.42.7.0/24".into(),
+            cni_bridge: "kr7".into(),
+            cni_bin_dir: "/usr/lib/cni".into(),
+            cluster_dns: "10.43.0.10".into(),
+        };
+        let config = options.resolve(Path::new("/tmp")).unwrap();
+        assert_eq!(config.node_name, "n1");
+        assert_eq!(config.runtime_endpoint, Some(PathBuf::from("/run/x.sock")));
+        let cni: serde_json::Value = serde_json::from_str(&render_cni_config(&config)).unwrap();
+        assert_eq!(cni["plugins"][0]["bridge"], "kr7");
+        assert_eq!(
+            cni["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.42.7.0/24"
+        );
+        assert_eq!(cni["plugins"][0]["ipam"]["dataDir"], "/data/cni/ipam");
+    }
+}

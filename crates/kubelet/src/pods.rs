@@ -1,0 +1,1849 @@
+//! The pod workers: one task per pod bound to this node, each moving the runtime's
+//! state towards the pod's spec and reporting it through `pods/status`.
+//!
+//! Level-triggered, as upstream's kubelet: a watch on the node's pods (field selector
+//! `spec.nodeName`) feeds a cache and wakes the pod's worker; the worker also wakes
+//! every second to notice containers that exited. Each sync reads the runtime's state
+//! (sandboxes and containers labelled with the pod's uid), so it is idempotent and a
+//! restarted agent picks up running containers without restarting them. Pods deleted
+//! while the agent was away are cleaned up once the first list is complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::AgentConfig;
+use crate::cri::{Cri, api};
+use crate::volumes;
+
+const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+/// How often a worker looks at its pod's containers without being woken.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// First delay of CrashLoopBackOff and ImagePullBackOff, doubled up to the maximum.
+const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// The shared state of all pod workers.
+struct Agent {
+    client: kube::Client,
+    cri: Cri,
+    config: AgentConfig,
+    pods: Store<Pod>,
+    config_maps: Store<ConfigMap>,
+    secrets: Store<Secret>,
+    workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+}
+
+impl volumes::Objects for Agent {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap> {
+        self.config_maps
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|c| (*c).clone())
+    }
+    fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        self.secrets
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|s| (*s).clone())
+    }
+}
+
+/// Watches the node's pods and runs their workers until the watch ends.
+pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<()> {
+    let (config_maps, cm_writer) = reflector::store();
+    let (secrets, secret_writer) = reflector::store();
+    let cm_stream = reflector::reflector(
+        cm_writer,
+        watcher(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let secret_stream = reflector::reflector(
+        secret_writer,
+        watcher(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    tokio::spawn(cm_stream.for_each(|_| async {}));
+    tokio::spawn(secret_stream.for_each(|_| async {}));
+    config_maps.wait_until_ready().await.ok();
+    secrets.wait_until_ready().await.ok();
+
+    let (pods, pod_writer) = reflector::store();
+    let selector = format!("spec.nodeName={}", config.node_name);
+    let pod_stream = reflector::reflector(
+        pod_writer,
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields(&selector),
+        ),
+    )
+    .default_backoff();
+    let agent = Arc::new(Agent {
+        client,
+        cri,
+        config,
+        pods,
+        config_maps,
+        secrets,
+        workers: Mutex::new(HashMap::new()),
+    });
+    let mut pod_stream = std::pin::pin!(pod_stream);
+    while let Some(event) = pod_stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(pod))
+            | Ok(watcher::Event::InitApply(pod))
+            | Ok(watcher::Event::Delete(pod)) => agent.wake(&pod),
+            Ok(watcher::Event::InitDone) => {
+                if let Err(error) = agent.clean_orphans().await {
+                    tracing::warn!(%error, "cannot clean up the sandboxes of deleted pods");
+                }
+            }
+            Ok(watcher::Event::Init) => {}
+            Err(error) => tracing::warn!(%error, "the pod watch failed; retrying"),
+        }
+    }
+    bail!("the pod watch ended")
+}
+
+impl Agent {
+    /// Wakes the pod's worker, starting one if it has none.
+    fn wake(self: &Arc<Self>, pod: &Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let mut workers = self.workers.lock().expect("workers lock");
+        if let Some(sender) = workers.get(&uid) {
+            let _ = sender.try_send(());
+            return;
+        }
+        let (sender, receiver) = mpsc::channel(1);
+        workers.insert(uid.clone(), sender);
+        let key = ObjectRef::from_obj(pod);
+        tokio::spawn(self.clone().worker(uid, key, receiver));
+    }
+
+    async fn worker(
+        self: Arc<Self>,
+        uid: String,
+        key: ObjectRef<Pod>,
+        mut wake: mpsc::Receiver<()>,
+    ) {
+        let mut state = PodState::default();
+        loop {
+            let pod = self
+                .pods
+                .get(&key)
+                .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+            match self.sync(&uid, pod.as_deref(), &mut state).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(pod = %key, error = format!("{error:#}"), "pod sync failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = wake.recv() => {}
+                _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
+            }
+        }
+        self.workers.lock().expect("workers lock").remove(&uid);
+    }
+
+    /// Removes the sandboxes of pods that are no longer bound to this node.
+    async fn clean_orphans(self: &Arc<Self>) -> Result<()> {
+        let mut cri = self.cri.clone();
+        let known: std::collections::HashSet<String> = self
+            .pods
+            .state()
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        for sandbox in cri.list_pod_sandboxes().await? {
+            let Some(uid) = sandbox.labels.get(LABEL_POD_UID) else {
+                continue;
+            };
+            if !known.contains(uid) {
+                tracing::info!(
+                    uid,
+                    "removing the sandbox of a pod deleted while the agent was away"
+                );
+                self.remove_pod(uid, None, 0).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.config.data_dir.join("pods").join(uid)
+    }
+
+    fn log_dir(&self, pod: &Pod) -> PathBuf {
+        let meta = &pod.metadata;
+        self.config.data_dir.join("logs").join(format!(
+            "{}_{}_{}",
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default()
+        ))
+    }
+
+    /// One pass over the pod; Ok(true) once the pod is gone and cleaned up.
+    async fn sync(&self, uid: &str, pod: Option<&Pod>, state: &mut PodState) -> Result<bool> {
+        let Some(pod) = pod else {
+            self.remove_pod(uid, None, 0).await?;
+            return Ok(true);
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or_else(|| {
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                })
+                .unwrap_or(DEFAULT_GRACE_SECONDS);
+            self.remove_pod(uid, Some(pod), grace).await?;
+            let api: Api<Pod> = Api::namespaced(
+                self.client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.to_string()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api
+                .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(error) => return Err(error).context("cannot delete the stopped pod"),
+            }
+            return Ok(true);
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut cri = self.cri.clone();
+        let runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        );
+        if terminal {
+            // Nothing runs again; the sandbox (and its network) goes.
+            for sandbox in runtime
+                .sandboxes
+                .iter()
+                .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+            {
+                cri.stop_pod_sandbox(&sandbox.id).await?;
+            }
+            return Ok(false);
+        }
+
+        let sandbox = self.ensure_sandbox(&mut cri, pod, &runtime, state).await?;
+        let runtime = if sandbox.created {
+            RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?
+        } else {
+            runtime
+        };
+        let pods_dir = self.config.data_dir.join("pods");
+        let volumes_ok = match volumes::sync(&pods_dir, pod, self) {
+            Ok(()) => true,
+            Err(error) => {
+                let message = format!("{error:#}");
+                for c in spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(&spec.containers)
+                {
+                    state.waiting.insert(
+                        c.name.clone(),
+                        ("ContainerCreating".into(), message.clone()),
+                    );
+                }
+                tracing::warn!(pod = ?pod.metadata.name, %message, "cannot set up the pod's volumes");
+                false
+            }
+        };
+
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let mut initialized = true;
+        let mut failed_init = false;
+        if volumes_ok {
+            for container in spec.init_containers.iter().flatten() {
+                let sidecar = container.restart_policy.as_deref() == Some("Always");
+                let rule = if sidecar {
+                    Restart::Always
+                } else if policy == "Never" {
+                    Restart::Never
+                } else {
+                    Restart::OnFailure
+                };
+                let outcome = self
+                    .ensure_container(&mut cri, pod, container, rule, &sandbox, &runtime, state)
+                    .await?;
+                match outcome {
+                    Outcome::Running if sidecar => continue,
+                    Outcome::Exited(0) if !sidecar => continue,
+                    Outcome::Exited(_) if !sidecar && rule == Restart::Never => {
+                        failed_init = true;
+                        initialized = false;
+                        break;
+                    }
+                    _ => {
+                        initialized = false;
+                        break;
+                    }
+                }
+            }
+            if initialized {
+                let rule = match policy.as_str() {
+                    "Never" => Restart::Never,
+                    "OnFailure" => Restart::OnFailure,
+                    _ => Restart::Always,
+                };
+                for container in &spec.containers {
+                    self.ensure_container(
+                        &mut cri, pod, container, rule, &sandbox, &runtime, state,
+                    )
+                    .await?;
+                }
+            }
+        } else {
+            initialized = false;
+        }
+        let runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        let status = self.status(pod, &runtime, &sandbox, state, initialized, failed_init);
+        self.write_status(pod, status, state).await?;
+        runtime.remove_dead(&mut cri).await;
+        Ok(false)
+    }
+
+    async fn ensure_sandbox(
+        &self,
+        cri: &mut Cri,
+        pod: &Pod,
+        runtime: &RuntimeView,
+        state: &mut PodState,
+    ) -> Result<SandboxInfo> {
+        let ready = runtime
+            .sandboxes
+            .iter()
+            .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+            .max_by_key(|s| s.created_at);
+        let attempt = runtime
+            .sandboxes
+            .iter()
+            .filter_map(|s| s.metadata.as_ref().map(|m| m.attempt + 1))
+            .max()
+            .unwrap_or(0);
+        if let Some(sandbox) = ready {
+            let attempt = sandbox.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
+            let ip = match &state.sandbox_ip {
+                Some((id, ip)) if *id == sandbox.id => ip.clone(),
+                _ => {
+                    let status = cri.pod_sandbox_status(&sandbox.id).await?;
+                    let ip = status.network.map(|n| n.ip).unwrap_or_default();
+                    state.sandbox_ip = Some((sandbox.id.clone(), ip.clone()));
+                    ip
+                }
+            };
+            return Ok(SandboxInfo {
+                id: sandbox.id.clone(),
+                config: self.sandbox_config(pod, attempt),
+                ip,
+                created: false,
+            });
+        }
+        // A sandbox that died takes its containers with it: they start again in the new one.
+        for old in &runtime.sandboxes {
+            let _ = cri.stop_pod_sandbox(&old.id).await;
+        }
+        let config = self.sandbox_config(pod, attempt);
+        std::fs::create_dir_all(&config.log_directory)?;
+        let id = cri.run_pod_sandbox(config.clone()).await?;
+        let status = cri.pod_sandbox_status(&id).await?;
+        let ip = status.network.map(|n| n.ip).unwrap_or_default();
+        state.sandbox_ip = Some((id.clone(), ip.clone()));
+        Ok(SandboxInfo {
+            id,
+            config,
+            ip,
+            created: true,
+        })
+    }
+
+    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> api::PodSandboxConfig {
+        let meta = &pod.metadata;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        let uid = meta.uid.clone().unwrap_or_default();
+        let host_network = spec.host_network.unwrap_or(false);
+        let hostname = if host_network {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        } else {
+            let mut h = spec.hostname.clone().unwrap_or_else(|| name.clone());
+            h.truncate(63);
+            h.trim_end_matches(['-', '.']).to_string()
+        };
+        let labels = HashMap::from([
+            (LABEL_POD_UID.to_string(), uid.clone()),
+            (LABEL_POD_NAME.to_string(), name.clone()),
+            (LABEL_POD_NAMESPACE.to_string(), namespace.clone()),
+        ]);
+        let security = spec.security_context.clone().unwrap_or_default();
+        api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name,
+                uid: uid.clone(),
+                namespace: namespace.clone(),
+                attempt,
+            }),
+            hostname,
+            log_directory: self.log_dir(pod).display().to_string(),
+            dns_config: Some(self.dns_config(&spec, &namespace)),
+            labels,
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent(pod),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespace_options(&spec)),
+                    run_as_user: security.run_as_user.map(|value| api::Int64Value { value }),
+                    run_as_group: security.run_as_group.map(|value| api::Int64Value { value }),
+                    supplemental_groups: security.supplemental_groups.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn dns_config(
+        &self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        namespace: &str,
+    ) -> api::DnsConfig {
+        let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+        let host_network = spec.host_network.unwrap_or(false);
+        let mut dns = match policy {
+            "ClusterFirst" if !host_network => cluster_dns(&self.config.cluster_dns, namespace),
+            "ClusterFirstWithHostNet" => cluster_dns(&self.config.cluster_dns, namespace),
+            "None" => api::DnsConfig::default(),
+            _ => host_dns(),
+        };
+        if let Some(extra) = &spec.dns_config {
+            dns.servers
+                .extend(extra.nameservers.iter().flatten().cloned());
+            dns.searches
+                .extend(extra.searches.iter().flatten().cloned());
+            for option in extra.options.iter().flatten() {
+                let name = option.name.clone().unwrap_or_default();
+                dns.options
+                    .retain(|o| o.split(':').next() != Some(name.as_str()));
+                dns.options.push(match &option.value {
+                    Some(value) => format!("{name}:{value}"),
+                    None => name,
+                });
+            }
+        }
+        dns
+    }
+
+    /// Brings one container to its desired state for this pass.
+    #[allow(clippy::too_many_arguments)]
+    async fn ensure_container(
+        &self,
+        cri: &mut Cri,
+        pod: &Pod,
+        container: &Container,
+        rule: Restart,
+        sandbox: &SandboxInfo,
+        runtime: &RuntimeView,
+        state: &mut PodState,
+    ) -> Result<Outcome> {
+        let latest = runtime.latest(&container.name);
+        let attempt = match latest {
+            Some((c, status)) => {
+                let exit = status.exit_code;
+                match api::ContainerState::try_from(c.state) {
+                    Ok(api::ContainerState::ContainerRunning) => {
+                        state.waiting.remove(&container.name);
+                        return Ok(Outcome::Running);
+                    }
+                    Ok(api::ContainerState::ContainerCreated) => {
+                        if let Err(error) = cri.start_container(&c.id).await {
+                            state.waiting.insert(
+                                container.name.clone(),
+                                ("RunContainerError".into(), format!("{error:#}")),
+                            );
+                            return Ok(Outcome::Waiting);
+                        }
+                        state.waiting.remove(&container.name);
+                        return Ok(Outcome::Running);
+                    }
+                    _ => {
+                        let restart = match rule {
+                            Restart::Always => true,
+                            Restart::OnFailure => exit != 0,
+                            Restart::Never => false,
+                        };
+                        if !restart {
+                            state.waiting.remove(&container.name);
+                            return Ok(Outcome::Exited(exit));
+                        }
+                        if let Some(backoff) = state.crash_backoff.get(&container.name)
+                            && Instant::now() < backoff.until
+                        {
+                            state.waiting.insert(
+                                container.name.clone(),
+                                (
+                                    "CrashLoopBackOff".into(),
+                                    format!(
+                                        "back-off {} restarting failed container={} pod={}",
+                                        human(backoff.delay),
+                                        container.name,
+                                        pod.metadata.name.as_deref().unwrap_or_default()
+                                    ),
+                                ),
+                            );
+                            return Ok(Outcome::Waiting);
+                        }
+                        c.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1)
+                    }
+                }
+            }
+            None => 0,
+        };
+
+        let Some(image) = self.ensure_image(cri, pod, container, state).await else {
+            return Ok(Outcome::Waiting);
+        };
+        let config = match self.container_config(pod, container, attempt, &image, sandbox) {
+            Ok(config) => config,
+            Err(error) => {
+                state.waiting.insert(
+                    container.name.clone(),
+                    ("CreateContainerConfigError".into(), format!("{error:#}")),
+                );
+                return Ok(Outcome::Waiting);
+            }
+        };
+        let id = match cri
+            .create_container(&sandbox.id, config, sandbox.config.clone())
+            .await
+        {
+            Ok(id) => id,
+            Err(error) => {
+                state.waiting.insert(
+                    container.name.clone(),
+                    ("CreateContainerError".into(), format!("{error:#}")),
+                );
+                return Ok(Outcome::Waiting);
+            }
+        };
+        if attempt > 0 {
+            let delay = state
+                .crash_backoff
+                .get(&container.name)
+                .map(|b| (b.delay * 2).min(BACKOFF_MAX))
+                .unwrap_or(BACKOFF_INITIAL);
+            state.crash_backoff.insert(
+                container.name.clone(),
+                Backoff {
+                    delay,
+                    until: Instant::now() + delay,
+                },
+            );
+        }
+        if let Err(error) = cri.start_container(&id).await {
+            // containerd records the failed start as an exit (128, StartError): the next
+            // pass reports it and backs off like a crash.
+            state.waiting.insert(
+                container.name.clone(),
+                ("RunContainerError".into(), format!("{error:#}")),
+            );
+            state
+                .crash_backoff
+                .entry(container.name.clone())
+                .or_insert(Backoff {
+                    delay: BACKOFF_INITIAL,
+                    until: Instant::now() + BACKOFF_INITIAL,
+                });
+            return Ok(Outcome::Waiting);
+        }
+        state.waiting.remove(&container.name);
+        if let Some(hook) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(|h| h.exec.as_ref())
+        {
+            let command = hook.command.clone().unwrap_or_default();
+            match cri.exec_sync(&id, command, 30).await {
+                Ok(result) if result.exit_code == 0 => {}
+                outcome => {
+                    tracing::warn!(container = %container.name, ?outcome, "postStart hook failed; killing the container");
+                    let _ = cri.stop_container(&id, 0).await;
+                }
+            }
+        }
+        Ok(Outcome::Running)
+    }
+
+    /// Makes the container's image present per its pull policy; None (with the
+    /// waiting reason recorded) when it is not.
+    async fn ensure_image(
+        &self,
+        cri: &mut Cri,
+        pod: &Pod,
+        container: &Container,
+        state: &mut PodState,
+    ) -> Option<String> {
+        let image = container.image.clone().unwrap_or_default();
+        let tagged = image.contains('@')
+            || image
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'));
+        let policy = container.image_pull_policy.clone().unwrap_or_else(|| {
+            if !tagged || image.ends_with(":latest") {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let present = match cri.image_status(&image).await {
+            Ok(found) => found.map(|i| i.id),
+            Err(error) => {
+                state.waiting.insert(
+                    container.name.clone(),
+                    ("ErrImagePull".into(), format!("{error:#}")),
+                );
+                return None;
+            }
+        };
+        if policy == "Never" {
+            return match present {
+                Some(id) => Some(id),
+                None => {
+                    state.waiting.insert(
+                        container.name.clone(),
+                        ("ErrImageNeverPull".into(), format!("Container image \"{image}\" is not present with pull policy of Never")),
+                    );
+                    None
+                }
+            };
+        }
+        if policy == "IfNotPresent"
+            && let Some(id) = present
+        {
+            return Some(id);
+        }
+        if let Some(backoff) = state.pull_backoff.get(&container.name)
+            && Instant::now() < backoff.until
+        {
+            state.waiting.insert(
+                container.name.clone(),
+                (
+                    "ImagePullBackOff".into(),
+                    format!("Back-off pulling image \"{image}\""),
+                ),
+            );
+            return None;
+        }
+        let auth = self.pull_auth(pod, &image);
+        match cri.pull_image(&image, auth).await {
+            Ok(id) => {
+                state.pull_backoff.remove(&container.name);
+                Some(id)
+            }
+            Err(error) => {
+                let delay = state
+                    .pull_backoff
+                    .get(&container.name)
+                    .map(|b| (b.delay * 2).min(BACKOFF_MAX))
+                    .unwrap_or(BACKOFF_INITIAL);
+                state.pull_backoff.insert(
+                    container.name.clone(),
+                    Backoff {
+                        delay,
+                        until: Instant::now() + delay,
+                    },
+                );
+                state.waiting.insert(
+                    container.name.clone(),
+                    (
+                        "ErrImagePull".into(),
+                        format!("failed to pull image \"{image}\": {error:#}"),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Credentials for `image` from the pod's imagePullSecrets (dockerconfigjson).
+    fn pull_auth(&self, pod: &Pod, image: &str) -> Option<api::AuthConfig> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let registry = image
+            .split('/')
+            .next()
+            .filter(|h| h.contains('.') || h.contains(':'))?;
+        for reference in pod.spec.as_ref()?.image_pull_secrets.iter().flatten() {
+            let secret = volumes::Objects::secret(self, namespace, &reference.name)?;
+            let data = secret.data.as_ref()?;
+            let raw = data
+                .get(".dockerconfigjson")
+                .or_else(|| data.get(".dockercfg"))?;
+            let parsed: Value = serde_json::from_slice(&raw.0).ok()?;
+            let auths = parsed.get("auths").unwrap_or(&parsed);
+            if let Some(entry) = auths.get(registry) {
+                return Some(api::AuthConfig {
+                    username: entry["username"].as_str().unwrap_or_default().into(),
+                    password: entry["password"].as_str().unwrap_or_default().into(),
+                    auth: entry["auth"].as_str().unwrap_or_default().into(),
+                    server_address: registry.into(),
+                    ..Default::default()
+                });
+            }
+        }
+        None
+    }
+
+    fn container_config(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        attempt: u32,
+        image: &str,
+        sandbox: &SandboxInfo,
+    ) -> Result<api::ContainerConfig> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let env = resolve_env(pod, container, self, &sandbox.ip)?;
+        let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let expand_all = |list: &Option<Vec<String>>| -> Vec<String> {
+            list.iter().flatten().map(|s| expand(s, &vars)).collect()
+        };
+        let pods_dir = self.config.data_dir.join("pods");
+        let mut mounts = volumes::mounts(&pods_dir, pod, container)?;
+        // The termination message file, read back when the container ends.
+        let term_path = container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        let term_file = termination_file(&pods_dir, &uid, &container.name, attempt);
+        if let Some(parent) = term_file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&term_file, b"")?;
+        mounts.push(api::Mount {
+            container_path: term_path,
+            host_path: term_file.display().to_string(),
+            ..Default::default()
+        });
+        let spec = pod.spec.clone().unwrap_or_default();
+        let pod_security = spec.security_context.clone().unwrap_or_default();
+        let security = container.security_context.clone().unwrap_or_default();
+        let capabilities = security.capabilities.clone().unwrap_or_default();
+        let seccomp = security
+            .seccomp_profile
+            .as_ref()
+            .or(pod_security.seccomp_profile.as_ref())
+            .and_then(|p| match p.type_.as_str() {
+                "RuntimeDefault" => Some(api::SecurityProfile {
+                    profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+                    localhost_ref: String::new(),
+                }),
+                _ => None,
+            });
+        let run_as_user = security.run_as_user.or(pod_security.run_as_user);
+        if security.run_as_non_root.or(pod_security.run_as_non_root) == Some(true)
+            && run_as_user.unwrap_or(0) == 0
+        {
+            bail!(
+                "container has runAsNonRoot and image will run as root (set runAsUser to a non-zero uid)"
+            );
+        }
+        let mut supplemental = pod_security.supplemental_groups.clone().unwrap_or_default();
+        if let Some(fs_group) = pod_security.fs_group {
+            supplemental.push(fs_group);
+        }
+        Ok(api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata {
+                name: container.name.clone(),
+                attempt,
+            }),
+            image: Some(api::ImageSpec {
+                image: image.to_string(),
+                user_specified_image: container.image.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            command: expand_all(&container.command),
+            args: expand_all(&container.args),
+            working_dir: container.working_dir.clone().unwrap_or_default(),
+            envs: env
+                .iter()
+                .map(|(key, value)| api::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            mounts,
+            labels: HashMap::from([
+                (LABEL_POD_UID.to_string(), uid),
+                (
+                    LABEL_POD_NAME.to_string(),
+                    pod.metadata.name.clone().unwrap_or_default(),
+                ),
+                (
+                    LABEL_POD_NAMESPACE.to_string(),
+                    pod.metadata.namespace.clone().unwrap_or_default(),
+                ),
+                (LABEL_CONTAINER_NAME.to_string(), container.name.clone()),
+            ]),
+            log_path: format!("{}/{attempt}.log", container.name),
+            stdin: container.stdin.unwrap_or(false),
+            stdin_once: container.stdin_once.unwrap_or(false),
+            tty: container.tty.unwrap_or(false),
+            linux: Some(api::LinuxContainerConfig {
+                resources: Some(container_resources(pod, container)),
+                security_context: Some(api::LinuxContainerSecurityContext {
+                    capabilities: Some(api::Capability {
+                        add_capabilities: capabilities.add.unwrap_or_default(),
+                        drop_capabilities: capabilities.drop.unwrap_or_default(),
+                        ..Default::default()
+                    }),
+                    privileged: security.privileged.unwrap_or(false),
+                    namespace_options: Some(namespace_options(&spec)),
+                    run_as_user: run_as_user.map(|value| api::Int64Value { value }),
+                    run_as_group: security
+                        .run_as_group
+                        .or(pod_security.run_as_group)
+                        .map(|value| api::Int64Value { value }),
+                    readonly_rootfs: security.read_only_root_filesystem.unwrap_or(false),
+                    supplemental_groups: supplemental,
+                    no_new_privs: security.allow_privilege_escalation == Some(false),
+                    seccomp,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Stops every container of the pod (preStop hooks first, SIGTERM then SIGKILL
+    /// after `grace` seconds) and removes its sandboxes, volumes and logs.
+    async fn remove_pod(&self, uid: &str, pod: Option<&Pod>, grace: i64) -> Result<()> {
+        let mut cri = self.cri.clone();
+        let mut cache = HashMap::new();
+        let runtime = RuntimeView::load(&mut cri, uid, &mut cache).await?;
+        let running: Vec<&api::Container> = runtime
+            .containers
+            .iter()
+            .filter(|(c, _)| c.state == api::ContainerState::ContainerRunning as i32)
+            .map(|(c, _)| c)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
+        let stops = running.iter().map(|container| {
+            let mut cri = cri.clone();
+            let name = container
+                .labels
+                .get(LABEL_CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
+            let hook = pod
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| {
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                        .find(|c| c.name == name)
+                })
+                .and_then(|c| c.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.exec.as_ref())
+                .and_then(|e| e.command.clone());
+            let id = container.id.clone();
+            async move {
+                if let Some(command) = hook {
+                    let budget = deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_secs()
+                        .max(1) as i64;
+                    let _ = cri.exec_sync(&id, command, budget).await;
+                }
+                let left = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
+                cri.stop_container(&id, left).await
+            }
+        });
+        for result in futures::future::join_all(stops).await {
+            result?;
+        }
+        for sandbox in &runtime.sandboxes {
+            cri.stop_pod_sandbox(&sandbox.id).await?;
+            cri.remove_pod_sandbox(&sandbox.id).await?;
+        }
+        let pod_dir = self.pod_dir(uid);
+        volumes::unmount_all_under(&pod_dir);
+        let _ = std::fs::remove_dir_all(&pod_dir);
+        if let Some(pod) = pod {
+            let _ = std::fs::remove_dir_all(self.log_dir(pod));
+            remove_cgroups(&cgroup_parent(pod));
+        }
+        Ok(())
+    }
+
+    /// The pod's status from the runtime's view, as upstream's kubelet computes it.
+    fn status(
+        &self,
+        pod: &Pod,
+        runtime: &RuntimeView,
+        sandbox: &SandboxInfo,
+        state: &PodState,
+        initialized: bool,
+        failed_init: bool,
+    ) -> Value {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let init_statuses: Vec<Value> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| container_status(c, runtime, state, "PodInitializing", true))
+            .collect();
+        let statuses: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                container_status(
+                    c,
+                    runtime,
+                    state,
+                    if initialized {
+                        "ContainerCreating"
+                    } else {
+                        "PodInitializing"
+                    },
+                    false,
+                )
+            })
+            .collect();
+        let phase = if failed_init {
+            "Failed"
+        } else if !initialized {
+            "Pending"
+        } else {
+            phase(&statuses, &policy)
+        };
+        let all_ready = statuses.iter().all(|s| s["ready"] == json!(true));
+        let previous = pod.status.clone().unwrap_or_default();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let condition = |kind: &str, ok: bool, reason: Option<&str>| {
+            let status = if ok { "True" } else { "False" };
+            let since = previous
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == kind && c.status == status)
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| now.clone());
+            let mut value = json!({ "type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since });
+            if let Some(reason) = reason.filter(|_| !ok) {
+                value["reason"] = json!(reason);
+            }
+            value
+        };
+        let ready_to_start = !sandbox.id.is_empty();
+        let ip = sandbox.ip.clone();
+        let host_ip = crate::node::node_ip()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        let pod_ip = if spec.host_network.unwrap_or(false) {
+            host_ip.clone()
+        } else {
+            ip
+        };
+        let start_time = previous
+            .start_time
+            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|| now.clone());
+        let mut status = json!({
+            "phase": phase,
+            "conditions": [
+                condition("PodReadyToStartContainers", ready_to_start, None),
+                condition("Initialized", initialized, Some("ContainersNotInitialized")),
+                condition("Ready", initialized && all_ready, Some(if initialized { "ContainersNotReady" } else { "ContainersNotInitialized" })),
+                condition("ContainersReady", initialized && all_ready, Some(if initialized { "ContainersNotReady" } else { "ContainersNotInitialized" })),
+                condition("PodScheduled", true, None),
+            ],
+            "hostIP": host_ip,
+            "hostIPs": [{ "ip": host_ip }],
+            "startTime": start_time,
+            "containerStatuses": statuses,
+            "qosClass": qos_class(pod),
+        });
+        if !pod_ip.is_empty() {
+            status["podIP"] = json!(pod_ip);
+            status["podIPs"] = json!([{ "ip": pod_ip }]);
+        }
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
+        status
+    }
+
+    async fn write_status(&self, pod: &Pod, status: Value, state: &mut PodState) -> Result<()> {
+        if state.written.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        api.patch_status(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+        .context("cannot write the pod's status")?;
+        state.written = Some(status);
+        Ok(())
+    }
+}
+
+/// What a worker remembers between passes (lost on restart, which is fine: all of it
+/// can be rebuilt from the runtime and the API).
+#[derive(Default)]
+struct PodState {
+    /// Why a container is waiting: (reason, message).
+    waiting: HashMap<String, (String, String)>,
+    crash_backoff: HashMap<String, Backoff>,
+    pull_backoff: HashMap<String, Backoff>,
+    /// Statuses of containers by id, with the state they were read in.
+    status_cache: HashMap<String, (i32, api::ContainerStatus)>,
+    sandbox_ip: Option<(String, String)>,
+    /// The last status written, to skip writes that change nothing.
+    written: Option<Value>,
+}
+
+struct Backoff {
+    delay: Duration,
+    until: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+enum Outcome {
+    Running,
+    Exited(i32),
+    Waiting,
+}
+
+struct SandboxInfo {
+    id: String,
+    config: api::PodSandboxConfig,
+    ip: String,
+    created: bool,
+}
+
+/// The runtime's sandboxes and containers of one pod.
+struct RuntimeView {
+    sandboxes: Vec<api::PodSandbox>,
+    containers: Vec<(api::Container, api::ContainerStatus)>,
+}
+
+impl RuntimeView {
+    async fn load(
+        cri: &mut Cri,
+        uid: &str,
+        cache: &mut HashMap<String, (i32, api::ContainerStatus)>,
+    ) -> Result<RuntimeView> {
+        let sandboxes: Vec<api::PodSandbox> = cri
+            .list_pod_sandboxes()
+            .await?
+            .into_iter()
+            .filter(|s| s.labels.get(LABEL_POD_UID).map(String::as_str) == Some(uid))
+            .collect();
+        let mut containers = Vec::new();
+        for container in cri.list_containers().await? {
+            if container.labels.get(LABEL_POD_UID).map(String::as_str) != Some(uid) {
+                continue;
+            }
+            let status = match cache.get(&container.id) {
+                Some((state, status)) if *state == container.state => status.clone(),
+                _ => {
+                    let status = cri.container_status(&container.id).await?;
+                    cache.insert(container.id.clone(), (container.state, status.clone()));
+                    status
+                }
+            };
+            containers.push((container, status));
+        }
+        let ids: std::collections::HashSet<&str> =
+            containers.iter().map(|(c, _)| c.id.as_str()).collect();
+        cache.retain(|id, _| ids.contains(id.as_str()));
+        Ok(RuntimeView {
+            sandboxes,
+            containers,
+        })
+    }
+
+    fn by_name(&self, name: &str) -> impl Iterator<Item = &(api::Container, api::ContainerStatus)> {
+        let name = name.to_string();
+        self.containers
+            .iter()
+            .filter(move |(c, _)| c.labels.get(LABEL_CONTAINER_NAME) == Some(&name))
+    }
+
+    fn attempt(container: &api::Container) -> u32 {
+        container.metadata.as_ref().map(|m| m.attempt).unwrap_or(0)
+    }
+
+    fn latest(&self, name: &str) -> Option<&(api::Container, api::ContainerStatus)> {
+        self.by_name(name).max_by_key(|(c, _)| Self::attempt(c))
+    }
+
+    fn previous(&self, name: &str) -> Option<&(api::Container, api::ContainerStatus)> {
+        let latest = Self::attempt(&self.latest(name)?.0);
+        self.by_name(name)
+            .filter(|(c, _)| Self::attempt(c) < latest)
+            .max_by_key(|(c, _)| Self::attempt(c))
+    }
+
+    /// Removes exited containers older than the newest two attempts of each name
+    /// (the newest dead one stays for lastState and `logs --previous`).
+    async fn remove_dead(&self, cri: &mut Cri) {
+        let mut by_name: BTreeMap<&str, Vec<&api::Container>> = BTreeMap::new();
+        for (c, _) in &self.containers {
+            by_name
+                .entry(
+                    c.labels
+                        .get(LABEL_CONTAINER_NAME)
+                        .map(String::as_str)
+                        .unwrap_or_default(),
+                )
+                .or_default()
+                .push(c);
+        }
+        for (_, mut list) in by_name {
+            list.sort_by_key(|c| std::cmp::Reverse(Self::attempt(c)));
+            for old in list.iter().skip(2) {
+                if old.state == api::ContainerState::ContainerExited as i32 {
+                    let _ = cri.remove_container(&old.id).await;
+                }
+            }
+        }
+    }
+}
+
+fn rfc3339_nanos(nanos: i64) -> Value {
+    if nanos <= 0 {
+        return Value::Null;
+    }
+    let time =
+        chrono::DateTime::from_timestamp(nanos / 1_000_000_000, (nanos % 1_000_000_000) as u32)
+            .unwrap_or_default();
+    json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+fn terminated(status: &api::ContainerStatus) -> Value {
+    let reason = if status.reason.is_empty() {
+        if status.exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string()
+    } else {
+        status.reason.clone()
+    };
+    let mut value = json!({
+        "exitCode": status.exit_code,
+        "reason": reason,
+        "startedAt": rfc3339_nanos(status.started_at),
+        "finishedAt": rfc3339_nanos(status.finished_at),
+        "containerID": format!("containerd://{}", status.id),
+    });
+    if !status.message.is_empty() {
+        value["message"] = json!(status.message);
+    }
+    value
+}
+
+fn container_status(
+    container: &Container,
+    runtime: &RuntimeView,
+    state: &PodState,
+    default_waiting: &str,
+    init: bool,
+) -> Value {
+    let latest = runtime.latest(&container.name);
+    let waiting = state.waiting.get(&container.name);
+    let mut value = json!({
+        "name": container.name,
+        "image": container.image.clone().unwrap_or_default(),
+        "imageID": "",
+        "ready": false,
+        "started": false,
+        "restartCount": 0,
+        "state": { "waiting": { "reason": default_waiting } },
+        "lastState": {},
+    });
+    let Some((c, status)) = latest else {
+        if let Some((reason, message)) = waiting {
+            value["state"] = json!({ "waiting": { "reason": reason, "message": message } });
+        }
+        return value;
+    };
+    value["containerID"] = json!(format!("containerd://{}", c.id));
+    value["imageID"] = json!(c.image_ref);
+    value["restartCount"] = json!(RuntimeView::attempt(c));
+    let running = c.state == api::ContainerState::ContainerRunning as i32;
+    let exited = c.state == api::ContainerState::ContainerExited as i32;
+    if running {
+        value["state"] = json!({ "running": { "startedAt": rfc3339_nanos(status.started_at) } });
+        value["started"] = json!(true);
+        // Without a readiness probe a running container is ready (sidecars too).
+        value["ready"] = json!(true);
+        if let Some((_, previous)) = runtime.previous(&container.name) {
+            value["lastState"] = json!({ "terminated": terminated(previous) });
+        }
+    } else if exited {
+        match waiting {
+            Some((reason, message)) => {
+                value["state"] = json!({ "waiting": { "reason": reason, "message": message } });
+                value["lastState"] = json!({ "terminated": terminated(status) });
+            }
+            None => {
+                value["state"] = json!({ "terminated": terminated(status) });
+                if let Some((_, previous)) = runtime.previous(&container.name) {
+                    value["lastState"] = json!({ "terminated": terminated(previous) });
+                }
+            }
+        }
+    } else if let Some((reason, message)) = waiting {
+        value["state"] = json!({ "waiting": { "reason": reason, "message": message } });
+    }
+    if init && !running {
+        value["started"] = json!(false);
+    }
+    value
+}
+
+/// Upstream's getPhase over the main containers' statuses.
+fn phase(statuses: &[Value], policy: &str) -> &'static str {
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for status in statuses {
+        let state = &status["state"];
+        if state.get("running").is_some() {
+            running += 1;
+        } else if let Some(term) = state.get("terminated") {
+            stopped += 1;
+            if term["exitCode"] == json!(0) {
+                succeeded += 1;
+            }
+        } else if status["lastState"].get("terminated").is_some() {
+            stopped += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    if waiting > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if stopped > 0 {
+        if policy == "Always" {
+            "Running"
+        } else if stopped == succeeded {
+            "Succeeded"
+        } else if policy == "OnFailure" {
+            "Running"
+        } else {
+            "Failed"
+        }
+    } else {
+        "Pending"
+    }
+}
+
+fn cluster_dns(server: &str, namespace: &str) -> api::DnsConfig {
+    api::DnsConfig {
+        servers: vec![server.to_string()],
+        searches: vec![
+            format!("{namespace}.svc.cluster.local"),
+            "svc.cluster.local".into(),
+            "cluster.local".into(),
+        ],
+        options: vec!["ndots:5".into()],
+    }
+}
+
+/// The host's resolv.conf (dnsPolicy Default, and hostNetwork with ClusterFirst).
+fn host_dns() -> api::DnsConfig {
+    let mut dns = api::DnsConfig::default();
+    for line in std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+    {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => dns.servers.extend(words.next().map(str::to_string)),
+            Some("search") => dns.searches.extend(words.map(str::to_string)),
+            Some("options") => dns.options.extend(words.map(str::to_string)),
+            _ => {}
+        }
+    }
+    dns
+}
+
+fn namespace_options(spec: &k8s_openapi::api::core::v1::PodSpec) -> api::NamespaceOption {
+    let mode = |host: Option<bool>, shared: api::NamespaceMode| {
+        if host.unwrap_or(false) {
+            api::NamespaceMode::Node as i32
+        } else {
+            shared as i32
+        }
+    };
+    let pid_shared = if spec.share_process_namespace.unwrap_or(false) {
+        api::NamespaceMode::Pod
+    } else {
+        api::NamespaceMode::Container
+    };
+    api::NamespaceOption {
+        network: mode(spec.host_network, api::NamespaceMode::Pod),
+        pid: mode(spec.host_pid, pid_shared),
+        ipc: mode(spec.host_ipc, api::NamespaceMode::Pod),
+        ..Default::default()
+    }
+}
+
+/// Guaranteed, Burstable or BestEffort, as upstream's GetPodQOS.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = &pod.spec else {
+        return "BestEffort";
+    };
+    let containers: Vec<&Container> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in &containers {
+        let resources = container.resources.clone().unwrap_or_default();
+        let requests = resources.requests.unwrap_or_default();
+        let limits = resources.limits.unwrap_or_default();
+        for name in ["cpu", "memory"] {
+            let request = requests.get(name).or_else(|| limits.get(name));
+            let limit = limits.get(name);
+            if request.is_some_and(|q| parse_quantity(&q.0).unwrap_or(0.0) > 0.0) || limit.is_some()
+            {
+                any = true;
+            }
+            match (request, limit) {
+                (Some(r), Some(l)) if parse_quantity(&r.0) == parse_quantity(&l.0) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// The pod's cgroup under the cgroupfs driver: /kubepods[/burstable|/besteffort]/pod<uid>.
+fn cgroup_parent(pod: &Pod) -> String {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    match qos_class(pod) {
+        "Guaranteed" => format!("/kubepods/pod{uid}"),
+        "Burstable" => format!("/kubepods/burstable/pod{uid}"),
+        _ => format!("/kubepods/besteffort/pod{uid}"),
+    }
+}
+
+/// Removes a pod's (empty) cgroup directories, on cgroup v1 and v2.
+fn remove_cgroups(path: &str) {
+    let relative = path.trim_start_matches('/');
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(relative));
+    for root in roots.flatten() {
+        let _ = std::fs::remove_dir(root.path().join(relative));
+    }
+}
+
+/// CPU shares/quota and the memory limit of a container, as upstream computes them.
+fn container_resources(pod: &Pod, container: &Container) -> api::LinuxContainerResources {
+    let resources = container.resources.clone().unwrap_or_default();
+    let requests = resources.requests.unwrap_or_default();
+    let limits = resources.limits.unwrap_or_default();
+    let milli = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.and_then(|q| parse_quantity(&q.0))
+            .map(|v| (v * 1000.0).round() as i64)
+    };
+    let cpu_request = milli(requests.get("cpu").or_else(|| limits.get("cpu")));
+    let cpu_limit = milli(limits.get("cpu"));
+    let memory_limit = limits
+        .get("memory")
+        .and_then(|q| parse_quantity(&q.0))
+        .map(|v| v as i64);
+    let cpu_shares = cpu_request.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
+    let (cpu_period, cpu_quota) = match cpu_limit {
+        Some(m) => (100_000, (m * 100_000 / 1000).max(1000)),
+        None => (0, 0),
+    };
+    let oom_score_adj = match qos_class(pod) {
+        "Guaranteed" => -997,
+        "BestEffort" => 1000,
+        _ => {
+            let total = crate::node::meminfo_ki("MemTotal").unwrap_or(1) as f64 * 1024.0;
+            let request = requests
+                .get("memory")
+                .and_then(|q| parse_quantity(&q.0))
+                .unwrap_or(0.0);
+            let score = 1000 - (1000.0 * request / total) as i64;
+            score.clamp(3, 999)
+        }
+    };
+    api::LinuxContainerResources {
+        cpu_period,
+        cpu_quota,
+        cpu_shares,
+        memory_limit_in_bytes: memory_limit.unwrap_or(0),
+        oom_score_adj,
+        ..Default::default()
+    }
+}
+
+/// A resource quantity ("250m", "64Mi", "1.5", "2e3") as a number of base units.
+pub fn parse_quantity(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exp if exp.starts_with(['e', 'E']) => 10f64.powi(exp[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+/// A field of the pod for fieldRef env and downwardAPI volumes.
+pub fn field_value(pod: &Pod, path: &str) -> Result<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let map_entry = |map: &Option<BTreeMap<String, String>>, key: &str| {
+        map.as_ref()
+            .and_then(|m| m.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let render_map = |map: &Option<BTreeMap<String, String>>| {
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => render_map(&meta.labels),
+        "metadata.annotations" => render_map(&meta.annotations),
+        "spec.nodeName" => spec.node_name.unwrap_or_default(),
+        "spec.serviceAccountName" => spec.service_account_name.unwrap_or_default(),
+        "status.hostIP" => status.host_ip.unwrap_or_else(|| {
+            crate::node::node_ip()
+                .map(|i| i.to_string())
+                .unwrap_or_default()
+        }),
+        "status.podIP" => status.pod_ip.unwrap_or_default(),
+        other => {
+            if let Some(key) = other
+                .strip_prefix("metadata.labels['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                map_entry(&meta.labels, key)
+            } else if let Some(key) = other
+                .strip_prefix("metadata.annotations['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                map_entry(&meta.annotations, key)
+            } else {
+                bail!("fieldRef {other:?} is not a supported field");
+            }
+        }
+    })
+}
+
+/// The container's environment in order: envFrom first, then env, with $(VAR)
+/// references to earlier variables expanded.
+fn resolve_env(
+    pod: &Pod,
+    container: &Container,
+    objects: &dyn volumes::Objects,
+    pod_ip: &str,
+) -> Result<Vec<(String, String)>> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, key: String, value: String| {
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    };
+    for source in container.env_from.iter().flatten() {
+        let prefix = source.prefix.clone().unwrap_or_default();
+        if let Some(cm_ref) = &source.config_map_ref {
+            match objects.config_map(namespace, &cm_ref.name) {
+                Some(cm) => {
+                    for (k, v) in cm.data.iter().flatten() {
+                        set(&mut env, format!("{prefix}{k}"), v.clone());
+                    }
+                }
+                None if cm_ref.optional == Some(true) => {}
+                None => bail!("configmap {:?} not found", cm_ref.name),
+            }
+        }
+        if let Some(secret_ref) = &source.secret_ref {
+            match objects.secret(namespace, &secret_ref.name) {
+                Some(secret) => {
+                    for (k, v) in secret.data.iter().flatten() {
+                        set(
+                            &mut env,
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v.0).into_owned(),
+                        );
+                    }
+                }
+                None if secret_ref.optional == Some(true) => {}
+                None => bail!("secret {:?} not found", secret_ref.name),
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = if let Some(value) = &var.value {
+            let vars: HashMap<&str, &str> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            expand(value, &vars)
+        } else if let Some(from) = &var.value_from {
+            if let Some(key_ref) = &from.config_map_key_ref {
+                let optional = key_ref.optional == Some(true);
+                match objects.config_map(namespace, &key_ref.name) {
+                    Some(cm) => match cm.data.as_ref().and_then(|d| d.get(&key_ref.key)) {
+                        Some(v) => v.clone(),
+                        None if optional => continue,
+                        None => bail!(
+                            "couldn't find key {} in ConfigMap {namespace}/{}",
+                            key_ref.key,
+                            key_ref.name
+                        ),
+                    },
+                    None if optional => continue,
+                    None => bail!("configmap {:?} not found", key_ref.name),
+                }
+            } else if let Some(key_ref) = &from.secret_key_ref {
+                let optional = key_ref.optional == Some(true);
+                match objects.secret(namespace, &key_ref.name) {
+                    Some(secret) => match secret.data.as_ref().and_then(|d| d.get(&key_ref.key)) {
+                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                        None if optional => continue,
+                        None => bail!(
+                            "couldn't find key {} in Secret {namespace}/{}",
+                            key_ref.key,
+                            key_ref.name
+                        ),
+                    },
+                    None if optional => continue,
+                    None => bail!("secret {:?} not found", key_ref.name),
+                }
+            } else if let Some(field) = &from.field_ref {
+                if field.field_path == "status.podIP" {
+                    pod_ip.to_string()
+                } else {
+                    field_value(pod, &field.field_path)?
+                }
+            } else if let Some(resource) = &from.resource_field_ref {
+                resource_value(pod, container, resource)?
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        set(&mut env, var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+fn resource_value(
+    pod: &Pod,
+    container: &Container,
+    selector: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+) -> Result<String> {
+    let target = match selector.container_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == name))
+            .with_context(|| {
+                format!("resourceFieldRef names container {name:?}, which the pod does not have")
+            })?,
+        None => container,
+    };
+    let resources = target.resources.clone().unwrap_or_default();
+    let (kind, name) = selector.resource.split_once('.').with_context(|| {
+        format!(
+            "resourceFieldRef {:?} is not like limits.cpu",
+            selector.resource
+        )
+    })?;
+    let map = if kind == "limits" {
+        resources.limits
+    } else {
+        resources.requests
+    }
+    .unwrap_or_default();
+    let value = match map.get(name).and_then(|q| parse_quantity(&q.0)) {
+        Some(v) => v,
+        // Without a limit, upstream reports the node's allocatable.
+        None if name == "cpu" => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64,
+        None if name == "memory" => {
+            crate::node::meminfo_ki("MemTotal").unwrap_or(0) as f64 * 1024.0
+        }
+        None => 0.0,
+    };
+    let divisor = selector
+        .divisor
+        .as_ref()
+        .and_then(|d| parse_quantity(&d.0))
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    Ok(((value / divisor).ceil() as i64).to_string())
+}
+
+/// Expands `$(VAR)` from `vars`; `$$` escapes; unknown references stay as written.
+pub fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && i + 1 < bytes.len() {
+            if bytes[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if bytes[i + 1] == b'('
+                && let Some(end) = input[i + 2..].find(')')
+            {
+                let name = &input[i + 2..i + 2 + end];
+                match vars.get(name) {
+                    Some(value) => out.push_str(value),
+                    None => out.push_str(&input[i..i + 3 + end]),
+                }
+                i += 3 + end;
+                continue;
+            }
+        }
+        let ch = input[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn termination_file(
+    pods_dir: &std::path::Path,
+    uid: &str,
+    container: &str,
+    attempt: u32,
+) -> PathBuf {
+    pods_dir
+        .join(uid)
+        .join("containers")
+        .join(container)
+        .join(format!("{attempt}-termination-log"))
+}
+
+fn human(delay: Duration) -> String {
+    let secs = delay.as_secs();
+    if secs >= 60 && secs % 60 == 0 {
+        format!("{}m0s", secs / 60)
+    } else if secs >= 60 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_like_upstream() {
+        let vars = HashMap::from([("A", "1"), ("B", "two")]);
+        assert_eq!(expand("$(A)-$(B)", &vars), "1-two");
+        assert_eq!(expand("$$(A)", &vars), "$(A)");
+        assert_eq!(expand("$(MISSING) $(A", &vars), "$(MISSING) $(A");
+        assert_eq!(expand("plain $ text é", &vars), "plain $ text é");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("250m"), Some(0.25));
+        assert_eq!(parse_quantity("64Mi"), Some(64.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_quantity("1.5"), Some(1.5));
+        assert_eq!(parse_quantity("2e3"), Some(2000.0));
+        assert_eq!(parse_quantity("12xyz"), None);
+    }
+
+    fn pod(value: Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn qos_classes() {
+        let best = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}));
+        assert_eq!(qos_class(&best), "BestEffort");
+        let guaranteed = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c",
+            "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}}),
+        );
+        assert_eq!(qos_class(&guaranteed), "Guaranteed");
+        let burstable = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c",
+            "resources": {"requests": {"cpu": "100m"}}}]}}),
+        );
+        assert_eq!(qos_class(&burstable), "Burstable");
+        let resources = container_resources(
+            &guaranteed,
+            &guaranteed.spec.as_ref().unwrap().containers[0],
+        );
+        assert_eq!(resources.cpu_quota, 50_000);
+        assert_eq!(resources.cpu_period, 100_000);
+        assert_eq!(resources.cpu_shares, 512);
+        assert_eq!(resources.memory_limit_in_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn phases() {
+        let running = json!({"state": {"running": {}}, "lastState": {}});
+        let done = json!({"state": {"terminated": {"exitCode": 0}}, "lastState": {}});
+        let failed = json!({"state": {"terminated": {"exitCode": 1}}, "lastState": {}});
+        let backoff =
+            json!({"state": {"waiting": {}}, "lastState": {"terminated": {"exitCode": 1}}});
+        let waiting = json!({"state": {"waiting": {}}, "lastState": {}});
+        assert_eq!(phase(&[running.clone()], "Always"), "Running");
+        assert_eq!(phase(&[done.clone()], "Never"), "Succeeded");
+        assert_eq!(phase(&[failed.clone()], "Never"), "Failed");
+        assert_eq!(phase(&[failed], "OnFailure"), "Running");
+        assert_eq!(phase(&[backoff], "Always"), "Running");
+        assert_eq!(phase(&[waiting, running], "Always"), "Pending");
+        assert_eq!(phase(&[done], "Always"), "Running");
+    }
+
+    struct NoObjects;
+    impl volumes::Objects for NoObjects {
+        fn config_map(&self, _: &str, _: &str) -> Option<ConfigMap> {
+            None
+        }
+        fn secret(&self, _: &str, _: &str) -> Option<Secret> {
+            None
+        }
+    }
+
+    #[test]
+    fn env_order_expansion_and_missing_configmap() {
+        let p = pod(
+            json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [{"name": "c",
+            "env": [
+                {"name": "A", "value": "x"},
+                {"name": "B", "value": "$(A)-y"},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ]}]}}),
+        );
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let env = resolve_env(&p, c, &NoObjects, "10.0.0.1").unwrap();
+        assert_eq!(
+            env,
+            vec![
+                ("A".into(), "x".into()),
+                ("B".into(), "x-y".into()),
+                ("POD".into(), "p".into())
+            ]
+        );
+        let missing = pod(
+            json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [{"name": "c",
+            "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]}]}}),
+        );
+        let c = &missing.spec.as_ref().unwrap().containers[0];
+        let error = resolve_env(&missing, c, &NoObjects, "").unwrap_err();
+        assert_eq!(error.to_string(), "configmap \"nope\" not found");
+    }
+}

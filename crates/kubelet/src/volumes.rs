@@ -1,0 +1,441 @@
+//! Pod volumes on the host: emptyDir, configMap, secret, downwardAPI, projected and
+//! hostPath, each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
+//! a container gets from its volumeMounts.
+//!
+//! Files from the API (configMap, secret, downwardAPI, projected) are written the way
+//! upstream's atomic writer does: into a fresh timestamped directory, then the
+//! `..data` symlink is swapped to it in one rename, and each visible file is a
+//! symlink through `..data`. A running container so sees either the old or the new
+//! set of files, never a mix; [`sync`] is called on every pod sync, so changes to
+//! the ConfigMap or Secret show up within seconds.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
+
+use crate::cri::api;
+
+/// Looks up the ConfigMaps and Secrets volumes and env refer to.
+pub trait Objects {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap>;
+    fn secret(&self, namespace: &str, name: &str) -> Option<Secret>;
+}
+
+/// The host directory of a pod's volume.
+pub fn volume_dir(pods_dir: &Path, uid: &str, volume: &str) -> PathBuf {
+    pods_dir.join(uid).join("volumes").join(volume)
+}
+
+/// Creates or refreshes every volume of the pod. Errors name the volume and what is
+/// missing (e.g. a ConfigMap that does not exist).
+pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let Some(spec) = &pod.spec else {
+        return Ok(());
+    };
+    for volume in spec.volumes.iter().flatten() {
+        let dir = volume_dir(pods_dir, uid, &volume.name);
+        if let Some(files) = files_of(volume, pod, namespace, objects)? {
+            let mode = default_mode(volume);
+            write_atomic(&dir, &files, mode)
+                .with_context(|| format!("volume {:?}", volume.name))?;
+        } else if volume.host_path.is_none() {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create volume dir {}", dir.display()))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        }
+    }
+    Ok(())
+}
+
+fn default_mode(volume: &Volume) -> u32 {
+    let mode = volume
+        .config_map
+        .as_ref()
+        .and_then(|c| c.default_mode)
+        .or_else(|| volume.secret.as_ref().and_then(|s| s.default_mode))
+        .or_else(|| volume.downward_api.as_ref().and_then(|d| d.default_mode))
+        .or_else(|| volume.projected.as_ref().and_then(|p| p.default_mode))
+        .unwrap_or(0o644);
+    mode as u32
+}
+
+/// One file of a volume: contents and an optional own mode.
+type Files = BTreeMap<String, (Vec<u8>, Option<u32>)>;
+
+/// Picks `items` (or every key) out of `data`.
+fn select(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    what: &str,
+    optional: bool,
+) -> Result<Files> {
+    let mut files = Files::new();
+    match items {
+        None => {
+            for (key, value) in data {
+                files.insert(key, (value, None));
+            }
+        }
+        Some(items) => {
+            for item in items {
+                match data.get(&item.key) {
+                    Some(value) => {
+                        files.insert(
+                            item.path.clone(),
+                            (value.clone(), item.mode.map(|m| m as u32)),
+                        );
+                    }
+                    None if optional => {}
+                    None => bail!("{what} has no key {:?}", item.key),
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.iter().flatten() {
+        data.insert(k.clone(), v.0.clone());
+    }
+    data
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), v.clone().into_bytes());
+    }
+    data
+}
+
+fn config_map_files(
+    namespace: &str,
+    name: &str,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    optional: bool,
+    objects: &dyn Objects,
+) -> Result<Files> {
+    match objects.config_map(namespace, name) {
+        Some(cm) => select(
+            config_map_data(&cm),
+            items,
+            &format!("configmap {name:?}"),
+            optional,
+        ),
+        None if optional => Ok(Files::new()),
+        None => bail!("configmap {name:?} not found"),
+    }
+}
+
+fn secret_files(
+    namespace: &str,
+    name: &str,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    optional: bool,
+    objects: &dyn Objects,
+) -> Result<Files> {
+    match objects.secret(namespace, name) {
+        Some(secret) => select(
+            secret_data(&secret),
+            items,
+            &format!("secret {name:?}"),
+            optional,
+        ),
+        None if optional => Ok(Files::new()),
+        None => bail!("secret {name:?} not found"),
+    }
+}
+
+fn downward_files(
+    pod: &Pod,
+    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
+) -> Result<Files> {
+    let mut files = Files::new();
+    for item in items {
+        let value = if let Some(field) = &item.field_ref {
+            crate::pods::field_value(pod, &field.field_path)?
+        } else {
+            String::new()
+        };
+        files.insert(
+            item.path.clone(),
+            (value.into_bytes(), item.mode.map(|m| m as u32)),
+        );
+    }
+    Ok(files)
+}
+
+/// The files an API-backed volume holds, or None for other kinds.
+fn files_of(
+    volume: &Volume,
+    pod: &Pod,
+    namespace: &str,
+    objects: &dyn Objects,
+) -> Result<Option<Files>> {
+    if let Some(cm) = &volume.config_map {
+        let optional = cm.optional.unwrap_or(false);
+        return config_map_files(namespace, &cm.name, cm.items.as_ref(), optional, objects)
+            .map(Some);
+    }
+    if let Some(secret) = &volume.secret {
+        let name = secret.secret_name.as_deref().unwrap_or_default();
+        let optional = secret.optional.unwrap_or(false);
+        return secret_files(namespace, name, secret.items.as_ref(), optional, objects).map(Some);
+    }
+    if let Some(downward) = &volume.downward_api {
+        return downward_files(pod, downward.items.as_deref().unwrap_or_default()).map(Some);
+    }
+    if let Some(projected) = &volume.projected {
+        let mut files = Files::new();
+        for source in projected.sources.iter().flatten() {
+            if let Some(cm) = &source.config_map {
+                let optional = cm.optional.unwrap_or(false);
+                files.extend(config_map_files(
+                    namespace,
+                    &cm.name,
+                    cm.items.as_ref(),
+                    optional,
+                    objects,
+                )?);
+            }
+            if let Some(secret) = &source.secret {
+                let optional = secret.optional.unwrap_or(false);
+                files.extend(secret_files(
+                    namespace,
+                    &secret.name,
+                    secret.items.as_ref(),
+                    optional,
+                    objects,
+                )?);
+            }
+            if let Some(downward) = &source.downward_api {
+                files.extend(downward_files(
+                    pod,
+                    downward.items.as_deref().unwrap_or_default(),
+                )?);
+            }
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// Writes `files` into `dir` through the `..data` symlink swap; does nothing when the
+/// current contents are the same.
+fn write_atomic(dir: &Path, files: &Files, default_mode: u32) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let data_link = dir.join("..data");
+    if let Ok(current) = std::fs::read_link(&data_link) {
+        let current_dir = dir.join(current);
+        let same = files.iter().all(|(path, (contents, _))| {
+            std::fs::read(current_dir.join(path)).is_ok_and(|on_disk| &on_disk == contents)
+        }) && count_files(&current_dir) == files.len();
+        if same {
+            return Ok(());
+        }
+    }
+    let stamp = format!("..{}", chrono::Utc::now().format("%Y_%m_%d_%H_%M_%S.%9f"));
+    let new_dir = dir.join(&stamp);
+    std::fs::create_dir_all(&new_dir)?;
+    for (path, (contents, mode)) in files {
+        if path.starts_with('/') || path.split('/').any(|part| part == "..") {
+            bail!("item path {path:?} must be relative and must not contain '..'");
+        }
+        let file = new_dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&file, contents)?;
+        std::fs::set_permissions(
+            &file,
+            std::fs::Permissions::from_mode(mode.unwrap_or(default_mode)),
+        )?;
+    }
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link)?;
+    let old = std::fs::read_link(&data_link).ok();
+    std::fs::rename(&tmp_link, &data_link)?;
+    // Top-level names point through ..data; names that disappeared are removed.
+    let top: std::collections::BTreeSet<String> = files
+        .keys()
+        .map(|p| p.split('/').next().unwrap_or(p).to_string())
+        .collect();
+    for name in &top {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link)?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.starts_with("..") && !top.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if let Some(old) = old {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// The bind mounts of one container, from its volumeMounts.
+pub fn mounts(pods_dir: &Path, pod: &Pod, container: &Container) -> Result<Vec<api::Mount>> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let Some(volume) = volumes.iter().find(|v| v.name == mount.name) else {
+            bail!("volumeMount {:?} names no volume of the pod", mount.name);
+        };
+        let mut host = match &volume.host_path {
+            Some(host_path) => {
+                let path = PathBuf::from(&host_path.path);
+                if matches!(host_path.type_.as_deref(), Some("DirectoryOrCreate")) {
+                    std::fs::create_dir_all(&path)?;
+                }
+                path
+            }
+            None => volume_dir(pods_dir, uid, &volume.name),
+        };
+        if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
+                bail!("subPath {sub:?} must be relative and must not contain '..'");
+            }
+            host = host.join(sub);
+            if !host.exists() {
+                std::fs::create_dir_all(&host)?;
+            }
+        }
+        mounts.push(api::Mount {
+            container_path: mount.mount_path.clone(),
+            host_path: host.display().to_string(),
+            readonly: mount.read_only.unwrap_or(false)
+                || volume.config_map.is_some()
+                || volume.secret.is_some()
+                || volume.downward_api.is_some()
+                || volume.projected.is_some(),
+            ..Default::default()
+        });
+    }
+    Ok(mounts)
+}
+
+/// Unmounts whatever is mounted under `dir` (deepest first), e.g. tmpfs emptyDirs.
+pub fn unmount_all_under(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let Ok(c_path) = std::ffi::CString::new(point) else {
+            continue;
+        };
+        // SAFETY: umount2 with a NUL-terminated path; MNT_DETACH never blocks.
+        unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(pairs: &[(&str, &str)]) -> Files {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), (v.as_bytes().to_vec(), None)))
+            .collect()
+    }
+
+    #[test]
+    fn atomic_writer_swaps_data_and_removes_stale_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("v");
+        write_atomic(&vol, &files(&[("a", "1"), ("b", "2")]), 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(vol.join("a")).unwrap(), "1");
+        let first = std::fs::read_link(vol.join("..data")).unwrap();
+        assert!(
+            std::fs::symlink_metadata(vol.join("a"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // Same contents: nothing rewritten.
+        write_atomic(&vol, &files(&[("a", "1"), ("b", "2")]), 0o644).unwrap();
+        assert_eq!(std::fs::read_link(vol.join("..data")).unwrap(), first);
+        // Changed: new data dir, old removed, dropped key gone.
+        write_atomic(&vol, &files(&[("a", "3")]), 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(vol.join("a")).unwrap(), "3");
+        assert!(!vol.join("b").exists());
+        assert!(!vol.join(&first).exists());
+        let mode = std::fs::metadata(vol.join("a"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn item_paths_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let error =
+            write_atomic(&dir.path().join("v"), &files(&[("../x", "1")]), 0o644).unwrap_err();
+        assert!(error.to_string().contains("must be relative"), "{error}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let data = BTreeMap::from([("a".to_string(), b"1".to_vec())]);
+        let items = vec![k8s_openapi::api::core::v1::KeyToPath {
+            key: "zz".into(),
+            path: "p".into(),
+            mode: None,
+        }];
+        let error = select(data, Some(&items), "configmap \"c\"", false).unwrap_err();
+        assert_eq!(error.to_string(), "configmap \"c\" has no key \"zz\"");
+    }
+}
