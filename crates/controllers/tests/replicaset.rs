@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ReplicationController};
 use krust_e2e::hollow::READY_ANNOTATION;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use serde_json::json;
 use workload_common::{Workloads, eventually, is_ready, template, wait_for};
 
@@ -72,21 +72,13 @@ async fn a_replica_set_keeps_exactly_its_replicas_and_heals() {
     let pods = cluster.active_pods("app=web").await;
     let unready = pods[1].name_any();
     let patch = json!({"metadata": {"annotations": {READY_ANNOTATION: "false"}}});
-    cluster
-        .api::<Pod>()
-        .patch(&unready, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    cluster.patch::<Pod>(&unready, patch).await;
     eventually("the pod turns not ready", || async {
         !is_ready(&cluster.api::<Pod>().get(&unready).await.unwrap())
     })
     .await;
     let scale = json!({"spec": {"replicas": 2}});
-    cluster
-        .api::<ReplicaSet>()
-        .patch("web", &PatchParams::default(), &Patch::Merge(&scale))
-        .await
-        .unwrap();
+    cluster.patch::<ReplicaSet>("web", scale).await;
     wait_ready(&cluster, "web", 2).await;
     let left: Vec<String> = cluster
         .active_pods("app=web")
@@ -103,21 +95,13 @@ async fn a_replica_set_keeps_exactly_its_replicas_and_heals() {
 
     // To zero and back.
     let scale = json!({"spec": {"replicas": 0}});
-    cluster
-        .api::<ReplicaSet>()
-        .patch("web", &PatchParams::default(), &Patch::Merge(&scale))
-        .await
-        .unwrap();
+    cluster.patch::<ReplicaSet>("web", scale).await;
     eventually("no pod is left", || async {
         cluster.active_pods("app=web").await.is_empty()
     })
     .await;
     let scale = json!({"spec": {"replicas": 5}});
-    cluster
-        .api::<ReplicaSet>()
-        .patch("web", &PatchParams::default(), &Patch::Merge(&scale))
-        .await
-        .unwrap();
+    cluster.patch::<ReplicaSet>("web", scale).await;
     wait_ready(&cluster, "web", 5).await;
     assert_eq!(cluster.active_pods("app=web").await.len(), 5);
 }
@@ -174,24 +158,24 @@ async fn a_replica_set_adopts_matching_orphans_and_releases_pods_it_no_longer_se
     // Relabelled out of the selector: released and replaced.
     let released = orphan.name_any();
     let relabel = json!({"metadata": {"labels": {"app": "elsewhere"}}});
-    cluster
-        .api::<Pod>()
-        .patch(&released, &PatchParams::default(), &Patch::Merge(&relabel))
-        .await
-        .unwrap();
+    cluster.patch::<Pod>(&released, relabel).await;
     eventually("the relabelled pod is released", || async {
         let pod = cluster.api::<Pod>().get(&released).await.unwrap();
         pod.owner_references().is_empty()
     })
     .await;
+    eventually("a replacement runs", || async {
+        let owned: Vec<Pod> = cluster
+            .active_pods("app=db")
+            .await
+            .into_iter()
+            .filter(|p| p.name_any() != "foreign")
+            .collect();
+        owned.len() == 2 && owned.iter().all(is_ready)
+    })
+    .await;
     wait_ready(&cluster, "db", 2).await;
-    let owned = cluster
-        .active_pods("app=db")
-        .await
-        .into_iter()
-        .filter(|p| p.name_any() != "foreign")
-        .count();
-    assert_eq!(owned, 2);
+    assert_eq!(cluster.active_pods("app=elsewhere").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

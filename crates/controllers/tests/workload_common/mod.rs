@@ -15,7 +15,7 @@ use k8s_openapi::api::events::v1::Event;
 use krust_e2e::TestServer;
 use krust_e2e::hollow::{HollowNodes, HollowOptions, NodeTemplate};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use serde_json::{Value, json};
@@ -86,6 +86,29 @@ impl Workloads {
             .create(&PostParams::default(), &object)
             .await
             .unwrap()
+    }
+
+    /// Merge-patches `name`. A 409 (the server gave up retrying its own
+    /// read-modify-write while the controllers write status) is retried.
+    pub async fn patch<K>(&self, name: &str, patch: Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        wait_for(&format!("patching {name}"), || async {
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(object) => Some(object),
+                Err(kube::Error::Api(status)) if status.code == 409 => None,
+                Err(error) => panic!("patching {name}: {error}"),
+            }
+        })
+        .await
     }
 
     /// The pods of the namespace that match `selector` and are active (not
