@@ -122,7 +122,7 @@ impl Workloads {
         pods.items.into_iter().filter(is_active).collect()
     }
 
-    /// The ReplicaSets of the namespace, oldest first.
+    /// The ReplicaSets of the namespace, lowest revision first.
     pub async fn replica_sets(&self) -> Vec<ReplicaSet> {
         let mut sets = self
             .api::<ReplicaSet>()
@@ -130,7 +130,18 @@ impl Workloads {
             .await
             .unwrap()
             .items;
-        sets.sort_by_key(|rs| rs.metadata.creation_timestamp.clone().map(|t| t.0));
+        // By revision: creation times have only second precision.
+        sets.sort_by_key(|rs| {
+            let revision: u64 = rs
+                .annotations()
+                .get("deployment.kubernetes.io/revision")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            (
+                revision,
+                rs.metadata.creation_timestamp.clone().map(|t| t.0),
+            )
+        });
         sets
     }
 
