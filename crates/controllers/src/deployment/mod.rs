@@ -35,12 +35,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use krust_api::selector::LabelSelector;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
-use crate::replicaset::{is_not_found, owner_reference, pods, publish_event};
+use crate::replicaset::events::Events;
+use crate::replicaset::{is_not_found, owner_reference, pods};
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 use util::*;
 
@@ -58,7 +59,7 @@ pub struct DeploymentController {
     deployments: Arc<Cache<Deployment>>,
     replica_sets: Arc<Cache<ReplicaSet>>,
     pods: Arc<Cache<Pod>>,
-    recorder: Recorder,
+    events: Events,
     /// Per Deployment: the ReplicaSets it wrote, with the resourceVersion written.
     written: Mutex<HashMap<ObjectKey, WrittenSets>>,
 }
@@ -70,10 +71,7 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
         deployments: caches.get::<Deployment>(),
         replica_sets: caches.get::<ReplicaSet>(),
         pods: caches.get::<Pod>(),
-        recorder: Recorder::new(
-            caches.client().clone(),
-            Reporter::from("deployment-controller"),
-        ),
+        events: Events::new(caches.client().clone(), "deployment-controller"),
         written: Mutex::new(HashMap::new()),
     });
     let queue = WorkQueue::<ObjectKey>::new();
@@ -231,8 +229,7 @@ impl DeploymentController {
         }
         let mut d = (*cached).clone();
         if selector_of(&d).is_empty() || selector_of(&d) == LabelSelector::nothing() {
-            publish_event(
-                &self.recorder,
+            self.events.publish(
                 &d,
                 EventType::Warning,
                 "SelectingAll",
@@ -465,8 +462,7 @@ impl DeploymentController {
             Ok(created) => {
                 self.wrote(key, &created);
                 if replicas > 0 {
-                    publish_event(
-                        &self.recorder,
+                    self.events.publish(
                         d,
                         EventType::Normal,
                         "ScalingReplicaSet",
@@ -519,8 +515,7 @@ impl DeploymentController {
                 )
             }
             Err(error) => {
-                publish_event(
-                    &self.recorder,
+                self.events.publish(
                     d,
                     EventType::Warning,
                     "FailedCreate",
@@ -611,8 +606,7 @@ impl DeploymentController {
         *rs = updated;
         if from != size {
             let direction = if size > from { "up" } else { "down" };
-            publish_event(
-                &self.recorder,
+            self.events.publish(
                 d,
                 EventType::Normal,
                 "ScalingReplicaSet",
@@ -1026,8 +1020,7 @@ impl DeploymentController {
                                 format!("ReplicaSet \"{name}\" has timed out progressing."),
                             ),
                         );
-                        publish_event(
-                            &self.recorder,
+                        self.events.publish(
                             d,
                             EventType::Warning,
                             "ProgressDeadlineExceeded",

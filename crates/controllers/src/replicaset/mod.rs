@@ -16,8 +16,9 @@
 //!    status subresource.
 //!
 //! What happens is told in Events (SuccessfulCreate, SuccessfulDelete,
-//! FailedCreate, FailedDelete).
+//! FailedCreate, FailedDelete), rate-limited per object as client-go does ([`events`]).
 
+pub mod events;
 pub mod expectations;
 pub mod pods;
 
@@ -32,12 +33,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use krust_api::selector::LabelSelector;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::cache::{Cache, Cacheable, Caches, Change, ObjectKey};
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
+use events::Events;
 use expectations::Expectations;
 
 /// The most pods one sync creates or deletes (upstream's `BurstReplicas`).
@@ -257,31 +259,6 @@ pub fn compute_status<K: ReplicaKind>(owner: &K, pods: &[&Pod], now: Timestamp) 
     }
 }
 
-/// Publishes an event about `object` in the background (events are best effort).
-pub(crate) fn publish_event<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    object: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let recorder = recorder.clone();
-    let reference = object.object_ref(&());
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    tokio::spawn(async move {
-        if let Err(error) = recorder.publish(&event, &reference).await {
-            tracing::debug!(%error, "cannot publish an event");
-        }
-    });
-}
-
 /// Whether an API error means the object is gone.
 pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
@@ -293,7 +270,7 @@ pub struct ReplicaController<K: ReplicaKind> {
     owners: Arc<Cache<K>>,
     pods: Arc<Cache<Pod>>,
     expectations: Expectations,
-    recorder: Recorder,
+    events: Events,
 }
 
 /// Runs the controller of kind `K` until the process ends.
@@ -303,7 +280,7 @@ pub async fn run<K: ReplicaKind>(caches: Caches) -> anyhow::Result<()> {
         owners: caches.get::<K>(),
         pods: caches.get::<Pod>(),
         expectations: Expectations::default(),
-        recorder: Recorder::new(caches.client().clone(), Reporter::from(K::CONTROLLER)),
+        events: Events::new(caches.client().clone(), K::CONTROLLER),
     });
     let queue = WorkQueue::<ObjectKey>::new();
     let mut owner_changes = controller.owners.subscribe();
@@ -565,8 +542,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
             for result in results {
                 match result {
                     Ok(pod) => {
-                        publish_event(
-                            &self.recorder,
+                        self.events.publish(
                             owner.as_ref(),
                             EventType::Normal,
                             "SuccessfulCreate",
@@ -591,8 +567,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
                 })
             });
             if let Some(error) = first_error {
-                publish_event(
-                    &self.recorder,
+                self.events.publish(
                     owner.as_ref(),
                     EventType::Warning,
                     "FailedCreate",
@@ -649,8 +624,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
         for (name, uid, result) in results {
             match result {
                 Ok(()) => {
-                    publish_event(
-                        &self.recorder,
+                    self.events.publish(
                         owner.as_ref(),
                         EventType::Normal,
                         "SuccessfulDelete",
@@ -675,8 +649,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
                 })
             });
         if let Some(error) = first_error {
-            publish_event(
-                &self.recorder,
+            self.events.publish(
                 owner.as_ref(),
                 EventType::Warning,
                 "FailedDelete",
