@@ -219,3 +219,27 @@ async fn a_replication_controller_keeps_its_replicas_and_heals() {
     .await;
     cluster.wait_for_event("legacy", "SuccessfulDelete").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ready_seconds_holds_availability_back_until_it_passes() {
+    let cluster = Workloads::start("rs-min-ready", 2).await;
+    let mut object = replica_set("slow", 2);
+    object["spec"]["minReadySeconds"] = json!(3600);
+    cluster.create::<ReplicaSet>(object).await;
+    let api = cluster.api::<ReplicaSet>();
+    let status = wait_for("both pods are ready", || async {
+        let status = api.get("slow").await.unwrap().status.unwrap_or_default();
+        (status.ready_replicas == Some(2)).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status.available_replicas.unwrap_or(0),
+        0,
+        "available before minReadySeconds"
+    );
+    // One second: the controller looks again by itself once it has passed.
+    cluster
+        .patch::<ReplicaSet>("slow", json!({"spec": {"minReadySeconds": 1}}))
+        .await;
+    wait_ready(&cluster, "slow", 2).await;
+}
