@@ -3,7 +3,10 @@
 //! BENCHMARKS.md. Backends are measured side by side in the same run so their ratio
 //! is meaningful even on a noisy machine.
 //!
-//! `krust-bench api` measures the API server on the embedded SQLite store and on etcd.
+//! `krust-bench api` measures the API server on the embedded SQLite store and on etcd;
+//! `krust-bench controllers` a Deployment rollout on hollow nodes ([`controllers`]).
+
+mod controllers;
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,15 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         watchers: usize,
     },
+    /// Workload controllers: a Deployment on hollow nodes to all-Ready, then a rolling update.
+    Controllers {
+        /// Replicas of the Deployment.
+        #[arg(long, default_value_t = 3_000)]
+        replicas: i32,
+        /// Hollow nodes the pods are bound to.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -56,6 +68,9 @@ fn main() -> Result<()> {
             creates,
             watchers,
         } => runtime.block_on(api(pods, creates, watchers)),
+        Command::Controllers { replicas, nodes } => {
+            runtime.block_on(controllers::run(replicas, nodes))
+        }
     }
 }
 

@@ -22,10 +22,12 @@
 
 pub mod cache;
 pub mod clusterrole_aggregation;
+pub mod deployment;
 pub mod discovery;
 pub mod garbage_collector;
 pub mod informers;
 pub mod namespace;
+pub mod replicaset;
 pub mod workqueue;
 
 use anyhow::anyhow;
@@ -33,6 +35,8 @@ use tokio::task::JoinSet;
 
 use garbage_collector::GarbageCollector;
 use informers::Informers;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::ReplicationController;
 use namespace::NamespaceController;
 
 /// Runs every controller against the API server `client` talks to, until the
@@ -50,6 +54,10 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tasks.spawn(informers.run());
     tasks.spawn(garbage_collector.run(garbage_collector_events));
     tasks.spawn(namespaces.run(namespace_events));
+    let caches = cache::Caches::new(client.clone());
+    tasks.spawn(replicaset::run::<ReplicaSet>(caches.clone()));
+    tasks.spawn(deployment::run(caches.clone()));
+    tasks.spawn(replicaset::run::<ReplicationController>(caches.clone()));
     tasks.spawn(clusterrole_aggregation::run(client));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
