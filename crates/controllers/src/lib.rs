@@ -8,7 +8,9 @@
 //! - [`namespace`]: empties a namespace being deleted, reports progress in its
 //!   status conditions, then finalizes it;
 //! - [`clusterrole_aggregation`]: fills ClusterRoles that have an aggregation rule
-//!   (`admin`, `edit`, `view`) with the rules of the roles they select.
+//!   (`admin`, `edit`, `view`) with the rules of the roles they select;
+//! - [`job`]: runs a Job's pods to completion (see [`workload`] for what the
+//!   workload controllers share).
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -25,7 +27,9 @@ pub mod clusterrole_aggregation;
 pub mod discovery;
 pub mod garbage_collector;
 pub mod informers;
+pub mod job;
 pub mod namespace;
+pub mod workload;
 pub mod workqueue;
 
 use anyhow::anyhow;
@@ -44,12 +48,14 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let garbage_collector_events = informers.subscribe();
     let namespaces = NamespaceController::new(client.clone());
     let namespace_events = informers.subscribe();
+    let caches = cache::Caches::new(client.clone());
 
     // Dropping the set aborts every task in it.
     let mut tasks = JoinSet::new();
     tasks.spawn(informers.run());
     tasks.spawn(garbage_collector.run(garbage_collector_events));
     tasks.spawn(namespaces.run(namespace_events));
+    tasks.spawn(job::run(caches.clone()));
     tasks.spawn(clusterrole_aggregation::run(client));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
