@@ -10,7 +10,8 @@
 //! - [`clusterrole_aggregation`]: fills ClusterRoles that have an aggregation rule
 //!   (`admin`, `edit`, `view`) with the rules of the roles they select;
 //! - [`job`]: runs a Job's pods to completion (see [`workload`] for what the
-//!   workload controllers share).
+//!   workload controllers share);
+//! - [`cronjob`]: creates Jobs on a cron schedule.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -24,6 +25,7 @@
 
 pub mod cache;
 pub mod clusterrole_aggregation;
+pub mod cronjob;
 pub mod discovery;
 pub mod garbage_collector;
 pub mod informers;
@@ -56,6 +58,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tasks.spawn(garbage_collector.run(garbage_collector_events));
     tasks.spawn(namespaces.run(namespace_events));
     tasks.spawn(job::run(caches.clone()));
+    tasks.spawn(cronjob::run(caches.clone()));
     tasks.spawn(clusterrole_aggregation::run(client));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
