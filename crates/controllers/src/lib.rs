@@ -11,7 +11,8 @@
 //!   (`admin`, `edit`, `view`) with the rules of the roles they select;
 //! - [`job`]: runs a Job's pods to completion (see [`workload`] for what the
 //!   workload controllers share);
-//! - [`cronjob`]: creates Jobs on a cron schedule.
+//! - [`cronjob`]: creates Jobs on a cron schedule;
+//! - [`statefulset`]: pods with stable names and their own volume claims.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -31,6 +32,7 @@ pub mod garbage_collector;
 pub mod informers;
 pub mod job;
 pub mod namespace;
+pub mod statefulset;
 pub mod workload;
 pub mod workqueue;
 
@@ -59,6 +61,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tasks.spawn(namespaces.run(namespace_events));
     tasks.spawn(job::run(caches.clone()));
     tasks.spawn(cronjob::run(caches.clone()));
+    tasks.spawn(statefulset::run(caches.clone()));
     tasks.spawn(clusterrole_aggregation::run(client));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),

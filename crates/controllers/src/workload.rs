@@ -1,18 +1,24 @@
 //! What the workload controllers (Job, CronJob, StatefulSet, DaemonSet) share:
 //! controller owner references, pods made from a template, the expectations that keep
 //! a controller from acting twice on a cache that has not caught up with its own
-//! writes yet, and Events through kube-rs's [`Recorder`].
+//! writes yet, ControllerRevisions (the template history of StatefulSets and
+//! DaemonSets), and Events through kube-rs's [`Recorder`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
 
 use crate::cache::ObjectKey;
 
@@ -80,6 +86,114 @@ pub fn pod_from_template<K: Resource<DynamicType = ()>>(
         },
         spec: template.spec.clone(),
         status: None,
+    }
+}
+
+/// Label on ControllerRevisions (and the pods made from them): which revision.
+pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
+
+/// A short name-safe hash of `data` (and the owner's collision count), in the style
+/// of upstream's revision hashes: FNV-1a over the JSON, in consonants and digits.
+pub fn revision_hash(data: &Value, collision_count: i32) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    let text = serde_json::to_string(data).unwrap_or_default();
+    for byte in text.bytes().chain(collision_count.to_le_bytes()) {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    format!("{hash:x}")
+        .bytes()
+        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The revision data of a pod template, as upstream stores it in a ControllerRevision.
+pub fn template_revision_data(template: &PodTemplateSpec) -> Value {
+    let mut template = serde_json::to_value(template).unwrap_or_default();
+    if let Some(object) = template.as_object_mut() {
+        object.insert("$patch".into(), json!("replace"));
+    }
+    json!({"spec": {"template": template}})
+}
+
+/// The pod template a ControllerRevision made by [`template_revision_data`] holds.
+pub fn revision_template(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
+    let mut template = revision
+        .data
+        .as_ref()?
+        .0
+        .get("spec")?
+        .get("template")?
+        .clone();
+    template.as_object_mut()?.remove("$patch");
+    serde_json::from_value(template).ok()
+}
+
+/// What [`ensure_revision`] found.
+pub enum RevisionOutcome {
+    /// The revision holding the data (found or created).
+    Revision(Box<ControllerRevision>),
+    /// Another revision took the name: bump the owner's `collisionCount` and retry.
+    Collision,
+}
+
+/// Finds `owner`'s ControllerRevision that holds `data` among `revisions`, or creates
+/// it (`<owner>-<hash>`, the next revision number, `labels` plus the hash label). A
+/// revision found again after newer ones (a rollback) gets the next number.
+pub async fn ensure_revision<K: Resource<DynamicType = ()>>(
+    api: &Api<ControllerRevision>,
+    owner: &K,
+    revisions: &[Arc<ControllerRevision>],
+    data: Value,
+    mut labels: BTreeMap<String, String>,
+    collision_count: i32,
+) -> anyhow::Result<RevisionOutcome> {
+    let newest = revisions.iter().map(|r| r.revision).max().unwrap_or(0);
+    if let Some(found) = revisions
+        .iter()
+        .find(|r| r.data.as_ref().map(|d| &d.0) == Some(&data))
+    {
+        if found.revision == newest {
+            return Ok(RevisionOutcome::Revision(Box::new((**found).clone())));
+        }
+        let patch = json!({"revision": newest + 1});
+        let updated = api
+            .patch(
+                &found.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .context("cannot renumber a controller revision")?;
+        return Ok(RevisionOutcome::Revision(Box::new(updated)));
+    }
+    let hash = revision_hash(&data, collision_count);
+    labels.insert(REVISION_HASH_LABEL.into(), hash.clone());
+    let revision = ControllerRevision {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{hash}", owner.name_any())),
+            namespace: owner.namespace(),
+            labels: Some(labels),
+            owner_references: Some(vec![controller_reference(owner)]),
+            ..ObjectMeta::default()
+        },
+        data: Some(RawExtension(data.clone())),
+        revision: newest + 1,
+    };
+    match api.create(&PostParams::default(), &revision).await {
+        Ok(created) => Ok(RevisionOutcome::Revision(Box::new(created))),
+        Err(kube::Error::Api(error)) if error.code == 409 => {
+            let existing = api.get(&revision.name_any()).await?;
+            let ours =
+                controller_uid(&existing.metadata, K::kind(&()).as_ref()) == owner.uid().as_deref();
+            if ours && existing.data.as_ref().map(|d| &d.0) == Some(&data) {
+                Ok(RevisionOutcome::Revision(Box::new(existing)))
+            } else {
+                Ok(RevisionOutcome::Collision)
+            }
+        }
+        Err(error) => Err(error).context("cannot create a controller revision"),
     }
 }
 
@@ -265,6 +379,29 @@ impl Events {
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::Job;
+
+    #[test]
+    fn revision_hashes_are_stable_and_differ_by_template_and_collision_count() {
+        let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .unwrap();
+        let data = template_revision_data(&template);
+        assert_eq!(revision_hash(&data, 0), revision_hash(&data, 0));
+        assert_ne!(revision_hash(&data, 0), revision_hash(&data, 1));
+        let name = revision_hash(&data, 0);
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "{name}"
+        );
+        let revision = ControllerRevision {
+            data: Some(RawExtension(data)),
+            ..ControllerRevision::default()
+        };
+        assert_eq!(revision_template(&revision), Some(template));
+    }
 
     #[test]
     fn expectations_wait_for_created_and_deleted_objects() {
