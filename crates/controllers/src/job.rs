@@ -39,8 +39,8 @@ use serde_json::json;
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::workload::{
-    Events, Expectations, controller_key, controller_uid, is_pod_finished, is_pod_ready,
-    is_pod_terminating, pod_from_template, pod_phase, to_chrono, to_time,
+    Events, Expectations, controller_key, controller_uid, generate_name, is_pod_finished,
+    is_pod_ready, is_pod_terminating, pod_from_template, pod_phase, to_chrono, to_time,
 };
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 
@@ -644,19 +644,6 @@ async fn remove_finalizer(pods: &Api<Pod>, pod: &Pod) -> anyhow::Result<()> {
 
 fn has_finalizer(pod: &Pod) -> bool {
     pod.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
-}
-
-/// A name `<prefix><5 random characters>`, as the API server's `generateName` makes.
-pub(crate) fn generate_name(prefix: &str) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    let suffix: String = (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    // Names are at most 63 characters where they become hostnames.
-    let prefix: String = prefix.chars().take(58).collect();
-    format!("{prefix}{suffix}")
 }
 
 /// Whether the Job has its final condition (`Complete` or `Failed`).

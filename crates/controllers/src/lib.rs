@@ -12,7 +12,8 @@
 //! - [`job`]: runs a Job's pods to completion (see [`workload`] for what the
 //!   workload controllers share);
 //! - [`cronjob`]: creates Jobs on a cron schedule;
-//! - [`statefulset`]: pods with stable names and their own volume claims.
+//! - [`statefulset`]: pods with stable names and their own volume claims;
+//! - [`daemonset`]: one pod on every node that should run it.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -27,6 +28,7 @@
 pub mod cache;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
+pub mod daemonset;
 pub mod discovery;
 pub mod garbage_collector;
 pub mod informers;
@@ -62,6 +64,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tasks.spawn(job::run(caches.clone()));
     tasks.spawn(cronjob::run(caches.clone()));
     tasks.spawn(statefulset::run(caches.clone()));
+    tasks.spawn(daemonset::run(caches.clone()));
     tasks.spawn(clusterrole_aggregation::run(client));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),

@@ -89,6 +89,19 @@ pub fn pod_from_template<K: Resource<DynamicType = ()>>(
     }
 }
 
+/// A name `<prefix><5 random characters>`, as the API server's `generateName` makes.
+pub fn generate_name(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    // Names are at most 63 characters where they become hostnames.
+    let prefix: String = prefix.chars().take(58).collect();
+    format!("{prefix}{suffix}")
+}
+
 /// Label on ControllerRevisions (and the pods made from them): which revision.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 
