@@ -8,7 +8,14 @@
 //! - [`namespace`]: empties a namespace being deleted, reports progress in its
 //!   status conditions, then finalizes it;
 //! - [`clusterrole_aggregation`]: fills ClusterRoles that have an aggregation rule
-//!   (`admin`, `edit`, `view`) with the rules of the roles they select.
+//!   (`admin`, `edit`, `view`) with the rules of the roles they select;
+//! - [`job`]: runs a Job's pods to completion (see [`workload`] for what the
+//!   workload controllers share);
+//! - [`cronjob`]: creates Jobs on a cron schedule;
+//! - [`statefulset`]: pods with stable names and their own volume claims;
+//! - [`daemonset`]: one pod on every node that should run it;
+//! - [`replicaset`]: keeps a ReplicaSet's (or ReplicationController's) pod count;
+//! - [`deployment`]: rolls ReplicaSets out and back per pod template.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -22,12 +29,17 @@
 
 pub mod cache;
 pub mod clusterrole_aggregation;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod garbage_collector;
 pub mod informers;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
+pub mod statefulset;
+pub mod workload;
 pub mod workqueue;
 
 use anyhow::anyhow;
@@ -48,16 +60,20 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let garbage_collector_events = informers.subscribe();
     let namespaces = NamespaceController::new(client.clone());
     let namespace_events = informers.subscribe();
+    let caches = cache::Caches::new(client.clone());
 
     // Dropping the set aborts every task in it.
     let mut tasks = JoinSet::new();
     tasks.spawn(informers.run());
     tasks.spawn(garbage_collector.run(garbage_collector_events));
     tasks.spawn(namespaces.run(namespace_events));
-    let caches = cache::Caches::new(client.clone());
     tasks.spawn(replicaset::run::<ReplicaSet>(caches.clone()));
     tasks.spawn(deployment::run(caches.clone()));
     tasks.spawn(replicaset::run::<ReplicationController>(caches.clone()));
+    tasks.spawn(job::run(caches.clone()));
+    tasks.spawn(cronjob::run(caches.clone()));
+    tasks.spawn(statefulset::run(caches.clone()));
+    tasks.spawn(daemonset::run(caches.clone()));
     tasks.spawn(clusterrole_aggregation::run(client));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),

@@ -13,7 +13,8 @@
 //! - [`READY_ANNOTATION`] `"false"`: Running but not Ready (change it to flip).
 //!
 //! With [`HollowOptions::bind_pending`] it also binds pending pods round-robin to
-//! its nodes, for tests that run without a scheduler. [`HollowNodes::stop_node`]
+//! its nodes, for tests that run without a scheduler; a pod whose required node
+//! affinity names nodes by `metadata.name` (a DaemonSet's) goes only to those. [`HollowNodes::stop_node`]
 //! makes a node go silent (no Lease renewals, no pod updates), as a failed machine.
 
 use std::collections::{BTreeMap, HashSet};
@@ -283,9 +284,14 @@ async fn run_pods(
             }
             Some(_) => continue,
             None if options.bind_pending && is_pending_for_default_scheduler(&pod) => {
+                let pinned = pinned_nodes(&pod);
                 let live: Vec<&String> = {
                     let silent = silent.lock().unwrap();
-                    names.iter().filter(|n| !silent.contains(*n)).collect()
+                    names
+                        .iter()
+                        .filter(|n| !silent.contains(*n))
+                        .filter(|n| pinned.as_ref().is_none_or(|pinned| pinned.contains(*n)))
+                        .collect()
                 };
                 if live.is_empty() {
                     continue;
@@ -307,6 +313,28 @@ async fn run_pods(
             drop(permit);
         });
     }
+}
+
+/// The nodes a pod's required node affinity names by `metadata.name` (as a
+/// DaemonSet's pods do), if it names any: binding honours them.
+fn pinned_nodes(pod: &Pod) -> Option<HashSet<String>> {
+    let terms = &pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    let names: HashSet<String> = terms
+        .iter()
+        .flat_map(|term| term.match_fields.iter().flatten())
+        .filter(|field| field.key == "metadata.name" && field.operator == "In")
+        .flat_map(|field| field.values.iter().flatten().cloned())
+        .collect();
+    (!names.is_empty()).then_some(names)
 }
 
 fn is_pending_for_default_scheduler(pod: &Pod) -> bool {
@@ -465,6 +493,22 @@ mod tests {
                      "containers": [{"name": "c", "image": "busybox"}]},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_pod_pinned_by_node_affinity_names_its_nodes() {
+        let mut pinned = pod(json!({}), "Always");
+        pinned.spec.as_mut().unwrap().affinity = serde_json::from_value(json!({"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+            ]},
+        }}))
+        .unwrap();
+        assert_eq!(
+            pinned_nodes(&pinned),
+            Some(HashSet::from(["n1".to_string()]))
+        );
+        assert_eq!(pinned_nodes(&pod(json!({}), "Always")), None);
     }
 
     #[test]

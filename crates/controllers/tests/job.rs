@@ -1,0 +1,285 @@
+//! The Job controller in a real `krust server`, with hollow nodes playing the
+//! kubelets: completions and parallelism, Indexed jobs, failure backoff and the
+//! backoff limit, pod failure policies, deadlines, suspension and TTL.
+
+mod workloads;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use krust_e2e::hollow::{EXIT_CODE_ANNOTATION, NodeTemplate};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use workloads::{Cluster, DEADLINE, phase, wait_event, wait_for};
+
+fn nodes(prefix: &str) -> Vec<NodeTemplate> {
+    (0..2)
+        .map(|i| NodeTemplate::new(format!("{prefix}-{i}")))
+        .collect()
+}
+
+/// A Job whose pods exit with `exit_code` (run forever when None).
+fn job(name: &str, exit_code: Option<i32>, spec: Value) -> Job {
+    let mut annotations = json!({});
+    if let Some(code) = exit_code {
+        annotations[EXIT_CODE_ANNOTATION] = json!(code.to_string());
+    }
+    let mut spec_object = json!({
+        "template": {
+            "metadata": {"labels": {"app": name}, "annotations": annotations},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]},
+        },
+    });
+    for (key, value) in spec.as_object().unwrap() {
+        spec_object[key] = value.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": spec_object,
+    }))
+    .unwrap()
+}
+
+async fn create(jobs: &Api<Job>, job: Job) {
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+}
+
+async fn status(jobs: &Api<Job>, name: &str) -> Value {
+    let job = jobs.get(name).await.unwrap();
+    serde_json::to_value(job.status.unwrap_or_default()).unwrap()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_ && c["status"] == "True")
+}
+
+/// Waits until the job has condition `type_`; returns the status that had it.
+async fn wait_condition(jobs: &Api<Job>, name: &str, type_: &str, timeout: Duration) -> Value {
+    let seen = std::sync::Mutex::new(Value::Null);
+    let seen_ref = &seen;
+    wait_for(
+        &format!("job {name} has condition {type_}"),
+        timeout,
+        || async move {
+            let status = status(jobs, name).await;
+            let found = condition(&status, type_).is_some();
+            *seen_ref.lock().unwrap() = status;
+            found
+        },
+    )
+    .await;
+    seen.into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_their_completions_in_parallel_and_indexed() {
+    let cluster = Cluster::start(nodes("job-complete")).await;
+    cluster.namespace("complete").await;
+    let jobs: Api<Job> = cluster.api("complete");
+
+    create(
+        &jobs,
+        job(
+            "three",
+            Some(0),
+            json!({"completions": 3, "parallelism": 2}),
+        ),
+    )
+    .await;
+    create(
+        &jobs,
+        job(
+            "indexed",
+            Some(0),
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"}),
+        ),
+    )
+    .await;
+
+    let done = wait_condition(&jobs, "three", "Complete", DEADLINE).await;
+    assert_eq!(done["succeeded"], 3, "{done}");
+    assert_eq!(done["active"], 0, "{done}");
+    assert!(done["completionTime"].is_string(), "{done}");
+    assert!(done["startTime"].is_string(), "{done}");
+    assert!(condition(&done, "SuccessCriteriaMet").is_some(), "{done}");
+    let pods = cluster
+        .pods("complete", "batch.kubernetes.io/job-name=three")
+        .await;
+    assert_eq!(pods.len(), 3, "one pod per completion");
+    let job_uid = jobs.get("three").await.unwrap().metadata.uid.unwrap();
+    for pod in &pods {
+        assert_eq!(phase(pod), "Succeeded");
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app"], "three");
+        assert_eq!(labels["job-name"], "three");
+        assert_eq!(labels["batch.kubernetes.io/controller-uid"], job_uid);
+        assert!(
+            !pod.metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == "batch.kubernetes.io/job-tracking"),
+            "a counted pod keeps no tracking finalizer"
+        );
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("Job", Some(true)));
+    }
+
+    let done = wait_condition(&jobs, "indexed", "Complete", DEADLINE).await;
+    assert_eq!(done["completedIndexes"], "0-2", "{done}");
+    assert_eq!(done["succeeded"], 3, "{done}");
+    let pods = cluster.pods("complete", "job-name=indexed").await;
+    let mut indexes: Vec<String> = pods
+        .iter()
+        .map(|pod| {
+            pod.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"]
+                .clone()
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2"]);
+    let pod = &pods[0];
+    let index = &pod.metadata.labels.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"];
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.hostname.as_deref(),
+        Some(format!("indexed-{index}").as_str())
+    );
+    let env = spec.containers[0].env.as_ref().unwrap();
+    assert!(env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX"));
+
+    // What the controller did is told in Events.
+    wait_event(&cluster.client, "complete", "three", "SuccessfulCreate").await;
+    wait_event(&cluster.client, "complete", "three", "Completed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_jobs_back_off_and_fail_by_limit_policy_or_deadline() {
+    let cluster = Cluster::start(nodes("job-fail")).await;
+    cluster.namespace("fail").await;
+    let jobs: Api<Job> = cluster.api("fail");
+
+    create(&jobs, job("flaky", Some(1), json!({"backoffLimit": 1}))).await;
+    create(
+        &jobs,
+        job(
+            "fatal",
+            Some(42),
+            json!({"backoffLimit": 5, "podFailurePolicy": {"rules": [
+                {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+            ]}}),
+        ),
+    )
+    .await;
+    create(
+        &jobs,
+        job("slow", None, json!({"activeDeadlineSeconds": 2})),
+    )
+    .await;
+
+    // A FailJob rule ends the job at its first failure, without retries.
+    let fatal = wait_condition(&jobs, "fatal", "Failed", DEADLINE).await;
+    assert_eq!(fatal["failed"], 1, "{fatal}");
+    let reason = &condition(&fatal, "Failed").unwrap()["reason"];
+    assert_eq!(reason, "PodFailurePolicy", "{fatal}");
+    let message = condition(&fatal, "Failed").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("exit code 42"), "{message}");
+
+    // The deadline deletes the running pod and fails the job.
+    let slow = wait_condition(&jobs, "slow", "Failed", DEADLINE).await;
+    assert_eq!(
+        condition(&slow, "Failed").unwrap()["reason"],
+        "DeadlineExceeded"
+    );
+    assert_eq!(slow["active"], 0, "{slow}");
+    wait_for("the slow job's pod is deleted", DEADLINE, || async {
+        cluster.pods("fail", "job-name=slow").await.is_empty()
+    })
+    .await;
+
+    // backoffLimit 1: the first failure is retried after the 10 s backoff, the
+    // second fails the job.
+    let flaky = wait_condition(&jobs, "flaky", "Failed", DEADLINE + Duration::from_secs(15)).await;
+    assert_eq!(flaky["failed"], 2, "{flaky}");
+    assert_eq!(
+        condition(&flaky, "Failed").unwrap()["reason"],
+        "BackoffLimitExceeded"
+    );
+    assert!(condition(&flaky, "FailureTarget").is_some(), "{flaky}");
+    let mut pods = cluster.pods("fail", "job-name=flaky").await;
+    assert_eq!(pods.len(), 2, "one retry");
+    pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
+    let first_finished = pods[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap()
+        .finished_at
+        .clone()
+        .unwrap()
+        .0;
+    let retried = pods[1].metadata.creation_timestamp.clone().unwrap().0;
+    let waited = retried.duration_since(first_finished);
+    assert!(
+        waited.as_secs_f64() >= 9.0,
+        "the retry waited the backoff (waited {waited:?})"
+    );
+    wait_event(&cluster.client, "fail", "flaky", "BackoffLimitExceeded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_jobs_wait_and_finished_jobs_expire() {
+    let cluster = Cluster::start(nodes("job-suspend")).await;
+    cluster.namespace("suspend").await;
+    let jobs: Api<Job> = cluster.api("suspend");
+
+    create(
+        &jobs,
+        job(
+            "later",
+            Some(0),
+            json!({"suspend": true, "ttlSecondsAfterFinished": 2}),
+        ),
+    )
+    .await;
+    let suspended = wait_condition(&jobs, "later", "Suspended", DEADLINE).await;
+    assert!(suspended["startTime"].is_null(), "{suspended}");
+    assert!(cluster.pods("suspend", "job-name=later").await.is_empty());
+
+    let resume = json!({"spec": {"suspend": false}});
+    jobs.patch("later", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .unwrap();
+    let done = wait_condition(&jobs, "later", "Complete", DEADLINE).await;
+    assert_eq!(done["succeeded"], 1, "{done}");
+    assert!(condition(&done, "Suspended").is_none(), "{done}");
+    let completed = Instant::now();
+
+    // ttlSecondsAfterFinished: the job goes, and its pods with it.
+    wait_event(&cluster.client, "suspend", "later", "Resumed").await;
+    wait_for("the finished job is deleted", DEADLINE, || async {
+        jobs.get_opt("later").await.unwrap().is_none()
+    })
+    .await;
+    wait_for("its pods are collected", DEADLINE, || async {
+        cluster.pods("suspend", "job-name=later").await.is_empty()
+    })
+    .await;
+    // Two seconds after the completion time, which has whole seconds.
+    assert!(completed.elapsed() >= Duration::from_millis(500));
+}
