@@ -70,6 +70,19 @@ pub struct ServerArgs {
     /// Most writes served at once; more get 429.
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_mutating_requests_inflight: u32,
+
+    /// IPv4 range Services get their ClusterIPs from; its first address is the
+    /// `kubernetes` Service's.
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub service_cluster_ip_range: krust_api::cidr::Ipv4Cidr,
+
+    /// Ports NodePort Services get their node ports from.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    pub service_node_port_range: krust_api::cidr::PortRange,
+
+    /// IPv4 range the nodes' pod CIDRs (a /24 each) are taken from.
+    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
 }
 
 fn main() -> ExitCode {

@@ -105,6 +105,11 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         static_tokens,
         max_requests_inflight: args.max_requests_inflight as usize,
         max_mutating_requests_inflight: args.max_mutating_requests_inflight as usize,
+        service_ranges: krust_apiserver::service_alloc::ServiceRanges {
+            cluster_ips: args.service_cluster_ip_range,
+            node_ports: args.service_node_port_range,
+        },
+        advertise_address: advertise_address(args.bind_address),
     };
     let server = krust_apiserver::serve(config)
         .await
@@ -130,6 +135,22 @@ async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// The address the `kubernetes` Service points at: the bind address, or for a
+/// wildcard bind the host's first non-loopback address (loopback if it has none).
+fn advertise_address(bind: std::net::IpAddr) -> std::net::IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    hostaddrs::interface_addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() == bind.is_ipv4() && !ip.is_loopback())
+        .unwrap_or(if bind.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        })
 }
 
 /// Creates the data dir (mode 0700) and returns its absolute path.
