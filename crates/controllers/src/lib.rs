@@ -8,7 +8,9 @@
 //! - [`namespace`]: empties a namespace being deleted, reports progress in its
 //!   status conditions, then finalizes it;
 //! - [`clusterrole_aggregation`]: fills ClusterRoles that have an aggregation rule
-//!   (`admin`, `edit`, `view`) with the rules of the roles they select.
+//!   (`admin`, `edit`, `view`) with the rules of the roles they select;
+//! - [`serviceaccount`]: the `default` ServiceAccount and the `kube-root-ca.crt`
+//!   ConfigMap in every namespace.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -21,11 +23,13 @@
 //! types the server serves.
 
 pub mod cache;
+pub mod changes;
 pub mod clusterrole_aggregation;
 pub mod discovery;
 pub mod garbage_collector;
 pub mod informers;
 pub mod namespace;
+pub mod serviceaccount;
 pub mod workqueue;
 
 use anyhow::anyhow;
@@ -35,15 +39,47 @@ use garbage_collector::GarbageCollector;
 use informers::Informers;
 use namespace::NamespaceController;
 
+/// What the controllers need to know about the cluster beyond its API.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// PEM of the cluster CA, published in every namespace as the
+    /// `kube-root-ca.crt` ConfigMap (None: not published).
+    pub root_ca_pem: Option<String>,
+    /// The range node pod CIDRs are taken from (`--cluster-cidr`).
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
+    /// The prefix length of each node's pod CIDR.
+    pub node_cidr_mask_size: u8,
+    /// How long a node may go without renewing its Lease before it is NotReady
+    /// (`--node-monitor-grace-period`).
+    pub node_monitor_grace_period: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            root_ca_pem: None,
+            cluster_cidr: "10.42.0.0/16".parse().expect("valid default range"),
+            node_cidr_mask_size: 24,
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+        }
+    }
+}
+
 /// Runs every controller against the API server `client` talks to, until the
 /// process ends (or a controller fails for good, which is returned as an error).
 /// Dropping the future stops them all.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    run_with(client, Options::default()).await
+}
+
+/// [`run`] with the given [`Options`].
+pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<()> {
     let informers = Informers::new(client.clone(), garbage_collector::is_collectable);
     let garbage_collector = GarbageCollector::new(client.clone(), informers.clone());
     let garbage_collector_events = informers.subscribe();
     let namespaces = NamespaceController::new(client.clone());
     let namespace_events = informers.subscribe();
+    let caches = cache::Caches::new(client.clone());
 
     // Dropping the set aborts every task in it.
     let mut tasks = JoinSet::new();
@@ -51,6 +87,10 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tasks.spawn(garbage_collector.run(garbage_collector_events));
     tasks.spawn(namespaces.run(namespace_events));
     tasks.spawn(clusterrole_aggregation::run(client));
+    tasks.spawn(serviceaccount::run(
+        caches.clone(),
+        options.root_ca_pem.clone(),
+    ));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
         Some(Ok(Err(error))) => Err(error),

@@ -114,7 +114,13 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
-    start_controllers(&kubeconfig_path).await?;
+    let controller_options = krust_controllers::Options {
+        root_ca_pem: Some(pki.ca.cert_pem.clone()),
+        cluster_cidr: args.cluster_cidr,
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        ..Default::default()
+    };
+    start_controllers(&kubeconfig_path, controller_options).await?;
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;
     Ok(server)
@@ -122,7 +128,10 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
 
 /// Starts the controller manager in this process. Like upstream's, it talks to the
 /// API server only through the API, with the admin kubeconfig's identity.
-async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
+async fn start_controllers(
+    kubeconfig_path: &Path,
+    options: krust_controllers::Options,
+) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
         .context("cannot read the admin kubeconfig for the controllers")?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -130,7 +139,7 @@ async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
         .context("cannot load the admin kubeconfig for the controllers")?;
     let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
     tokio::spawn(async move {
-        if let Err(error) = krust_controllers::run(client).await {
+        if let Err(error) = krust_controllers::run_with(client, options).await {
             tracing::error!(%error, "the controllers stopped");
         }
     });
