@@ -10,7 +10,9 @@
 //! - [`clusterrole_aggregation`]: fills ClusterRoles that have an aggregation rule
 //!   (`admin`, `edit`, `view`) with the rules of the roles they select;
 //! - [`serviceaccount`]: the `default` ServiceAccount and the `kube-root-ca.crt`
-//!   ConfigMap in every namespace.
+//!   ConfigMap in every namespace;
+//! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every
+//!   Service with a selector, from the pods it selects.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -26,6 +28,8 @@ pub mod cache;
 pub mod changes;
 pub mod clusterrole_aggregation;
 pub mod discovery;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbage_collector;
 pub mod informers;
 pub mod namespace;
@@ -91,6 +95,8 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         caches.clone(),
         options.root_ca_pem.clone(),
     ));
+    tasks.spawn(endpoints::run(caches.clone()));
+    tasks.spawn(endpointslice::run(caches.clone()));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
         Some(Ok(Err(error))) => Err(error),
