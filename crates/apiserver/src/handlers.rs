@@ -991,9 +991,14 @@ impl Api {
             )?;
             let (patched, warnings) = self.typed_from_value(call, patched)?;
             let patched = to_storage(call.resource, patched);
-            let expected = match meta_str(&patched, "resourceVersion") {
-                "" => None,
-                rv => Some(parse_rv(rv)?),
+            // Only a resourceVersion the patch itself sets is a precondition; the one
+            // carried over from the stored object is not (a conflict is retried).
+            let expected = match patch_resource_version(&patch_document) {
+                Some(_) => match meta_str(&patched, "resourceVersion") {
+                    "" => None,
+                    rv => Some(parse_rv(rv)?),
+                },
+                None => None,
             };
             if let Some(expected) = expected
                 && expected != current.mod_revision
@@ -1579,6 +1584,19 @@ fn random_suffix() -> String {
 
 /// What a new object starts with: no status for kinds with a status subresource,
 /// except the initial states upstream gives pods and namespaces.
+/// The resourceVersion a patch document sets, if any: `metadata.resourceVersion` of a
+/// merge or strategic merge patch, or the value of a JSON patch operation on it.
+fn patch_resource_version(patch: &Value) -> Option<&str> {
+    match patch {
+        Value::Object(_) => patch.pointer("/metadata/resourceVersion")?.as_str(),
+        Value::Array(operations) => operations
+            .iter()
+            .filter(|op| op["path"] == "/metadata/resourceVersion")
+            .find_map(|op| op["value"].as_str()),
+        _ => None,
+    }
+}
+
 /// Whether objects of `resource` are Services (which hold allocated values).
 fn is_service(resource: &ResourceInfo) -> bool {
     resource.group.is_empty() && resource.plural == "services"

@@ -12,7 +12,11 @@
 //! - [`serviceaccount`]: the `default` ServiceAccount and the `kube-root-ca.crt`
 //!   ConfigMap in every namespace;
 //! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every
-//!   Service with a selector, from the pods it selects.
+//!   Service with a selector, from the pods it selects;
+//! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
+//! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
+//!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
+//!   evicted.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -33,6 +37,8 @@ pub mod endpointslice;
 pub mod garbage_collector;
 pub mod informers;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod serviceaccount;
 pub mod workqueue;
 
@@ -97,6 +103,15 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
     ));
     tasks.spawn(endpoints::run(caches.clone()));
     tasks.spawn(endpointslice::run(caches.clone()));
+    tasks.spawn(nodeipam::run(
+        caches.clone(),
+        options.cluster_cidr,
+        options.node_cidr_mask_size,
+    ));
+    tasks.spawn(nodelifecycle::run(
+        caches.clone(),
+        options.node_monitor_grace_period,
+    ));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
         Some(Ok(Err(error))) => Err(error),
