@@ -11,11 +11,13 @@
 //! - [`apply`]: server-side apply and `metadata.managedFields` (field ownership).
 //! - [`validation`]: names, labels and object metadata, reported as field causes.
 //! - [`defaults`]: the fields kube-apiserver fills in on create and update.
+//! - [`cidr`]: IPv4 address ranges and port ranges (Service and node IPAM).
 //! - [`table`]: server-side printing (`as=Table`) with upstream's columns.
 //!
 //! A newcomer starts at [`resources::ResourceInfo`].
 
 pub mod apply;
+pub mod cidr;
 pub mod convert;
 pub mod defaults;
 pub mod patch;

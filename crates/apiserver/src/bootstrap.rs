@@ -344,7 +344,7 @@ fn builtin_objects() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
-fn system_user() -> User {
+pub(crate) fn system_user() -> User {
     User {
         name: "system:apiserver".into(),
         uid: String::new(),

@@ -34,6 +34,8 @@ pub struct Api {
     /// The address clients reach the server at (for `/api`).
     pub address: String,
     pub tokens: Arc<auth::TokenAuthenticator>,
+    /// Where Services get their ClusterIPs and NodePorts ([`crate::service_alloc`]).
+    pub service_ranges: crate::service_alloc::ServiceRanges,
 }
 
 /// Everything a verb handler needs about the request.
@@ -243,12 +245,14 @@ impl Api {
         cache: Arc<WatchCache>,
         address: String,
         tokens: Arc<auth::TokenAuthenticator>,
+        service_ranges: crate::service_alloc::ServiceRanges,
     ) -> Api {
         Api {
             store,
             cache,
             address,
             tokens,
+            service_ranges,
         }
     }
 
@@ -804,7 +808,15 @@ impl Api {
             return Ok(object);
         }
         let key = object_key(resource, namespace.as_deref(), &name);
-        match self.store.create(&key, encode_for_store(&object)).await {
+        let claimed = match is_service(resource) {
+            true => Some(self.allocate_service(&mut object, None).await?),
+            false => None,
+        };
+        let created = self.store.create(&key, encode_for_store(&object)).await;
+        if let (Err(_), Some(claimed)) = (&created, claimed) {
+            self.release_claimed(claimed).await;
+        }
+        match created {
             Ok(revision) => {
                 set_resource_version(&mut object, revision);
                 Ok(object)
@@ -920,6 +932,9 @@ impl Api {
         if deleting && finalizers(&merged).is_empty() && !has_spec_finalizers(&merged) {
             return match self.store.delete(key, Some(current.mod_revision)).await {
                 Ok((revision, _)) => {
+                    if is_service(resource) {
+                        self.release_service(old, None).await;
+                    }
                     set_resource_version(&mut merged, revision);
                     Ok(merged)
                 }
@@ -927,11 +942,21 @@ impl Api {
                 Err(error) => Err(UpdateError::Api(error.into())),
             };
         }
-        match self
+        let claimed = match is_service(resource) {
+            true => Some(self.allocate_service(&mut merged, Some(old)).await?),
+            false => None,
+        };
+        let updated = self
             .store
             .update(key, encode_for_store(&merged), current.mod_revision)
-            .await
-        {
+            .await;
+        if let Some(claimed) = claimed {
+            match &updated {
+                Ok(_) => self.release_service(old, Some(&merged)).await,
+                Err(_) => self.release_claimed(claimed).await,
+            }
+        }
+        match updated {
             Ok(revision) => {
                 set_resource_version(&mut merged, revision);
                 Ok(merged)
@@ -966,9 +991,14 @@ impl Api {
             )?;
             let (patched, warnings) = self.typed_from_value(call, patched)?;
             let patched = to_storage(call.resource, patched);
-            let expected = match meta_str(&patched, "resourceVersion") {
-                "" => None,
-                rv => Some(parse_rv(rv)?),
+            // Only a resourceVersion the patch itself sets is a precondition; the one
+            // carried over from the stored object is not (a conflict is retried).
+            let expected = match patch_resource_version(&patch_document) {
+                Some(_) => match meta_str(&patched, "resourceVersion") {
+                    "" => None,
+                    rv => Some(parse_rv(rv)?),
+                },
+                None => None,
             };
             if let Some(expected) = expected
                 && expected != current.mod_revision
@@ -1282,7 +1312,12 @@ impl Api {
                     return Ok((200, object));
                 }
                 match self.store.delete(key, Some(current.mod_revision)).await {
-                    Ok(_) => return Ok((200, object)),
+                    Ok(_) => {
+                        if is_service(call.resource) {
+                            self.release_service(&object, None).await;
+                        }
+                        return Ok((200, object));
+                    }
                     Err(krust_store::Error::Conflict {
                         current: Some(latest),
                         ..
@@ -1549,6 +1584,24 @@ fn random_suffix() -> String {
 
 /// What a new object starts with: no status for kinds with a status subresource,
 /// except the initial states upstream gives pods and namespaces.
+/// The resourceVersion a patch document sets, if any: `metadata.resourceVersion` of a
+/// merge or strategic merge patch, or the value of a JSON patch operation on it.
+fn patch_resource_version(patch: &Value) -> Option<&str> {
+    match patch {
+        Value::Object(_) => patch.pointer("/metadata/resourceVersion")?.as_str(),
+        Value::Array(operations) => operations
+            .iter()
+            .filter(|op| op["path"] == "/metadata/resourceVersion")
+            .find_map(|op| op["value"].as_str()),
+        _ => None,
+    }
+}
+
+/// Whether objects of `resource` are Services (which hold allocated values).
+fn is_service(resource: &ResourceInfo) -> bool {
+    resource.group.is_empty() && resource.plural == "services"
+}
+
 fn prepare_create(resource: &ResourceInfo, object: &mut Value) {
     if resource.has_status()
         && let Some(map) = object.as_object_mut()

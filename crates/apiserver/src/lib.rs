@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod protobuf;
 pub mod request;
 pub mod server;
+pub mod service_alloc;
 pub mod tls;
 pub mod watch;
 
@@ -48,6 +49,11 @@ pub struct ServerConfig {
     /// `--max-requests-inflight` and `--max-mutating-requests-inflight`.
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
+    /// Where Services get their ClusterIPs and NodePorts.
+    pub service_ranges: service_alloc::ServiceRanges,
+    /// The address other components reach this server at: the endpoint of the
+    /// `kubernetes` Service.
+    pub advertise_address: std::net::IpAddr,
 }
 
 /// Starts serving the API. Returns once the listener is bound, the watch cache is
@@ -73,8 +79,17 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<tokio::task::JoinHand
         cache,
         config.bind.to_string(),
         tokens.clone(),
+        config.service_ranges,
     ));
     bootstrap::ensure_builtin_objects(&api).await?;
+    service_alloc::ensure_kubernetes_service(
+        &api,
+        config.advertise_address,
+        config.bind.port(),
+        bootstrap::system_user(),
+    )
+    .await?;
+    tokio::spawn(service_alloc::repair_periodically(api.clone()));
     tokio::spawn(bootstrap::compact_periodically(config.store.clone()));
     let limits = Arc::new(server::Limits::new(
         config.max_requests_inflight,

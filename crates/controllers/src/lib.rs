@@ -16,6 +16,14 @@
 //! - [`daemonset`]: one pod on every node that should run it;
 //! - [`replicaset`]: keeps a ReplicaSet's (or ReplicationController's) pod count;
 //! - [`deployment`]: rolls ReplicaSets out and back per pod template.
+//! - [`serviceaccount`]: the `default` ServiceAccount and the `kube-root-ca.crt`
+//!   ConfigMap in every namespace;
+//! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every
+//!   Service with a selector, from the pods it selects;
+//! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
+//! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
+//!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
+//!   evicted.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -28,16 +36,22 @@
 //! types the server serves.
 
 pub mod cache;
+pub mod changes;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbage_collector;
 pub mod informers;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod serviceaccount;
 pub mod statefulset;
 pub mod workload;
 pub mod workqueue;
@@ -51,10 +65,41 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::ReplicationController;
 use namespace::NamespaceController;
 
+/// What the controllers need to know about the cluster beyond its API.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// PEM of the cluster CA, published in every namespace as the
+    /// `kube-root-ca.crt` ConfigMap (None: not published).
+    pub root_ca_pem: Option<String>,
+    /// The range node pod CIDRs are taken from (`--cluster-cidr`).
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
+    /// The prefix length of each node's pod CIDR.
+    pub node_cidr_mask_size: u8,
+    /// How long a node may go without renewing its Lease before it is NotReady
+    /// (`--node-monitor-grace-period`).
+    pub node_monitor_grace_period: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            root_ca_pem: None,
+            cluster_cidr: "10.42.0.0/16".parse().expect("valid default range"),
+            node_cidr_mask_size: 24,
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+        }
+    }
+}
+
 /// Runs every controller against the API server `client` talks to, until the
 /// process ends (or a controller fails for good, which is returned as an error).
 /// Dropping the future stops them all.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    run_with(client, Options::default()).await
+}
+
+/// [`run`] with the given [`Options`].
+pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<()> {
     let informers = Informers::new(client.clone(), garbage_collector::is_collectable);
     let garbage_collector = GarbageCollector::new(client.clone(), informers.clone());
     let garbage_collector_events = informers.subscribe();
@@ -75,6 +120,21 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tasks.spawn(statefulset::run(caches.clone()));
     tasks.spawn(daemonset::run(caches.clone()));
     tasks.spawn(clusterrole_aggregation::run(client));
+    tasks.spawn(serviceaccount::run(
+        caches.clone(),
+        options.root_ca_pem.clone(),
+    ));
+    tasks.spawn(endpoints::run(caches.clone()));
+    tasks.spawn(endpointslice::run(caches.clone()));
+    tasks.spawn(nodeipam::run(
+        caches.clone(),
+        options.cluster_cidr,
+        options.node_cidr_mask_size,
+    ));
+    tasks.spawn(nodelifecycle::run(
+        caches.clone(),
+        options.node_monitor_grace_period,
+    ));
     match tasks.join_next().await {
         Some(Ok(Ok(()))) => Err(anyhow!("a controller stopped unexpectedly")),
         Some(Ok(Err(error))) => Err(error),

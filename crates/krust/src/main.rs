@@ -104,6 +104,43 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub agent: krust_kubelet::AgentOptions,
+    /// IPv4 range Services get their ClusterIPs from; its first address is the
+    /// `kubernetes` Service's.
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub service_cluster_ip_range: krust_api::cidr::Ipv4Cidr,
+
+    /// Ports NodePort Services get their node ports from.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    pub service_node_port_range: krust_api::cidr::PortRange,
+
+    /// IPv4 range the nodes' pod CIDRs (a /24 each) are taken from.
+    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
+
+    /// How long a node may go without renewing its Lease before it is marked
+    /// NotReady (Unknown) and its pods start being evicted, e.g. 40s, 500ms, 2m.
+    #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+}
+
+/// Parses a duration as Go writes them for the flags upstream has: `40s`, `500ms`,
+/// `2m`, `1h` (a plain number is seconds).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 40s, 500ms or 2m"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(number * millis))
 }
 
 fn main() -> ExitCode {
@@ -184,6 +221,11 @@ mod tests {
         assert!(!args.disable_agent);
         assert_eq!(args.bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(args.port, 6443);
+        assert_eq!(
+            args.node_monitor_grace_period,
+            std::time::Duration::from_secs(40)
+        );
+        assert_eq!(args.service_cluster_ip_range.to_string(), "10.43.0.0/16");
         assert_eq!(args.data_dir, PathBuf::from("/var/lib/krust"));
         assert!(args.datastore.is_none());
         assert!(args.token_auth_file.is_none());
@@ -220,5 +262,32 @@ mod tests {
             panic!("parsed as another command");
         };
         assert_eq!(args.port, 7443);
+    }
+
+    #[test]
+    fn durations_and_ranges_parse_as_upstream_writes_them() {
+        assert_eq!(
+            parse_duration("40s"),
+            Ok(std::time::Duration::from_secs(40))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Ok(std::time::Duration::from_secs(120))
+        );
+        assert!(parse_duration("forty").unwrap_err().contains("40s"));
+        assert!(parse_duration("4d").unwrap_err().contains("unit"));
+        let error = Cli::try_parse_from([
+            "krust",
+            "server",
+            "--service-cluster-ip-range",
+            "fd00::/108",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("IPv4"), "{error}");
     }
 }

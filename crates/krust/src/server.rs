@@ -105,11 +105,22 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         static_tokens,
         max_requests_inflight: args.max_requests_inflight as usize,
         max_mutating_requests_inflight: args.max_mutating_requests_inflight as usize,
+        service_ranges: krust_apiserver::service_alloc::ServiceRanges {
+            cluster_ips: args.service_cluster_ip_range,
+            node_ports: args.service_node_port_range,
+        },
+        advertise_address: advertise_address(args.bind_address),
     };
     let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
-    start_controllers(&kubeconfig_path).await?;
+    let controller_options = krust_controllers::Options {
+        root_ca_pem: Some(pki.ca.cert_pem.clone()),
+        cluster_cidr: args.cluster_cidr,
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        ..Default::default()
+    };
+    start_controllers(&kubeconfig_path, controller_options).await?;
     if !args.disable_agent {
         crate::agent::start_embedded(&args.agent, &data_dir, &kubeconfig_path).await?;
     }
@@ -120,7 +131,10 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
 
 /// Starts the controller manager in this process. Like upstream's, it talks to the
 /// API server only through the API, with the admin kubeconfig's identity.
-async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
+async fn start_controllers(
+    kubeconfig_path: &Path,
+    options: krust_controllers::Options,
+) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
         .context("cannot read the admin kubeconfig for the controllers")?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -128,11 +142,27 @@ async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
         .context("cannot load the admin kubeconfig for the controllers")?;
     let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
     tokio::spawn(async move {
-        if let Err(error) = krust_controllers::run(client).await {
+        if let Err(error) = krust_controllers::run_with(client, options).await {
             tracing::error!(%error, "the controllers stopped");
         }
     });
     Ok(())
+}
+
+/// The address the `kubernetes` Service points at: the bind address, or for a
+/// wildcard bind the host's first non-loopback address (loopback if it has none).
+fn advertise_address(bind: std::net::IpAddr) -> std::net::IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    hostaddrs::interface_addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() == bind.is_ipv4() && !ip.is_loopback())
+        .unwrap_or(if bind.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        })
 }
 
 /// Creates the data dir (mode 0700) and returns its absolute path.

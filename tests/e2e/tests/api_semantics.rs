@@ -21,6 +21,19 @@ async fn create_maps(maps: &Api<ConfigMap>, prefix: &str, count: usize) {
     }
 }
 
+/// Waits until the controllers published the cluster CA (`kube-root-ca.crt`) in
+/// the namespace of `maps`: every namespace has it, so lists count it.
+async fn root_ca_published(maps: &Api<ConfigMap>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while maps.get_opt("kube-root-ca.crt").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kube-root-ca.crt was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The status code of a raw request.
 async fn status_of(client: &kube::Client, request: http::Request<Vec<u8>>) -> (u16, String) {
     match client.request_text(request).await {
@@ -34,6 +47,7 @@ async fn status_of(client: &kube::Client, request: http::Request<Vec<u8>>) -> (u
 async fn paging_returns_a_consistent_snapshot() {
     let server = TestServer::start();
     let maps: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    root_ca_published(&maps).await;
     create_maps(&maps, "page", 25).await;
     let first = maps
         .list(&ListParams::default().labels("set=page").limit(10))
@@ -71,7 +85,11 @@ async fn paging_returns_a_consistent_snapshot() {
     assert_eq!(names, expected);
     // Without selectors the server says how many items remain.
     let unfiltered = maps.list(&ListParams::default().limit(5)).await.unwrap();
-    assert_eq!(unfiltered.metadata.remaining_item_count, Some(24 + 5 - 5));
+    // 24 + 5 created, kube-root-ca.crt, 5 on this page.
+    assert_eq!(
+        unfiltered.metadata.remaining_item_count,
+        Some(24 + 5 + 1 - 5)
+    );
     // A token that is not one is a 400.
     let bad = maps
         .list(&ListParams::default().continue_token("garbage"))
@@ -127,6 +145,7 @@ async fn watch_starts_where_asked_and_old_versions_are_gone() {
 async fn send_initial_events_ends_with_a_bookmark() {
     let server = TestServer::start();
     let maps: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    root_ca_published(&maps).await;
     create_maps(&maps, "init", 3).await;
     let params = WatchParams::streaming_lists().timeout(10);
     let mut stream = maps.watch(&params, "0").await.unwrap().boxed();
@@ -152,7 +171,10 @@ async fn send_initial_events_ends_with_a_bookmark() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(initial, ["init-000", "init-001", "init-002"]);
+    assert_eq!(
+        initial,
+        ["init-000", "init-001", "init-002", "kube-root-ca.crt"]
+    );
     // Live events follow.
     create_maps(&maps, "live", 1).await;
     match stream.try_next().await.unwrap().unwrap() {
@@ -258,12 +280,12 @@ async fn bad_requests_get_upstreams_status_codes() {
     }
     // Nothing of the refused requests was stored.
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let stored = maps.list(&ListParams::default()).await.unwrap().items;
     assert!(
-        maps.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        stored
+            .iter()
+            .all(|m| m.metadata.name.as_deref() == Some("kube-root-ca.crt")),
+        "{stored:?}"
     );
     // dryRun validates and answers but stores nothing.
     let dry = request(
@@ -273,12 +295,12 @@ async fn bad_requests_get_upstreams_status_codes() {
         cm,
     );
     assert_eq!(status_of(&client, dry).await.0, 200);
+    let stored = maps.list(&ListParams::default()).await.unwrap().items;
     assert!(
-        maps.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        stored
+            .iter()
+            .all(|m| m.metadata.name.as_deref() == Some("kube-root-ca.crt")),
+        "{stored:?}"
     );
     // A stale resourceVersion on update is a 409 Conflict.
     create_maps(&maps, "c", 1).await;

@@ -1,0 +1,320 @@
+//! Service ClusterIP and NodePort allocation against real `krust server`s: the
+//! `kubernetes` Service, requested and random values, 422s for taken or
+//! out-of-range values (with nothing stored), release on delete, survival across a
+//! restart, and concurrent creates (also from two servers sharing one etcd) that
+//! never share a value.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use krust_e2e::{EtcdServer, ServerOptions, TestServer};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+
+fn service(name: &str, spec: Value) -> Service {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+fn node_port_service(name: &str) -> Service {
+    service(
+        name,
+        json!({"type": "NodePort", "selector": {"app": name}, "ports": [{"port": 80}]}),
+    )
+}
+
+fn cluster_ip(service: &Service) -> String {
+    service.spec.as_ref().unwrap().cluster_ip.clone().unwrap()
+}
+
+fn node_port(service: &Service) -> i32 {
+    service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap()
+}
+
+/// The 422's status message and first cause, and that it is a 422.
+fn rejection(error: kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 422, "expected 422, got {status:?}");
+            status.message
+        }
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+async fn start(options: ServerOptions) -> (TestServer, kube::Client) {
+    let server = tokio::task::spawn_blocking(move || TestServer::start_with(options))
+        .await
+        .unwrap();
+    let client = server.client().await;
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_service_points_at_the_api_server() {
+    let (server, client) = start(ServerOptions::default()).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let kubernetes = services.get("kubernetes").await.unwrap();
+    let spec = kubernetes.spec.as_ref().unwrap();
+    assert_eq!(cluster_ip(&kubernetes), "10.43.0.1");
+    assert_eq!(
+        spec.cluster_ips.as_deref(),
+        Some(&["10.43.0.1".to_string()][..])
+    );
+    assert_eq!(spec.ip_families.as_deref(), Some(&["IPv4".to_string()][..]));
+    assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
+    assert_eq!(spec.ports.as_ref().unwrap()[0].port, 443);
+
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let subset = &endpoints.get("kubernetes").await.unwrap().subsets.unwrap()[0];
+    assert_eq!(subset.addresses.as_ref().unwrap()[0].ip, "127.0.0.1");
+    assert_eq!(
+        subset.ports.as_ref().unwrap()[0].port,
+        i32::from(server.port())
+    );
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slice = slices.get("kubernetes").await.unwrap();
+    assert_eq!(slice.endpoints[0].addresses, ["127.0.0.1"]);
+    assert_eq!(
+        slice.ports.as_ref().unwrap()[0].port,
+        Some(i32::from(server.port()))
+    );
+
+    // kubectl sees the same.
+    let output = tokio::task::block_in_place(|| {
+        server.kubectl([
+            "get",
+            "service",
+            "kubernetes",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+    });
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "10.43.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_values_are_checked_and_released_on_delete() {
+    let (mut server, client) = start(ServerOptions {
+        extra_args: vec![
+            "--service-cluster-ip-range=10.96.0.0/24".into(),
+            "--service-node-port-range=31000-31099".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let create = |name: &str, spec: Value| {
+        let services = services.clone();
+        let object = service(name, spec);
+        async move { services.create(&PostParams::default(), &object).await }
+    };
+
+    let first = create(
+        "first",
+        json!({"type": "NodePort", "clusterIP": "10.96.0.50", "ports": [{"port": 80, "nodePort": 31050}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cluster_ip(&first), "10.96.0.50");
+    assert_eq!(node_port(&first), 31050);
+
+    // Taken and out-of-range values: 422, nothing stored.
+    let message = rejection(
+        create(
+            "ip-taken",
+            json!({"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        message.contains("provided IP is already allocated"),
+        "{message}"
+    );
+    let message = rejection(
+        create(
+            "ip-outside",
+            json!({"clusterIP": "10.43.0.9", "ports": [{"port": 80}]}),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(message.contains("not in the valid range"), "{message}");
+    assert!(message.contains("10.96.0.0/24"), "{message}");
+    let message = rejection(
+        create(
+            "port-taken",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 31050}]}),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        message.contains("provided port is already allocated"),
+        "{message}"
+    );
+    let message = rejection(
+        create(
+            "port-outside",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]}),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        message.contains(
+            "provided port is not in the valid range. The range of valid ports is 31000-31099"
+        ),
+        "{message}"
+    );
+    for name in ["ip-taken", "ip-outside", "port-taken", "port-outside"] {
+        assert!(
+            services.get_opt(name).await.unwrap().is_none(),
+            "{name} was stored"
+        );
+    }
+    // A failed create releases what it had claimed (port-outside had claimed a
+    // ClusterIP before its port was refused): only the kubernetes Service's and
+    // first's addresses are held.
+    let addresses: Api<k8s_openapi::api::networking::v1::IPAddress> = Api::all(client.clone());
+    let held: BTreeSet<String> = addresses
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|a| a.metadata.name.unwrap())
+        .collect();
+    assert_eq!(
+        held,
+        BTreeSet::from(["10.96.0.1".into(), "10.96.0.50".into()])
+    );
+
+    // Headless and ExternalName Services get no ClusterIP.
+    let headless = create(
+        "headless",
+        json!({"clusterIP": "None", "selector": {"app": "x"}, "ports": [{"port": 80}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cluster_ip(&headless), "None");
+    let external = create(
+        "external",
+        json!({"type": "ExternalName", "externalName": "example.com"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(external.spec.as_ref().unwrap().cluster_ip, None);
+
+    // The values survive a restart...
+    tokio::task::block_in_place(|| server.restart());
+    let client = server.client().await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let retry = service(
+        "ip-taken",
+        json!({"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}),
+    );
+    let message = rejection(
+        services
+            .create(&PostParams::default(), &retry)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains("provided IP is already allocated"),
+        "{message}"
+    );
+
+    // ...and are free again once their Service is deleted.
+    services
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    let again = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "again",
+                json!({"type": "NodePort", "clusterIP": "10.96.0.50", "ports": [{"port": 80, "nodePort": 31050}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&again), "10.96.0.50");
+    assert_eq!(node_port(&again), 31050);
+
+    // Changing the type to ClusterIP gives the NodePort back.
+    let mut changed = again.clone();
+    changed.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    changed.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = None;
+    services
+        .replace("again", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let reuse = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "reuse",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 31050}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(node_port(&reuse), 31050);
+}
+
+/// Creates `count` NodePort Services at once on each client, and checks that no two
+/// got the same ClusterIP or NodePort.
+async fn create_concurrently(clients: &[kube::Client], count: usize) {
+    let creates = clients.iter().enumerate().flat_map(|(server, client)| {
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        (0..count).map(move |i| {
+            let services = services.clone();
+            async move {
+                services
+                    .create(
+                        &PostParams::default(),
+                        &node_port_service(&format!("s{server}-{i}")),
+                    )
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    let created = join_all(creates).await;
+    let ips: BTreeSet<String> = created.iter().map(cluster_ip).collect();
+    let ports: BTreeSet<i32> = created.iter().map(node_port).collect();
+    assert_eq!(ips.len(), created.len(), "two Services share a ClusterIP");
+    assert_eq!(ports.len(), created.len(), "two Services share a NodePort");
+    assert!(!ips.contains("10.43.0.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_never_share_a_value_on_sqlite() {
+    let (_server, client) = start(ServerOptions::default()).await;
+    create_concurrently(&[client], 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_on_two_servers_sharing_etcd_never_share_a_value() {
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .unwrap();
+    // A tiny range makes collisions between the two servers certain to be tried.
+    let options = ServerOptions {
+        datastore: Some(etcd.url()),
+        extra_args: vec![
+            "--service-cluster-ip-range=10.97.0.0/26".into(),
+            "--service-node-port-range=32000-32060".into(),
+        ],
+        ..Default::default()
+    };
+    let (_first, first_client) = start(options.clone()).await;
+    let (_second, second_client) = start(options).await;
+    create_concurrently(&[first_client, second_client], 25).await;
+}
