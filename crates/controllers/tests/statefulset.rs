@@ -207,6 +207,20 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     let revisions: Api<ControllerRevision> = cluster.api("update");
     let params = PostParams::default();
 
+    // A claim the API refuses (a name with capitals): a Warning, no pod, and the
+    // controller goes on with the other sets.
+    let mut broken = stateful_set("broken", json!({"replicas": 1}), true);
+    broken
+        .spec
+        .as_mut()
+        .unwrap()
+        .volume_claim_templates
+        .as_mut()
+        .unwrap()[0]
+        .metadata
+        .name = Some("Bad_Name".into());
+    sets.create(&params, &broken).await.unwrap();
+
     // Parallel: every pod at once, ready or not.
     sets.create(
         &params,
@@ -232,6 +246,17 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
         set_status(&sets, "db").await["readyReplicas"] == 3
     })
     .await;
+    wait_event(&cluster.client, "update", "broken", "FailedCreate").await;
+    assert!(
+        pod_names(&pods, "broken").await.is_empty(),
+        "no pod without its claim"
+    );
+    assert!(
+        claim_names(&claims)
+            .await
+            .iter()
+            .all(|n| !n.contains("broken"))
+    );
     let first = set_status(&sets, "db").await;
     let first_revision = first["updateRevision"].as_str().unwrap().to_string();
     assert_eq!(first["currentRevision"], first_revision.as_str());
