@@ -19,9 +19,12 @@
 //! interim condition (`SuccessCriteriaMet` or `FailureTarget`) while the remaining
 //! pods are removed, then `Complete` or `Failed`.
 //!
+//! Pods are the Job's by controller owner reference; orphans that match its
+//! selector (by default `batch.kubernetes.io/controller-uid=<uid>`) are adopted and
+//! owned pods that stop matching are released.
+//!
 //! Not done: `backoffLimitPerIndex`/`maxFailedIndexes` (and the `FailIndex` action),
-//! `successPolicy`, and adopting orphan pods that match a Job's selector (pods are
-//! the Job's by their controller owner reference).
+//! and `successPolicy`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -39,8 +42,9 @@ use serde_json::json;
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::workload::{
-    Events, Expectations, controller_key, controller_uid, generate_name, is_pod_finished,
-    is_pod_ready, is_pod_terminating, pod_from_template, pod_phase, to_chrono, to_time,
+    Events, Expectations, adopters, claim_pods, controller_key, controller_uid, generate_name,
+    is_pod_finished, is_pod_ready, is_pod_terminating, pod_from_template, pod_phase, to_chrono,
+    to_time,
 };
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 
@@ -92,6 +96,12 @@ async fn feed_pods(controller: Arc<JobController>, queue: WorkQueue<ObjectKey>) 
     while let Some(change) = changes.recv().await {
         let pod = change.object();
         let Some(job) = controller_key(&pod.metadata, "Job") else {
+            let jobs = controller
+                .jobs
+                .list_namespace(&pod.namespace().unwrap_or_default());
+            for adopter in adopters(&jobs, pod, job_selector) {
+                queue.add(adopter);
+            }
             continue;
         };
         let pod_key = ObjectKey::of(pod.as_ref());
@@ -158,6 +168,19 @@ impl JobController {
         }
 
         let spec = job.spec.clone().unwrap_or_default();
+        // Orphans matching the selector are adopted, owned pods that stopped matching
+        // released. Without a selector, the one the API server generates upstream.
+        let selector = job_selector(&job);
+        let candidates = self.pods.list_namespace(&key.namespace);
+        let pods = claim_pods(
+            &self.client,
+            job.as_ref(),
+            &selector,
+            candidates,
+            |_| true,
+            Some(TRACKING_FINALIZER),
+        )
+        .await?;
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
         let completions = spec.completions;
         let mut job = (*job).clone();
@@ -610,6 +633,15 @@ impl JobController {
             }
         }
         Ok(())
+    }
+}
+
+/// The Job's selector as JSON; without one, the one the API server generates
+/// upstream (`batch.kubernetes.io/controller-uid=<uid>`).
+fn job_selector(job: &Job) -> serde_json::Value {
+    match job.spec.as_ref().and_then(|spec| spec.selector.as_ref()) {
+        Some(selector) => serde_json::to_value(selector).unwrap_or_default(),
+        None => json!({"matchLabels": {CONTROLLER_UID_LABEL: job.uid().unwrap_or_default()}}),
     }
 }
 

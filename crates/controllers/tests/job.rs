@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use krust_e2e::hollow::{EXIT_CODE_ANNOTATION, NodeTemplate};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use workloads::{Cluster, DEADLINE, phase, wait_event, wait_for};
+use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
 fn nodes(prefix: &str) -> Vec<NodeTemplate> {
     (0..2)
@@ -282,4 +283,80 @@ async fn suspended_jobs_wait_and_finished_jobs_expire() {
     .await;
     // Two seconds after the completion time, which has whole seconds.
     assert!(completed.elapsed() >= Duration::from_millis(500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_adopt_matching_orphans_and_release_pods_that_stop_matching() {
+    let cluster = Cluster::start(nodes("job-adopt")).await;
+    cluster.namespace("adopt").await;
+    let jobs: Api<Job> = cluster.api("adopt");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = cluster.api("adopt");
+    create(
+        &jobs,
+        job("keeper", None, json!({"parallelism": 2, "completions": 4})),
+    )
+    .await;
+    wait_for("two pods are active", DEADLINE, || async {
+        status(&jobs, "keeper").await["active"] == 2
+    })
+    .await;
+    let uid = jobs.get("keeper").await.unwrap().metadata.uid.unwrap();
+    let owned_by_job = |pod: &k8s_openapi::api::core::v1::Pod| {
+        pod.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == uid && r.controller == Some(true))
+    };
+    let name = cluster.pods("adopt", "job-name=keeper").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    // An orphan that matches the selector is adopted again.
+    let orphan = json!({"metadata": {"ownerReferences": null, "finalizers": null}});
+    merge_patch(&pods, &name, orphan).await;
+    wait_for(
+        "the orphan is adopted, with the tracking finalizer",
+        DEADLINE,
+        || async {
+            let pod = pods.get(&name).await.unwrap();
+            owned_by_job(&pod)
+                && pod
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == "batch.kubernetes.io/job-tracking")
+        },
+    )
+    .await;
+
+    // A pod whose labels stop matching is released, and replaced.
+    let relabel =
+        json!({"metadata": {"labels": {"batch.kubernetes.io/controller-uid": "someone-else"}}});
+    merge_patch(&pods, &name, relabel).await;
+    wait_for("the pod is released", DEADLINE, || async {
+        !owned_by_job(&pods.get(&name).await.unwrap())
+    })
+    .await;
+    let released = pods.get(&name).await.unwrap();
+    assert!(
+        released
+            .finalizers()
+            .iter()
+            .all(|f| f != "batch.kubernetes.io/job-tracking"),
+        "a released pod keeps no tracking finalizer"
+    );
+    wait_for("a replacement keeps two pods active", DEADLINE, || async {
+        let owned = pods
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|pod| owned_by_job(pod) && pod.metadata.deletion_timestamp.is_none())
+            .count();
+        owned == 2 && status(&jobs, "keeper").await["active"] == 2
+    })
+    .await;
 }

@@ -11,7 +11,7 @@ use krust_e2e::hollow::{NodeTemplate, READY_ANNOTATION};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use workloads::{Cluster, DEADLINE, phase, wait_event, wait_for};
+use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
 fn stateful_set(name: &str, spec: Value, ready: bool) -> StatefulSet {
     let mut full = json!({
@@ -71,9 +71,7 @@ async fn set_status(sets: &Api<StatefulSet>, name: &str) -> Value {
 
 async fn make_ready(pods: &Api<Pod>, name: &str) {
     let patch = json!({"metadata": {"annotations": {READY_ANNOTATION: "true"}}});
-    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    merge_patch(pods, name, patch).await;
 }
 
 async fn is_running(pods: &Api<Pod>, name: &str) -> bool {
