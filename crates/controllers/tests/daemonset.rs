@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use krust_e2e::hollow::{HollowNodes, HollowOptions, NodeTemplate};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
-use workloads::{Cluster, DEADLINE, phase, wait_event, wait_for};
+use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
 fn daemon_set(name: &str, pod_spec: Value, strategy: Value) -> DaemonSet {
     let mut spec = pod_spec;
@@ -61,10 +61,7 @@ async fn wait_nodes(pods: &Api<Pod>, app: &str, expected: &[&str]) {
 
 async fn label_node(nodes: &Api<Node>, name: &str, value: Value) {
     let patch = json!({"metadata": {"labels": {"role": value}}});
-    nodes
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    merge_patch(nodes, name, patch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,13 +186,7 @@ async fn daemon_sets_roll_out_with_max_unavailable_or_max_surge() {
 
     let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "agent:2"}]}}}});
     for name in ["replace", "surge"] {
-        sets.patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Strategic(image.clone()),
-        )
-        .await
-        .unwrap();
+        merge_patch(&sets, name, image.clone()).await;
     }
     for name in ["replace", "surge"] {
         let kubeconfig = cluster.server.kubeconfig_path();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::batch::v1::Job;
 use krust_e2e::hollow::{EXIT_CODE_ANNOTATION, NodeTemplate};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
@@ -263,9 +263,7 @@ async fn suspended_jobs_wait_and_finished_jobs_expire() {
     assert!(cluster.pods("suspend", "job-name=later").await.is_empty());
 
     let resume = json!({"spec": {"suspend": false}});
-    jobs.patch("later", &PatchParams::default(), &Patch::Merge(&resume))
-        .await
-        .unwrap();
+    merge_patch(&jobs, "later", resume).await;
     let done = wait_condition(&jobs, "later", "Complete", DEADLINE).await;
     assert_eq!(done["succeeded"], 1, "{done}");
     assert!(condition(&done, "Suspended").is_none(), "{done}");

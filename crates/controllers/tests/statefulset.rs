@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use krust_e2e::hollow::{NodeTemplate, READY_ANNOTATION};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
@@ -173,9 +173,7 @@ async fn ordered_sets_start_in_order_and_scale_down_from_the_top() {
 
     // Scale down: the highest ordinal goes first; whenScaled Delete takes its claim.
     let scale = json!({"spec": {"replicas": 1}});
-    sets.patch("web", &PatchParams::default(), &Patch::Merge(&scale))
-        .await
-        .unwrap();
+    merge_patch(&sets, "web", scale).await;
     wait_for("web scales down to web-0", DEADLINE, || async {
         let names = pod_names(&pods, "web").await;
         assert!(
@@ -261,13 +259,7 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
 
     // A new template rolls only down to the partition.
     let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": image}]}}}});
-    sets.patch(
-        "db",
-        &PatchParams::default(),
-        &Patch::Strategic(image("busybox:2")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&sets, "db", image("busybox:2")).await;
     wait_for("db-2 is updated", DEADLINE, || async {
         let status = set_status(&sets, "db").await;
         status["updatedReplicas"] == 1 && status["readyReplicas"] == 3
@@ -308,9 +300,7 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
 
     // Partition 0: the rest follows, and kubectl sees the rollout finish.
     let partition = json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}});
-    sets.patch("db", &PatchParams::default(), &Patch::Merge(&partition))
-        .await
-        .unwrap();
+    merge_patch(&sets, "db", partition).await;
     let rollout = tokio::task::spawn_blocking({
         let kubeconfig = cluster.server.kubeconfig_path();
         move || {
@@ -342,16 +332,8 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     // OnDelete: a new template reaches only the pods someone deletes.
     let on_delete =
         json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": null}}});
-    sets.patch("db", &PatchParams::default(), &Patch::Merge(&on_delete))
-        .await
-        .unwrap();
-    sets.patch(
-        "db",
-        &PatchParams::default(),
-        &Patch::Strategic(image("busybox:3")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&sets, "db", on_delete).await;
+    merge_patch(&sets, "db", image("busybox:3")).await;
     wait_for("db has a third revision", DEADLINE, || async {
         let status = set_status(&sets, "db").await;
         status["updateRevision"] != second_revision.as_str()
