@@ -136,6 +136,31 @@ async fn daemon_pods_follow_the_nodes() {
     assert!(pod.labels().contains_key("controller-revision-hash"));
     assert_eq!(pod.labels()["pod-template-generation"], "1");
 
+    // A failed daemon pod is replaced on its node.
+    let failed_name = pod.name_any();
+    let failed = json!({"status": {"phase": "Failed"}});
+    pods.patch_status(
+        &failed_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&failed),
+    )
+    .await
+    .unwrap();
+    wait_for("the failed pod is replaced", DEADLINE, || async {
+        let listed = pods
+            .list(&ListParams::default().labels("app=agent"))
+            .await
+            .unwrap()
+            .items;
+        listed.iter().all(|p| p.name_any() != failed_name)
+            && listed.iter().any(|p| {
+                phase(p) == "Running"
+                    && p.spec.as_ref().unwrap().node_name.as_deref() == Some("ds-a")
+            })
+    })
+    .await;
+    wait_event(&cluster.client, "daemons", "agent", "FailedDaemonPod").await;
+
     // A node that starts matching gets a pod; a new node gets pods.
     label_node(&nodes, "ds-c", json!("worker")).await;
     wait_nodes(&pods, "agent", &["ds-a", "ds-c"]).await;
