@@ -551,6 +551,12 @@ impl DaemonSetController {
                 continue;
             }
             if placement.should_run && pods.is_empty() {
+                // A node still without its pod counts as unavailable for the update.
+                update_nodes.push(NodePods {
+                    node: name.clone(),
+                    old: Vec::new(),
+                    new: Vec::new(),
+                });
                 create_on.push(name);
                 continue;
             }
@@ -933,6 +939,14 @@ mod tests {
         assert_eq!(step.delete, ["old-0"]);
         let step = rolling_update(&nodes(&[false, true, true]), 0, 2);
         assert_eq!(step.delete, ["old-0", "old-1"]);
+        // A node without its pod yet uses the budget up.
+        let mut missing = nodes(&[true, true]);
+        missing.push(NodePods {
+            node: "n8".into(),
+            old: vec![],
+            new: vec![],
+        });
+        assert!(rolling_update(&missing, 0, 1).delete.is_empty());
         // A node already without an available pod uses the budget up.
         let mut busy = nodes(&[true, true]);
         busy.push(NodePods {

@@ -251,3 +251,83 @@ async fn daemon_sets_roll_out_with_max_unavailable_or_max_surge() {
         .count();
     assert_eq!(live, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_restarts_only_the_pods_that_were_updated() {
+    let templates = (0..3)
+        .map(|i| NodeTemplate::new(format!("ds-back-{i}")))
+        .collect();
+    let cluster = Cluster::start(templates).await;
+    cluster.namespace("back").await;
+    let sets: Api<DaemonSet> = cluster.api("back");
+    let pods: Api<Pod> = cluster.api("back");
+    let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}});
+    sets.create(
+        &PostParams::default(),
+        &daemon_set("steady", json!({}), strategy),
+    )
+    .await
+    .unwrap();
+    wait_nodes(&pods, "steady", &["ds-back-0", "ds-back-1", "ds-back-2"]).await;
+    let uids = || async {
+        let mut uids: Vec<String> = pods
+            .list(&ListParams::default().labels("app=steady"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.uid())
+            .collect();
+        uids.sort();
+        uids
+    };
+    let before = uids().await;
+
+    // A template whose pods never get ready: the update stops after one node.
+    let broken = json!({"spec": {"template": {
+        "metadata": {"annotations": {krust_e2e::hollow::READY_ANNOTATION: "false"}},
+        "spec": {"containers": [{"name": "main", "image": "agent:bad"}]},
+    }}});
+    merge_patch(&sets, "steady", broken).await;
+    wait_for("one pod runs the broken template", DEADLINE, || async {
+        let placed = placed(&pods, "steady").await;
+        placed.len() == 3
+            && placed
+                .values()
+                .filter(|image| *image == "agent:bad")
+                .count()
+                == 1
+    })
+    .await;
+    let during = uids().await;
+    let kept: Vec<&String> = before.iter().filter(|uid| during.contains(uid)).collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "maxUnavailable 1 stops the rollout at one unready pod"
+    );
+
+    // Back to the first template: the two untouched pods keep running.
+    let back = json!({"spec": {"template": {
+        "metadata": {"annotations": null},
+        "spec": {"containers": [{"name": "main", "image": "agent:1"}]},
+    }}});
+    merge_patch(&sets, "steady", back).await;
+    wait_for(
+        "every pod runs the first template again",
+        DEADLINE,
+        || async {
+            let placed = placed(&pods, "steady").await;
+            placed.len() == 3 && placed.values().all(|image| image == "agent:1")
+        },
+    )
+    .await;
+    let after = uids().await;
+    for uid in kept {
+        assert!(
+            after.contains(uid),
+            "pod {uid} was restarted by the rollback"
+        );
+    }
+}
