@@ -329,6 +329,31 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     assert_eq!(done["currentRevision"], second_revision.as_str(), "{done}");
     assert_eq!(done["updatedReplicas"], 3, "{done}");
 
+    // A rollback to the first template reuses its revision, renumbered as the newest.
+    merge_patch(&sets, "db", image("busybox:1")).await;
+    wait_for("db is rolled back", DEADLINE, || async {
+        let status = set_status(&sets, "db").await;
+        status["updateRevision"] == first_revision.as_str()
+            && status["currentRevision"] == first_revision.as_str()
+            && status["updatedReplicas"] == 3
+            && status["readyReplicas"] == 3
+    })
+    .await;
+    let renumbered = revisions.get(&first_revision).await.unwrap();
+    assert_eq!(
+        renumbered.revision, 3,
+        "the rolled-back revision is the newest"
+    );
+    for name in ["db-0", "db-1", "db-2"] {
+        let pod = pods.get(name).await.unwrap();
+        assert_eq!(revision_label(&pod), first_revision);
+        assert_eq!(
+            pod.spec.unwrap().containers[0].image.as_deref(),
+            Some("busybox:1")
+        );
+    }
+    let settled = first_revision.clone();
+
     // OnDelete: a new template reaches only the pods someone deletes.
     let on_delete =
         json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": null}}});
@@ -336,7 +361,7 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     merge_patch(&sets, "db", image("busybox:3")).await;
     wait_for("db has a third revision", DEADLINE, || async {
         let status = set_status(&sets, "db").await;
-        status["updateRevision"] != second_revision.as_str()
+        status["updateRevision"] != settled.as_str()
             && status["observedGeneration"]
                 == sets.get("db").await.unwrap().metadata.generation.unwrap()
     })
@@ -348,7 +373,7 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     for name in ["db-0", "db-1", "db-2"] {
         assert_eq!(
             revision_label(&pods.get(name).await.unwrap()),
-            second_revision,
+            settled,
             "{name} is left alone"
         );
     }
