@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{
-    Job, JobCondition, JobStatus, PodFailurePolicyRule, UncountedTerminatedPods,
+    Job, JobCondition, JobStatus, PodFailurePolicy, PodFailurePolicyRule, UncountedTerminatedPods,
 };
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -411,7 +411,7 @@ impl JobController {
                     0
                 };
             let parallelism = spec.parallelism.unwrap_or(1).max(0);
-            let delay = remaining_backoff(&pods, now);
+            let delay = remaining_backoff(&pods, &spec.pod_failure_policy, now);
             if indexed {
                 let (excess, wanted) = plan_indexes(
                     completions.unwrap_or(0),
@@ -769,7 +769,7 @@ fn pod_index(pod: &Pod) -> Option<i32> {
 /// How a finished (or vanishing) pod counts.
 fn verdict(
     pod: &Pod,
-    policy: &Option<k8s_openapi::api::batch::v1::PodFailurePolicy>,
+    policy: &Option<PodFailurePolicy>,
     indexed: bool,
     completions: Option<i32>,
     completed: &BTreeSet<i32>,
@@ -871,7 +871,11 @@ fn rule_matches(pod: &Pod, rule: &PodFailurePolicyRule) -> Option<String> {
 
 /// When the most recent failure was, and how many failures came after the last
 /// success, from the pods still listed.
-fn failures_since_success(pods: &[Arc<Pod>]) -> (u32, Option<DateTime<Utc>>) {
+/// Failures that an `Ignore` rule matches do not delay replacements.
+fn failures_since_success(
+    pods: &[Arc<Pod>],
+    policy: &Option<PodFailurePolicy>,
+) -> (u32, Option<DateTime<Utc>>) {
     let finished_at = |pod: &Pod| -> Option<DateTime<Utc>> {
         let status = pod.status.as_ref()?;
         status
@@ -898,6 +902,7 @@ fn failures_since_success(pods: &[Arc<Pod>]) -> (u32, Option<DateTime<Utc>>) {
     let failures: Vec<DateTime<Utc>> = pods
         .iter()
         .filter(|pod| pod_phase(pod) == "Failed")
+        .filter(|pod| verdict(pod, policy, false, None, &BTreeSet::new()) != Verdict::Ignored)
         .filter_map(|pod| finished_at(pod))
         .filter(|at| last_success.is_none_or(|success| *at > success))
         .collect();
@@ -905,8 +910,12 @@ fn failures_since_success(pods: &[Arc<Pod>]) -> (u32, Option<DateTime<Utc>>) {
 }
 
 /// How long a replacement must still wait after the recent failures, if at all.
-fn remaining_backoff(pods: &[Arc<Pod>], now: DateTime<Utc>) -> Option<Duration> {
-    let (failures, last) = failures_since_success(pods);
+fn remaining_backoff(
+    pods: &[Arc<Pod>],
+    policy: &Option<PodFailurePolicy>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let (failures, last) = failures_since_success(pods, policy);
     let last = last?;
     let delay = backoff_delay(failures);
     let ready_at = last + chrono::Duration::from_std(delay).ok()?;
@@ -1029,7 +1038,7 @@ mod tests {
         }))
     }
 
-    fn policy(rules: serde_json::Value) -> Option<k8s_openapi::api::batch::v1::PodFailurePolicy> {
+    fn policy(rules: serde_json::Value) -> Option<PodFailurePolicy> {
         Some(serde_json::from_value(json!({"rules": rules})).unwrap())
     }
 
@@ -1122,8 +1131,15 @@ mod tests {
     fn recent_failures_after_the_last_success_set_the_backoff() {
         let now: DateTime<Utc> = "2026-01-01T00:00:05Z".parse().unwrap();
         let pods = vec![Arc::new(failed_pod(1))];
-        assert_eq!(remaining_backoff(&pods, now), Some(Duration::from_secs(5)));
+        assert_eq!(
+            remaining_backoff(&pods, &None, now),
+            Some(Duration::from_secs(5))
+        );
+        let ignore_all = policy(json!([
+            {"action": "Ignore", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+        ]));
+        assert_eq!(remaining_backoff(&pods, &ignore_all, now), None);
         let later: DateTime<Utc> = "2026-01-01T00:00:10Z".parse().unwrap();
-        assert_eq!(remaining_backoff(&pods, later), None);
+        assert_eq!(remaining_backoff(&pods, &None, later), None);
     }
 }

@@ -358,3 +358,54 @@ async fn jobs_adopt_matching_orphans_and_release_pods_that_stop_matching() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignore_rule_does_not_count_disrupted_pods() {
+    let cluster = Cluster::start(nodes("job-ignore")).await;
+    cluster.namespace("ignore").await;
+    let jobs: Api<Job> = cluster.api("ignore");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = cluster.api("ignore");
+    let policy = json!({"backoffLimit": 0, "podFailurePolicy": {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]}});
+    create(&jobs, job("sturdy", None, policy)).await;
+    wait_for("the pod is active", DEADLINE, || async {
+        status(&jobs, "sturdy").await["active"] == 1
+    })
+    .await;
+    let first = cluster.pods("ignore", "job-name=sturdy").await[0].name_any();
+
+    // The pod fails because it was disrupted (as an eviction reports it).
+    let disrupted = json!({"status": {"phase": "Failed", "conditions": [
+        {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"},
+    ]}});
+    pods.patch_status(
+        &first,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&disrupted),
+    )
+    .await
+    .unwrap();
+    let failed_at = Instant::now();
+    wait_for("a replacement runs", DEADLINE, || async {
+        cluster
+            .pods("ignore", "job-name=sturdy")
+            .await
+            .iter()
+            .any(|pod| pod.name_any() != first && phase(pod) == "Running")
+    })
+    .await;
+    assert!(
+        failed_at.elapsed() < Duration::from_secs(8),
+        "an ignored failure does not wait the 10 s backoff"
+    );
+    let sturdy = status(&jobs, "sturdy").await;
+    assert_eq!(
+        sturdy["failed"], 0,
+        "an ignored failure is not counted: {sturdy}"
+    );
+    assert!(
+        condition(&sturdy, "Failed").is_none(),
+        "backoffLimit 0 is not reached: {sturdy}"
+    );
+}
