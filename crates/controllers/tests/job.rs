@@ -375,10 +375,18 @@ async fn an_ignore_rule_does_not_count_disrupted_pods() {
     .await;
     let first = cluster.pods("ignore", "job-name=sturdy").await[0].name_any();
 
-    // The pod fails because it was disrupted (as an eviction reports it).
-    let disrupted = json!({"status": {"phase": "Failed", "conditions": [
-        {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"},
-    ]}});
+    // The pod fails because it was disrupted (as an eviction reports it), its
+    // container killed just now.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let disrupted = json!({"status": {"phase": "Failed",
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"},
+        ],
+        "containerStatuses": [{
+            "name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": now}},
+        }],
+    }});
     pods.patch_status(
         &first,
         &kube::api::PatchParams::default(),
