@@ -287,9 +287,9 @@ impl CronJobController {
                 .active
                 .iter()
                 .flatten()
-                .any(|r| r.uid.as_deref() == job.uid().as_deref());
+                .find(|r| r.uid.as_deref() == job.uid().as_deref());
             if is_finished(job) {
-                if listed {
+                if listed.is_some() {
                     let condition = if job_succeeded(job) {
                         "Complete"
                     } else {
@@ -315,7 +315,9 @@ impl CronJobController {
                     }
                 }
             } else if job.metadata.deletion_timestamp.is_none() {
-                active.push(job_reference(job));
+                // A listed reference stays as written (its resourceVersion is the
+                // creation's, as upstream's), so Job updates cause no status writes.
+                active.push(listed.cloned().unwrap_or_else(|| job_reference(job)));
             }
         }
         for reference in status.active.iter().flatten() {

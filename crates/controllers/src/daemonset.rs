@@ -16,8 +16,10 @@
 //!   deletes the old one once the new one is available); `OnDelete` waits for
 //!   deletions.
 //!
-//! Not done: adopting orphan pods that match the selector, and the slow-start
-//! batching of pod creations (pods are created one call at a time).
+//! Pods are the set's by controller owner reference; orphans matching its selector
+//! are adopted, owned pods that stop matching are released.
+//!
+//! Not done: the slow-start batching of pod creations (one call at a time).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -36,9 +38,9 @@ use kube::{Client, ResourceExt};
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::workload::{
-    Events, Expectations, REVISION_HASH_LABEL, RevisionOutcome, controller_key, controller_uid,
-    ensure_revision, generate_name, is_pod_ready, is_pod_terminating, pod_from_template, pod_phase,
-    to_chrono,
+    Events, Expectations, REVISION_HASH_LABEL, RevisionOutcome, adopters, claim_pods,
+    controller_key, controller_uid, ensure_revision, generate_name, is_pod_ready,
+    is_pod_terminating, pod_from_template, pod_phase, to_chrono,
 };
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 
@@ -77,6 +79,16 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
             while let Some(change) = changes.recv().await {
                 let pod = change.object();
                 let Some(owner) = controller_key(&pod.metadata, "DaemonSet") else {
+                    let sets = controller
+                        .sets
+                        .list_namespace(&pod.namespace().unwrap_or_default());
+                    let selector = |set: &DaemonSet| {
+                        serde_json::to_value(set.spec.as_ref().map(|s| &s.selector))
+                            .unwrap_or_default()
+                    };
+                    for adopter in adopters(&sets, pod, selector) {
+                        queue.add(adopter);
+                    }
                     continue;
                 };
                 let pod_key = ObjectKey::of(pod.as_ref());
@@ -457,13 +469,18 @@ impl DaemonSetController {
         let node_names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
         let mut victims: Vec<(Arc<Pod>, &'static str)> = Vec::new();
-        for pod in self
-            .pods
-            .list_namespace(&key.namespace)
-            .into_iter()
-            .filter(|pod| controller_uid(&pod.metadata, "DaemonSet") == Some(uid.as_str()))
-            .filter(|pod| !is_pod_terminating(pod))
-        {
+        let selector = serde_json::to_value(&spec.selector)?;
+        let candidates = self.pods.list_namespace(&key.namespace);
+        let claimed = claim_pods(
+            &self.client,
+            set.as_ref(),
+            &selector,
+            candidates,
+            |_| true,
+            None,
+        )
+        .await?;
+        for pod in claimed.into_iter().filter(|pod| !is_pod_terminating(pod)) {
             match pod_node(&pod) {
                 Some(node) if node_names.contains(&node) => {
                     by_node.entry(node).or_default().push(pod)
@@ -534,6 +551,12 @@ impl DaemonSetController {
                 continue;
             }
             if placement.should_run && pods.is_empty() {
+                // A node still without its pod counts as unavailable for the update.
+                update_nodes.push(NodePods {
+                    node: name.clone(),
+                    old: Vec::new(),
+                    new: Vec::new(),
+                });
                 create_on.push(name);
                 continue;
             }
@@ -916,6 +939,14 @@ mod tests {
         assert_eq!(step.delete, ["old-0"]);
         let step = rolling_update(&nodes(&[false, true, true]), 0, 2);
         assert_eq!(step.delete, ["old-0", "old-1"]);
+        // A node without its pod yet uses the budget up.
+        let mut missing = nodes(&[true, true]);
+        missing.push(NodePods {
+            node: "n8".into(),
+            old: vec![],
+            new: vec![],
+        });
+        assert!(rolling_update(&missing, 0, 1).delete.is_empty());
         // A node already without an available pod uses the budget up.
         let mut busy = nodes(&[true, true]);
         busy.push(NodePods {

@@ -19,9 +19,12 @@
 //! interim condition (`SuccessCriteriaMet` or `FailureTarget`) while the remaining
 //! pods are removed, then `Complete` or `Failed`.
 //!
+//! Pods are the Job's by controller owner reference; orphans that match its
+//! selector (by default `batch.kubernetes.io/controller-uid=<uid>`) are adopted and
+//! owned pods that stop matching are released.
+//!
 //! Not done: `backoffLimitPerIndex`/`maxFailedIndexes` (and the `FailIndex` action),
-//! `successPolicy`, and adopting orphan pods that match a Job's selector (pods are
-//! the Job's by their controller owner reference).
+//! and `successPolicy`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{
-    Job, JobCondition, JobStatus, PodFailurePolicyRule, UncountedTerminatedPods,
+    Job, JobCondition, JobStatus, PodFailurePolicy, PodFailurePolicyRule, UncountedTerminatedPods,
 };
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -39,8 +42,9 @@ use serde_json::json;
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::workload::{
-    Events, Expectations, controller_key, controller_uid, generate_name, is_pod_finished,
-    is_pod_ready, is_pod_terminating, pod_from_template, pod_phase, to_chrono, to_time,
+    Events, Expectations, adopters, claim_pods, controller_key, controller_uid, generate_name,
+    is_pod_finished, is_pod_ready, is_pod_terminating, pod_from_template, pod_phase, to_chrono,
+    to_time,
 };
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 
@@ -92,6 +96,12 @@ async fn feed_pods(controller: Arc<JobController>, queue: WorkQueue<ObjectKey>) 
     while let Some(change) = changes.recv().await {
         let pod = change.object();
         let Some(job) = controller_key(&pod.metadata, "Job") else {
+            let jobs = controller
+                .jobs
+                .list_namespace(&pod.namespace().unwrap_or_default());
+            for adopter in adopters(&jobs, pod, job_selector) {
+                queue.add(adopter);
+            }
             continue;
         };
         let pod_key = ObjectKey::of(pod.as_ref());
@@ -158,6 +168,19 @@ impl JobController {
         }
 
         let spec = job.spec.clone().unwrap_or_default();
+        // Orphans matching the selector are adopted, owned pods that stopped matching
+        // released. Without a selector, the one the API server generates upstream.
+        let selector = job_selector(&job);
+        let candidates = self.pods.list_namespace(&key.namespace);
+        let pods = claim_pods(
+            &self.client,
+            job.as_ref(),
+            &selector,
+            candidates,
+            |_| true,
+            Some(TRACKING_FINALIZER),
+        )
+        .await?;
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
         let completions = spec.completions;
         let mut job = (*job).clone();
@@ -388,7 +411,7 @@ impl JobController {
                     0
                 };
             let parallelism = spec.parallelism.unwrap_or(1).max(0);
-            let delay = remaining_backoff(&pods, now);
+            let delay = remaining_backoff(&pods, &spec.pod_failure_policy, now);
             if indexed {
                 let (excess, wanted) = plan_indexes(
                     completions.unwrap_or(0),
@@ -613,6 +636,15 @@ impl JobController {
     }
 }
 
+/// The Job's selector as JSON; without one, the one the API server generates
+/// upstream (`batch.kubernetes.io/controller-uid=<uid>`).
+fn job_selector(job: &Job) -> serde_json::Value {
+    match job.spec.as_ref().and_then(|spec| spec.selector.as_ref()) {
+        Some(selector) => serde_json::to_value(selector).unwrap_or_default(),
+        None => json!({"matchLabels": {CONTROLLER_UID_LABEL: job.uid().unwrap_or_default()}}),
+    }
+}
+
 /// Removes the tracking finalizer from `pod` (conditional on the version the cache
 /// saw, so a stale view fails and is retried).
 async fn remove_finalizer(pods: &Api<Pod>, pod: &Pod) -> anyhow::Result<()> {
@@ -737,7 +769,7 @@ fn pod_index(pod: &Pod) -> Option<i32> {
 /// How a finished (or vanishing) pod counts.
 fn verdict(
     pod: &Pod,
-    policy: &Option<k8s_openapi::api::batch::v1::PodFailurePolicy>,
+    policy: &Option<PodFailurePolicy>,
     indexed: bool,
     completions: Option<i32>,
     completed: &BTreeSet<i32>,
@@ -839,7 +871,11 @@ fn rule_matches(pod: &Pod, rule: &PodFailurePolicyRule) -> Option<String> {
 
 /// When the most recent failure was, and how many failures came after the last
 /// success, from the pods still listed.
-fn failures_since_success(pods: &[Arc<Pod>]) -> (u32, Option<DateTime<Utc>>) {
+/// Failures that an `Ignore` rule matches do not delay replacements.
+fn failures_since_success(
+    pods: &[Arc<Pod>],
+    policy: &Option<PodFailurePolicy>,
+) -> (u32, Option<DateTime<Utc>>) {
     let finished_at = |pod: &Pod| -> Option<DateTime<Utc>> {
         let status = pod.status.as_ref()?;
         status
@@ -866,6 +902,7 @@ fn failures_since_success(pods: &[Arc<Pod>]) -> (u32, Option<DateTime<Utc>>) {
     let failures: Vec<DateTime<Utc>> = pods
         .iter()
         .filter(|pod| pod_phase(pod) == "Failed")
+        .filter(|pod| verdict(pod, policy, false, None, &BTreeSet::new()) != Verdict::Ignored)
         .filter_map(|pod| finished_at(pod))
         .filter(|at| last_success.is_none_or(|success| *at > success))
         .collect();
@@ -873,8 +910,12 @@ fn failures_since_success(pods: &[Arc<Pod>]) -> (u32, Option<DateTime<Utc>>) {
 }
 
 /// How long a replacement must still wait after the recent failures, if at all.
-fn remaining_backoff(pods: &[Arc<Pod>], now: DateTime<Utc>) -> Option<Duration> {
-    let (failures, last) = failures_since_success(pods);
+fn remaining_backoff(
+    pods: &[Arc<Pod>],
+    policy: &Option<PodFailurePolicy>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let (failures, last) = failures_since_success(pods, policy);
     let last = last?;
     let delay = backoff_delay(failures);
     let ready_at = last + chrono::Duration::from_std(delay).ok()?;
@@ -997,7 +1038,7 @@ mod tests {
         }))
     }
 
-    fn policy(rules: serde_json::Value) -> Option<k8s_openapi::api::batch::v1::PodFailurePolicy> {
+    fn policy(rules: serde_json::Value) -> Option<PodFailurePolicy> {
         Some(serde_json::from_value(json!({"rules": rules})).unwrap())
     }
 
@@ -1090,8 +1131,15 @@ mod tests {
     fn recent_failures_after_the_last_success_set_the_backoff() {
         let now: DateTime<Utc> = "2026-01-01T00:00:05Z".parse().unwrap();
         let pods = vec![Arc::new(failed_pod(1))];
-        assert_eq!(remaining_backoff(&pods, now), Some(Duration::from_secs(5)));
+        assert_eq!(
+            remaining_backoff(&pods, &None, now),
+            Some(Duration::from_secs(5))
+        );
+        let ignore_all = policy(json!([
+            {"action": "Ignore", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+        ]));
+        assert_eq!(remaining_backoff(&pods, &ignore_all, now), None);
         let later: DateTime<Utc> = "2026-01-01T00:00:10Z".parse().unwrap();
-        assert_eq!(remaining_backoff(&pods, later), None);
+        assert_eq!(remaining_backoff(&pods, &None, later), None);
     }
 }

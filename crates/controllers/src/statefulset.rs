@@ -20,8 +20,10 @@
 //!   Running and Ready; `OnDelete` gives the new template only to pods that someone
 //!   else deleted.
 //!
-//! Not done: `maxUnavailable` for rolling updates (alpha upstream), and adopting
-//! orphan pods that match the selector (pods are the set's by owner reference).
+//! Pods are the set's by controller owner reference; orphans named like its pods
+//! that match its selector are adopted, owned pods that stop matching are released.
+//!
+//! Not done: `maxUnavailable` for rolling updates (alpha upstream).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,9 +42,9 @@ use serde_json::json;
 
 use crate::cache::{Cache, Caches, ObjectKey};
 use crate::workload::{
-    Events, REVISION_HASH_LABEL, RevisionOutcome, controller_key, controller_uid, ensure_revision,
-    is_pod_finished, is_pod_ready, is_pod_terminating, pod_from_template, pod_phase,
-    revision_template, template_revision_data, to_chrono,
+    Events, REVISION_HASH_LABEL, RevisionOutcome, adopters, claim_pods, controller_key,
+    controller_uid, ensure_revision, is_pod_finished, is_pod_ready, is_pod_terminating,
+    pod_from_template, pod_phase, revision_template, template_revision_data, to_chrono,
 };
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 
@@ -76,8 +78,21 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut changes = controller.pods.subscribe();
             while let Some(change) = changes.recv().await {
-                if let Some(owner) = controller_key(&change.object().metadata, "StatefulSet") {
-                    queue.add(owner);
+                let pod = change.object();
+                match controller_key(&pod.metadata, "StatefulSet") {
+                    Some(owner) => queue.add(owner),
+                    None => {
+                        let sets = controller
+                            .sets
+                            .list_namespace(&pod.namespace().unwrap_or_default());
+                        let selector = |set: &StatefulSet| {
+                            serde_json::to_value(set.spec.as_ref().map(|s| &s.selector))
+                                .unwrap_or_default()
+                        };
+                        for adopter in adopters(&sets, pod, selector) {
+                            queue.add(adopter);
+                        }
+                    }
                 }
             }
         });
@@ -277,12 +292,17 @@ impl StatefulSetController {
             }
         }
 
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .list_namespace(&key.namespace)
-            .into_iter()
-            .filter(|pod| controller_uid(&pod.metadata, "StatefulSet") == Some(uid.as_str()))
-            .collect();
+        let selector = serde_json::to_value(&spec.selector)?;
+        let candidates = self.pods.list_namespace(&key.namespace);
+        let pods = claim_pods(
+            &self.client,
+            set.as_ref(),
+            &selector,
+            candidates,
+            |pod| ordinal_of(&name, &pod.name_any()).is_some(),
+            None,
+        )
+        .await?;
         let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
         let replicas = spec.replicas.unwrap_or(1).max(0);
         let wanted = start..start + replicas;

@@ -2,7 +2,8 @@
 //! controller owner references, pods made from a template, the expectations that keep
 //! a controller from acting twice on a cache that has not caught up with its own
 //! writes yet, ControllerRevisions (the template history of StatefulSets and
-//! DaemonSets), and Events through kube-rs's [`Recorder`].
+//! DaemonSets), adopting and releasing pods by label selector ([`claim_pods`], what
+//! upstream's `ControllerRefManager` does), and Events through kube-rs's [`Recorder`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
+use krust_api::selector::LabelSelector;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -60,6 +62,141 @@ pub fn controller_key(metadata: &ObjectMeta, kind: &str) -> Option<ObjectKey> {
         metadata.namespace.clone().unwrap_or_default(),
         reference.name.clone(),
     ))
+}
+
+/// Whether `selector` (a LabelSelector as JSON) selects `labels`; a missing, empty
+/// or malformed selector selects nothing.
+pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let Ok(parsed) = LabelSelector::from_json(selector) else {
+        return false;
+    };
+    if parsed.is_empty() {
+        return false;
+    }
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(key, value)| (key.clone(), Value::String(value.clone())))
+        .collect();
+    parsed.matches(Some(&labels))
+}
+
+/// The owners in `owners` (of `pod`'s namespace) that might adopt `pod`: none if it
+/// has a controller, else those whose selector (by `selector_of`) selects it.
+pub fn adopters<K: Resource<DynamicType = ()>>(
+    owners: &[Arc<K>],
+    pod: &Pod,
+    selector_of: impl Fn(&K) -> Value,
+) -> Vec<ObjectKey> {
+    if pod
+        .owner_references()
+        .iter()
+        .any(|r| r.controller == Some(true))
+    {
+        return Vec::new();
+    }
+    owners
+        .iter()
+        .filter(|owner| selects(&selector_of(owner), pod.labels()))
+        .map(|owner| ObjectKey::of(owner.as_ref()))
+        .collect()
+}
+
+/// The pods `owner` controls after reconciling ownership with its selector, as
+/// upstream's `ControllerRefManager`: an orphan that the selector (and `member`)
+/// accepts is adopted (a controller owner reference is added), an owned pod that no
+/// longer matches is released (the reference is removed). Pods controlled by others
+/// are never touched, and nothing is adopted while `owner` is being deleted. A
+/// `finalizer` (the Job's tracking finalizer) is added on adoption and removed on
+/// release.
+pub async fn claim_pods<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    owner: &K,
+    selector: &Value,
+    candidates: Vec<Arc<Pod>>,
+    member: impl Fn(&Pod) -> bool,
+    finalizer: Option<&str>,
+) -> anyhow::Result<Vec<Arc<Pod>>> {
+    let uid = owner.uid().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
+    let kind = K::kind(&());
+    let api: Api<Pod> = Api::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
+    let mut claimed = Vec::new();
+    for pod in candidates {
+        let matches = selects(selector, pod.labels()) && member(&pod);
+        let controller = pod
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true))
+            .cloned();
+        match controller {
+            Some(reference) if reference.uid == uid => {
+                if matches || deleting {
+                    claimed.push(pod);
+                    continue;
+                }
+                let kept: Vec<&OwnerReference> = pod
+                    .owner_references()
+                    .iter()
+                    .filter(|r| r.uid != uid)
+                    .collect();
+                let finalizers: Vec<&String> = pod
+                    .finalizers()
+                    .iter()
+                    .filter(|f| Some(f.as_str()) != finalizer)
+                    .collect();
+                let patch = json!({"metadata": {
+                    "ownerReferences": kept,
+                    "finalizers": finalizers,
+                    "resourceVersion": pod.resource_version(),
+                }});
+                match api
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(_) => tracing::debug!(%kind, pod = %pod.name_any(), "released a pod"),
+                    Err(kube::Error::Api(error)) if error.code == 404 => {}
+                    Err(error) => return Err(error).context("cannot release a pod"),
+                }
+            }
+            Some(_) => {}
+            None if matches && !deleting && pod.metadata.deletion_timestamp.is_none() => {
+                let mut references = pod.owner_references().to_vec();
+                references.push(controller_reference(owner));
+                let mut finalizers = pod.finalizers().to_vec();
+                if let Some(finalizer) = finalizer
+                    && !finalizers.iter().any(|f| f == finalizer)
+                {
+                    finalizers.push(finalizer.to_string());
+                }
+                let patch = json!({"metadata": {
+                    "ownerReferences": references,
+                    "finalizers": finalizers,
+                    "resourceVersion": pod.resource_version(),
+                }});
+                match api
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(adopted) => {
+                        tracing::debug!(%kind, pod = %pod.name_any(), "adopted a pod");
+                        claimed.push(Arc::new(adopted));
+                    }
+                    Err(kube::Error::Api(error)) if error.code == 404 => {}
+                    Err(error) => return Err(error).context("cannot adopt a pod"),
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(claimed)
 }
 
 /// A pod made from `template`, owned by `owner`, with the template's labels and
@@ -414,6 +551,18 @@ mod tests {
             ..ControllerRevision::default()
         };
         assert_eq!(revision_template(&revision), Some(template));
+    }
+
+    #[test]
+    fn selectors_select_labels_and_empty_ones_select_nothing() {
+        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        assert!(selects(&json!({"matchLabels": {"app": "web"}}), &labels));
+        assert!(!selects(&json!({"matchLabels": {"app": "db"}}), &labels));
+        let expression =
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]});
+        assert!(selects(&expression, &labels));
+        assert!(!selects(&json!({}), &labels));
+        assert!(!selects(&Value::Null, &labels));
     }
 
     #[test]

@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use krust_e2e::hollow::{HollowNodes, HollowOptions, NodeTemplate};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
-use workloads::{Cluster, DEADLINE, phase, wait_event, wait_for};
+use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
 fn daemon_set(name: &str, pod_spec: Value, strategy: Value) -> DaemonSet {
     let mut spec = pod_spec;
@@ -61,10 +61,7 @@ async fn wait_nodes(pods: &Api<Pod>, app: &str, expected: &[&str]) {
 
 async fn label_node(nodes: &Api<Node>, name: &str, value: Value) {
     let patch = json!({"metadata": {"labels": {"role": value}}});
-    nodes
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    merge_patch(nodes, name, patch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +136,31 @@ async fn daemon_pods_follow_the_nodes() {
     assert!(pod.labels().contains_key("controller-revision-hash"));
     assert_eq!(pod.labels()["pod-template-generation"], "1");
 
+    // A failed daemon pod is replaced on its node.
+    let failed_name = pod.name_any();
+    let failed = json!({"status": {"phase": "Failed"}});
+    pods.patch_status(
+        &failed_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&failed),
+    )
+    .await
+    .unwrap();
+    wait_for("the failed pod is replaced", DEADLINE, || async {
+        let listed = pods
+            .list(&ListParams::default().labels("app=agent"))
+            .await
+            .unwrap()
+            .items;
+        listed.iter().all(|p| p.name_any() != failed_name)
+            && listed.iter().any(|p| {
+                phase(p) == "Running"
+                    && p.spec.as_ref().unwrap().node_name.as_deref() == Some("ds-a")
+            })
+    })
+    .await;
+    wait_event(&cluster.client, "daemons", "agent", "FailedDaemonPod").await;
+
     // A node that starts matching gets a pod; a new node gets pods.
     label_node(&nodes, "ds-c", json!("worker")).await;
     wait_nodes(&pods, "agent", &["ds-a", "ds-c"]).await;
@@ -189,13 +211,7 @@ async fn daemon_sets_roll_out_with_max_unavailable_or_max_surge() {
 
     let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "agent:2"}]}}}});
     for name in ["replace", "surge"] {
-        sets.patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Strategic(image.clone()),
-        )
-        .await
-        .unwrap();
+        merge_patch(&sets, name, image.clone()).await;
     }
     for name in ["replace", "surge"] {
         let kubeconfig = cluster.server.kubeconfig_path();
@@ -234,4 +250,84 @@ async fn daemon_sets_roll_out_with_max_unavailable_or_max_surge() {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .count();
     assert_eq!(live, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_restarts_only_the_pods_that_were_updated() {
+    let templates = (0..3)
+        .map(|i| NodeTemplate::new(format!("ds-back-{i}")))
+        .collect();
+    let cluster = Cluster::start(templates).await;
+    cluster.namespace("back").await;
+    let sets: Api<DaemonSet> = cluster.api("back");
+    let pods: Api<Pod> = cluster.api("back");
+    let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}});
+    sets.create(
+        &PostParams::default(),
+        &daemon_set("steady", json!({}), strategy),
+    )
+    .await
+    .unwrap();
+    wait_nodes(&pods, "steady", &["ds-back-0", "ds-back-1", "ds-back-2"]).await;
+    let uids = || async {
+        let mut uids: Vec<String> = pods
+            .list(&ListParams::default().labels("app=steady"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.uid())
+            .collect();
+        uids.sort();
+        uids
+    };
+    let before = uids().await;
+
+    // A template whose pods never get ready: the update stops after one node.
+    let broken = json!({"spec": {"template": {
+        "metadata": {"annotations": {krust_e2e::hollow::READY_ANNOTATION: "false"}},
+        "spec": {"containers": [{"name": "main", "image": "agent:bad"}]},
+    }}});
+    merge_patch(&sets, "steady", broken).await;
+    wait_for("one pod runs the broken template", DEADLINE, || async {
+        let placed = placed(&pods, "steady").await;
+        placed.len() == 3
+            && placed
+                .values()
+                .filter(|image| *image == "agent:bad")
+                .count()
+                == 1
+    })
+    .await;
+    let during = uids().await;
+    let kept: Vec<&String> = before.iter().filter(|uid| during.contains(uid)).collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "maxUnavailable 1 stops the rollout at one unready pod"
+    );
+
+    // Back to the first template: the two untouched pods keep running.
+    let back = json!({"spec": {"template": {
+        "metadata": {"annotations": null},
+        "spec": {"containers": [{"name": "main", "image": "agent:1"}]},
+    }}});
+    merge_patch(&sets, "steady", back).await;
+    wait_for(
+        "every pod runs the first template again",
+        DEADLINE,
+        || async {
+            let placed = placed(&pods, "steady").await;
+            placed.len() == 3 && placed.values().all(|image| image == "agent:1")
+        },
+    )
+    .await;
+    let after = uids().await;
+    for uid in kept {
+        assert!(
+            after.contains(uid),
+            "pod {uid} was restarted by the rollback"
+        );
+    }
 }

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use krust_e2e::hollow::{EXIT_CODE_ANNOTATION, NodeTemplate};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use workloads::{Cluster, DEADLINE, phase, wait_event, wait_for};
+use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
 fn nodes(prefix: &str) -> Vec<NodeTemplate> {
     (0..2)
@@ -262,9 +263,7 @@ async fn suspended_jobs_wait_and_finished_jobs_expire() {
     assert!(cluster.pods("suspend", "job-name=later").await.is_empty());
 
     let resume = json!({"spec": {"suspend": false}});
-    jobs.patch("later", &PatchParams::default(), &Patch::Merge(&resume))
-        .await
-        .unwrap();
+    merge_patch(&jobs, "later", resume).await;
     let done = wait_condition(&jobs, "later", "Complete", DEADLINE).await;
     assert_eq!(done["succeeded"], 1, "{done}");
     assert!(condition(&done, "Suspended").is_none(), "{done}");
@@ -282,4 +281,139 @@ async fn suspended_jobs_wait_and_finished_jobs_expire() {
     .await;
     // Two seconds after the completion time, which has whole seconds.
     assert!(completed.elapsed() >= Duration::from_millis(500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_adopt_matching_orphans_and_release_pods_that_stop_matching() {
+    let cluster = Cluster::start(nodes("job-adopt")).await;
+    cluster.namespace("adopt").await;
+    let jobs: Api<Job> = cluster.api("adopt");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = cluster.api("adopt");
+    create(
+        &jobs,
+        job("keeper", None, json!({"parallelism": 2, "completions": 4})),
+    )
+    .await;
+    wait_for("two pods are active", DEADLINE, || async {
+        status(&jobs, "keeper").await["active"] == 2
+    })
+    .await;
+    let uid = jobs.get("keeper").await.unwrap().metadata.uid.unwrap();
+    let owned_by_job = |pod: &k8s_openapi::api::core::v1::Pod| {
+        pod.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == uid && r.controller == Some(true))
+    };
+    let name = cluster.pods("adopt", "job-name=keeper").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    // An orphan that matches the selector is adopted again.
+    let orphan = json!({"metadata": {"ownerReferences": null, "finalizers": null}});
+    merge_patch(&pods, &name, orphan).await;
+    wait_for(
+        "the orphan is adopted, with the tracking finalizer",
+        DEADLINE,
+        || async {
+            let pod = pods.get(&name).await.unwrap();
+            owned_by_job(&pod)
+                && pod
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == "batch.kubernetes.io/job-tracking")
+        },
+    )
+    .await;
+
+    // A pod whose labels stop matching is released, and replaced.
+    let relabel =
+        json!({"metadata": {"labels": {"batch.kubernetes.io/controller-uid": "someone-else"}}});
+    merge_patch(&pods, &name, relabel).await;
+    wait_for("the pod is released", DEADLINE, || async {
+        !owned_by_job(&pods.get(&name).await.unwrap())
+    })
+    .await;
+    let released = pods.get(&name).await.unwrap();
+    assert!(
+        released
+            .finalizers()
+            .iter()
+            .all(|f| f != "batch.kubernetes.io/job-tracking"),
+        "a released pod keeps no tracking finalizer"
+    );
+    wait_for("a replacement keeps two pods active", DEADLINE, || async {
+        let owned = pods
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|pod| owned_by_job(pod) && pod.metadata.deletion_timestamp.is_none())
+            .count();
+        owned == 2 && status(&jobs, "keeper").await["active"] == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignore_rule_does_not_count_disrupted_pods() {
+    let cluster = Cluster::start(nodes("job-ignore")).await;
+    cluster.namespace("ignore").await;
+    let jobs: Api<Job> = cluster.api("ignore");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = cluster.api("ignore");
+    let policy = json!({"backoffLimit": 0, "podFailurePolicy": {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]}});
+    create(&jobs, job("sturdy", None, policy)).await;
+    wait_for("the pod is active", DEADLINE, || async {
+        status(&jobs, "sturdy").await["active"] == 1
+    })
+    .await;
+    let first = cluster.pods("ignore", "job-name=sturdy").await[0].name_any();
+
+    // The pod fails because it was disrupted (as an eviction reports it), its
+    // container killed just now.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let disrupted = json!({"status": {"phase": "Failed",
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"},
+        ],
+        "containerStatuses": [{
+            "name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": now}},
+        }],
+    }});
+    pods.patch_status(
+        &first,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&disrupted),
+    )
+    .await
+    .unwrap();
+    let failed_at = Instant::now();
+    wait_for("a replacement runs", DEADLINE, || async {
+        cluster
+            .pods("ignore", "job-name=sturdy")
+            .await
+            .iter()
+            .any(|pod| pod.name_any() != first && phase(pod) == "Running")
+    })
+    .await;
+    assert!(
+        failed_at.elapsed() < Duration::from_secs(8),
+        "an ignored failure does not wait the 10 s backoff"
+    );
+    let sturdy = status(&jobs, "sturdy").await;
+    assert_eq!(
+        sturdy["failed"], 0,
+        "an ignored failure is not counted: {sturdy}"
+    );
+    assert!(
+        condition(&sturdy, "Failed").is_none(),
+        "backoffLimit 0 is not reached: {sturdy}"
+    );
 }

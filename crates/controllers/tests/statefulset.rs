@@ -9,9 +9,9 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use krust_e2e::hollow::{NodeTemplate, READY_ANNOTATION};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
-use workloads::{Cluster, DEADLINE, phase, wait_event, wait_for};
+use workloads::{Cluster, DEADLINE, merge_patch, phase, wait_event, wait_for};
 
 fn stateful_set(name: &str, spec: Value, ready: bool) -> StatefulSet {
     let mut full = json!({
@@ -71,9 +71,7 @@ async fn set_status(sets: &Api<StatefulSet>, name: &str) -> Value {
 
 async fn make_ready(pods: &Api<Pod>, name: &str) {
     let patch = json!({"metadata": {"annotations": {READY_ANNOTATION: "true"}}});
-    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    merge_patch(pods, name, patch).await;
 }
 
 async fn is_running(pods: &Api<Pod>, name: &str) -> bool {
@@ -175,9 +173,7 @@ async fn ordered_sets_start_in_order_and_scale_down_from_the_top() {
 
     // Scale down: the highest ordinal goes first; whenScaled Delete takes its claim.
     let scale = json!({"spec": {"replicas": 1}});
-    sets.patch("web", &PatchParams::default(), &Patch::Merge(&scale))
-        .await
-        .unwrap();
+    merge_patch(&sets, "web", scale).await;
     wait_for("web scales down to web-0", DEADLINE, || async {
         let names = pod_names(&pods, "web").await;
         assert!(
@@ -207,6 +203,20 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     let revisions: Api<ControllerRevision> = cluster.api("update");
     let params = PostParams::default();
 
+    // A claim the API refuses (a name with capitals): a Warning, no pod, and the
+    // controller goes on with the other sets.
+    let mut broken = stateful_set("broken", json!({"replicas": 1}), true);
+    broken
+        .spec
+        .as_mut()
+        .unwrap()
+        .volume_claim_templates
+        .as_mut()
+        .unwrap()[0]
+        .metadata
+        .name = Some("Bad_Name".into());
+    sets.create(&params, &broken).await.unwrap();
+
     // Parallel: every pod at once, ready or not.
     sets.create(
         &params,
@@ -232,19 +242,24 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
         set_status(&sets, "db").await["readyReplicas"] == 3
     })
     .await;
+    wait_event(&cluster.client, "update", "broken", "FailedCreate").await;
+    assert!(
+        pod_names(&pods, "broken").await.is_empty(),
+        "no pod without its claim"
+    );
+    assert!(
+        claim_names(&claims)
+            .await
+            .iter()
+            .all(|n| !n.contains("broken"))
+    );
     let first = set_status(&sets, "db").await;
     let first_revision = first["updateRevision"].as_str().unwrap().to_string();
     assert_eq!(first["currentRevision"], first_revision.as_str());
 
     // A new template rolls only down to the partition.
     let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": image}]}}}});
-    sets.patch(
-        "db",
-        &PatchParams::default(),
-        &Patch::Strategic(image("busybox:2")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&sets, "db", image("busybox:2")).await;
     wait_for("db-2 is updated", DEADLINE, || async {
         let status = set_status(&sets, "db").await;
         status["updatedReplicas"] == 1 && status["readyReplicas"] == 3
@@ -285,9 +300,7 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
 
     // Partition 0: the rest follows, and kubectl sees the rollout finish.
     let partition = json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}});
-    sets.patch("db", &PatchParams::default(), &Patch::Merge(&partition))
-        .await
-        .unwrap();
+    merge_patch(&sets, "db", partition).await;
     let rollout = tokio::task::spawn_blocking({
         let kubeconfig = cluster.server.kubeconfig_path();
         move || {
@@ -316,22 +329,39 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     assert_eq!(done["currentRevision"], second_revision.as_str(), "{done}");
     assert_eq!(done["updatedReplicas"], 3, "{done}");
 
+    // A rollback to the first template reuses its revision, renumbered as the newest.
+    merge_patch(&sets, "db", image("busybox:1")).await;
+    wait_for("db is rolled back", DEADLINE, || async {
+        let status = set_status(&sets, "db").await;
+        status["updateRevision"] == first_revision.as_str()
+            && status["currentRevision"] == first_revision.as_str()
+            && status["updatedReplicas"] == 3
+            && status["readyReplicas"] == 3
+    })
+    .await;
+    let renumbered = revisions.get(&first_revision).await.unwrap();
+    assert_eq!(
+        renumbered.revision, 3,
+        "the rolled-back revision is the newest"
+    );
+    for name in ["db-0", "db-1", "db-2"] {
+        let pod = pods.get(name).await.unwrap();
+        assert_eq!(revision_label(&pod), first_revision);
+        assert_eq!(
+            pod.spec.unwrap().containers[0].image.as_deref(),
+            Some("busybox:1")
+        );
+    }
+    let settled = first_revision.clone();
+
     // OnDelete: a new template reaches only the pods someone deletes.
     let on_delete =
         json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": null}}});
-    sets.patch("db", &PatchParams::default(), &Patch::Merge(&on_delete))
-        .await
-        .unwrap();
-    sets.patch(
-        "db",
-        &PatchParams::default(),
-        &Patch::Strategic(image("busybox:3")),
-    )
-    .await
-    .unwrap();
+    merge_patch(&sets, "db", on_delete).await;
+    merge_patch(&sets, "db", image("busybox:3")).await;
     wait_for("db has a third revision", DEADLINE, || async {
         let status = set_status(&sets, "db").await;
-        status["updateRevision"] != second_revision.as_str()
+        status["updateRevision"] != settled.as_str()
             && status["observedGeneration"]
                 == sets.get("db").await.unwrap().metadata.generation.unwrap()
     })
@@ -343,7 +373,7 @@ async fn updates_roll_down_to_the_partition_and_on_delete_waits_for_deletions() 
     for name in ["db-0", "db-1", "db-2"] {
         assert_eq!(
             revision_label(&pods.get(name).await.unwrap()),
-            second_revision,
+            settled,
             "{name} is left alone"
         );
     }

@@ -127,6 +127,30 @@ where
     }
 }
 
+/// A JSON merge patch of `name`, retried on a conflict: the API server answers 409
+/// to a patch without resourceVersion when its retries run out under contention
+/// (hollow kubelets write pod status all the time).
+pub async fn merge_patch<K>(api: &Api<K>, name: &str, patch: serde_json::Value) -> K
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut attempts = 0;
+    loop {
+        match api
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(object) => return object,
+            Err(kube::Error::Api(error)) if error.code == 409 && attempts < 10 => attempts += 1,
+            Err(error) => panic!("cannot patch {name}: {error}"),
+        }
+    }
+}
+
 /// A pod's phase.
 pub fn phase(pod: &Pod) -> &str {
     pod.status
