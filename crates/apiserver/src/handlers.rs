@@ -141,15 +141,14 @@ fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
 
 /// Whether objects of this resource are stored in another version than this one.
 pub fn needs_conversion(resource: &ResourceInfo) -> bool {
-    convert::storage_version(resource.group, resource.plural).is_some_and(|v| v != resource.version)
+    convert::storage_api_version(resource.group, resource.plural)
+        .is_some_and(|v| v != resource.api_version())
 }
 
 /// An object of the request's version in the storage version.
 fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
-    match convert::storage_version(resource.group, resource.plural) {
-        Some(storage) if storage != resource.version => {
-            convert::convert(&object, resource.group, storage)
-        }
+    match convert::storage_api_version(resource.group, resource.plural) {
+        Some(storage) if storage != resource.api_version() => convert::convert(&object, storage),
         _ => object,
     }
 }
@@ -157,7 +156,7 @@ fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
 /// A stored object in the version the request is for.
 pub fn to_request(resource: &ResourceInfo, object: &Value) -> Value {
     if needs_conversion(resource) {
-        convert::convert(object, resource.group, resource.version)
+        convert::convert(object, &resource.api_version())
     } else {
         object.clone()
     }
