@@ -197,6 +197,23 @@ impl Api {
                 .to_string(),
         );
 
+        // A ClusterIP stays what it was, unless the Service becomes an ExternalName.
+        if let Some(old_ip) = old
+            .filter(|old| wants_cluster_ip(old))
+            .and_then(|old| old["spec"]["clusterIP"].as_str())
+            .filter(|ip| !ip.is_empty())
+            && service_type(service) != "ExternalName"
+        {
+            let requested = service["spec"]["clusterIP"].as_str().unwrap_or("");
+            if !requested.is_empty() && requested != old_ip {
+                return Err(invalid(
+                    service,
+                    "spec.clusterIPs[0]",
+                    &json!([requested]),
+                    "may not change once set",
+                ));
+            }
+        }
         if wants_cluster_ip(service) {
             let requested = service["spec"]["clusterIP"]
                 .as_str()

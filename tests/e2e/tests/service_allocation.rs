@@ -247,6 +247,18 @@ async fn requested_values_are_checked_and_released_on_delete() {
     assert_eq!(cluster_ip(&again), "10.96.0.50");
     assert_eq!(node_port(&again), 31050);
 
+    // The ClusterIP may not change.
+    let mut moved = again.clone();
+    moved.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.60".into());
+    moved.spec.as_mut().unwrap().cluster_ips = Some(vec!["10.96.0.60".into()]);
+    let message = rejection(
+        services
+            .replace("again", &PostParams::default(), &moved)
+            .await
+            .unwrap_err(),
+    );
+    assert!(message.contains("may not change once set"), "{message}");
+
     // Changing the type to ClusterIP gives the NodePort back.
     let mut changed = again.clone();
     changed.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
