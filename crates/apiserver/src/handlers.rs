@@ -897,6 +897,9 @@ impl Api {
     ) -> Result<Value, UpdateError> {
         let resource = call.resource;
         let mut merged = merge_update(resource, call.subresource.as_deref(), old, new);
+        if is_service(resource) {
+            crate::service_alloc::drop_type_dependent_fields(&mut merged, old);
+        }
         normalize_input(resource, &mut merged);
         defaults::apply_defaults(resource.group, resource.kind, &mut merged);
         if tracking == Tracking::Update {

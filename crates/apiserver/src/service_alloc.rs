@@ -153,6 +153,50 @@ fn invalid(service: &Value, field: &str, value: &Value, message: &str) -> ApiErr
     )
 }
 
+/// Drops from an updated Service what only its old type had, when the client sent it
+/// back unchanged (upstream's dropTypeDependentFields): the ClusterIP and IP families
+/// of a Service that becomes an ExternalName, the NodePorts of one that no longer
+/// needs them, and an unneeded healthCheckNodePort. Runs before validation.
+pub fn drop_type_dependent_fields(service: &mut Value, old: &Value) {
+    let becomes_external =
+        service_type(service) == "ExternalName" && service_type(old) != "ExternalName";
+    let drops_node_ports = wants_node_ports(old) && !wants_node_ports(service);
+    let drops_health_check = wants_health_check_port(old) && !wants_health_check_port(service);
+    let Some(spec) = service["spec"].as_object_mut() else {
+        return;
+    };
+    if becomes_external {
+        for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            let unchanged = spec.get(field) == old["spec"].get(field);
+            if unchanged || spec.get(field) == Some(&json!("")) {
+                spec.remove(field);
+            }
+        }
+    }
+    if drops_node_ports {
+        for port in spec
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let was = old["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["nodePort"] == port["nodePort"]);
+            if was && let Some(port) = port.as_object_mut() {
+                port.remove("nodePort");
+            }
+        }
+    }
+    if drops_health_check
+        && spec.get("healthCheckNodePort") == old["spec"].get("healthCheckNodePort")
+    {
+        spec.remove("healthCheckNodePort");
+    }
+}
+
 /// What a Service write claimed, to release if the write does not happen.
 #[derive(Debug, Default)]
 pub struct Claimed {
@@ -288,16 +332,6 @@ impl Api {
                 };
                 settled.insert(node_port);
                 service["spec"]["ports"][index]["nodePort"] = json!(node_port);
-            }
-        } else if let Some(ports) = service["spec"]["ports"].as_array_mut() {
-            // A type without NodePorts drops those it had (upstream clears them when
-            // the type changes to ClusterIP).
-            if old.is_some() {
-                for port in ports {
-                    if let Some(port) = port.as_object_mut() {
-                        port.remove("nodePort");
-                    }
-                }
             }
         }
 

@@ -278,6 +278,43 @@ async fn requested_values_are_checked_and_released_on_delete() {
         .await
         .unwrap();
     assert_eq!(node_port(&reuse), 31050);
+
+    // To ExternalName and back, as the conformance tests do: the ClusterIP and
+    // NodePort are given back, then new ones taken.
+    let mut external = reuse.clone();
+    let spec = external.spec.as_mut().unwrap();
+    spec.type_ = Some("ExternalName".into());
+    spec.external_name = Some("example.com".into());
+    spec.cluster_ip = Some(String::new());
+    let external = services
+        .replace("reuse", &PostParams::default(), &external)
+        .await
+        .unwrap();
+    let spec = external.spec.as_ref().unwrap();
+    assert_eq!(spec.cluster_ip, None);
+    assert_eq!(spec.cluster_ips, None);
+    assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, None);
+    let taken = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "taker",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 31050}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(node_port(&taken), 31050);
+    let mut back = external.clone();
+    let spec = back.spec.as_mut().unwrap();
+    spec.type_ = Some("NodePort".into());
+    spec.external_name = None;
+    let back = services
+        .replace("reuse", &PostParams::default(), &back)
+        .await
+        .unwrap();
+    assert!(cluster_ip(&back).starts_with("10.96.0."));
+    assert_ne!(node_port(&back), 31050);
 }
 
 /// Creates `count` NodePort Services at once on each client, and checks that no two
