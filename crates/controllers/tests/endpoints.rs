@@ -311,6 +311,14 @@ async fn endpoints_and_slices_follow_the_pods_a_service_selects() {
     })
     .await;
 
+    // Endpoints of no Service are left alone.
+    create(
+        &endpoints,
+        json!({"metadata": {"name": "orphan"},
+               "subsets": [{"addresses": [{"ip": "10.9.9.9"}], "ports": [{"port": 80}]}]}),
+    )
+    .await;
+
     // The Service goes, and its endpoints with it.
     services
         .delete("web", &DeleteParams::default())
@@ -321,6 +329,7 @@ async fn endpoints_and_slices_follow_the_pods_a_service_selects() {
             && slices_of(&slices, "web").await.is_empty()
     })
     .await;
+    assert!(endpoints.get_opt("orphan").await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
