@@ -703,6 +703,123 @@ pub async fn ensure_kubernetes_service(
 mod tests {
     use super::*;
 
+    /// An API over the in-memory store with a tiny ClusterIP range.
+    async fn api(range: &str) -> Arc<Api> {
+        let store: Arc<dyn krust_store::Store> = Arc::new(krust_store::memory::MemoryStore::new());
+        let cache = crate::cache::WatchCache::start(store.clone())
+            .await
+            .unwrap();
+        let ranges = ServiceRanges {
+            cluster_ips: range.parse().unwrap(),
+            node_ports: "30000-30009".parse().unwrap(),
+        };
+        Arc::new(Api::new(
+            store,
+            cache,
+            "127.0.0.1:6443".into(),
+            Arc::new(crate::auth::TokenAuthenticator::new(&[])),
+            ranges,
+        ))
+    }
+
+    fn node_port_service(name: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "ns"},
+               "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
+    }
+
+    async fn stored_keys(api: &Api, prefix: &str) -> usize {
+        api.store
+            .list(prefix, Default::default())
+            .await
+            .unwrap()
+            .kvs
+            .len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_allocations_never_share_and_failures_release_their_claims() {
+        // Ten NodePorts for twelve Services: ten get distinct values, two are refused
+        // and keep nothing.
+        let api = api("10.0.0.0/24").await;
+        let allocations = (0..12).map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut service = node_port_service(&format!("s{i}"));
+                api.allocate_service(&mut service, None)
+                    .await
+                    .map(|_| service)
+            })
+        });
+        let results: Vec<ApiResult<Value>> = futures::future::join_all(allocations)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let allocated: Vec<&Value> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(allocated.len(), 10);
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                refused.message.contains("range is full"),
+                "{}",
+                refused.message
+            );
+        }
+        let ips: BTreeSet<&str> = allocated
+            .iter()
+            .map(|s| s["spec"]["clusterIP"].as_str().unwrap())
+            .collect();
+        let ports: BTreeSet<u64> = allocated
+            .iter()
+            .map(|s| s["spec"]["ports"][0]["nodePort"].as_u64().unwrap())
+            .collect();
+        assert_eq!((ips.len(), ports.len()), (10, 10));
+        assert!(
+            !ips.contains("10.0.0.1"),
+            "the kubernetes Service's address"
+        );
+        assert_eq!(
+            stored_keys(&api, &ip_address_resource().key_prefix()).await,
+            10
+        );
+        assert_eq!(stored_keys(&api, NODE_PORT_PREFIX).await, 10);
+    }
+
+    #[tokio::test]
+    async fn repair_releases_only_old_claims_of_services_that_do_not_hold_them() {
+        let api = api("10.0.0.0/24").await;
+        let claim = |port: u16, age_seconds: i64| {
+            let at = Utc::now() - chrono::Duration::seconds(age_seconds);
+            json!({"metadata": {"name": port.to_string(),
+                                "creationTimestamp": at.to_rfc3339_opts(SecondsFormat::Secs, true)},
+                   "spec": {"parentRef": {"group": "", "resource": "services", "namespace": "ns", "name": "gone"}}})
+        };
+        for (port, age) in [(30001, 120), (30002, 1)] {
+            let value = bytes::Bytes::from(serde_json::to_vec(&claim(port, age)).unwrap());
+            api.store
+                .create(&Claim::Port(port).key(), value)
+                .await
+                .unwrap();
+        }
+        api.cache.sync().await.unwrap();
+        api.repair_service_allocations().await;
+        assert!(
+            api.store
+                .get(&Claim::Port(30001).key())
+                .await
+                .unwrap()
+                .is_none(),
+            "leaked and old: released"
+        );
+        assert!(
+            api.store
+                .get(&Claim::Port(30002).key())
+                .await
+                .unwrap()
+                .is_some(),
+            "young: its Service may be on its way"
+        );
+    }
+
     #[test]
     fn held_values_follow_the_service_type() {
         let service = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.9", "clusterIPs": ["10.43.0.9"],
