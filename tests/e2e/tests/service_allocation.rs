@@ -247,6 +247,36 @@ async fn requested_values_are_checked_and_released_on_delete() {
     assert_eq!(cluster_ip(&again), "10.96.0.50");
     assert_eq!(node_port(&again), 31050);
 
+    // An update asking for a taken NodePort is refused and changes nothing.
+    services
+        .create(
+            &PostParams::default(),
+            &service(
+                "holder",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 31060}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut grab = again.clone();
+    grab.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(31060);
+    let message = rejection(
+        services
+            .replace("again", &PostParams::default(), &grab)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains("provided port is already allocated"),
+        "{message}"
+    );
+    assert_eq!(node_port(&services.get("again").await.unwrap()), 31050);
+    assert_eq!(node_port(&services.get("holder").await.unwrap()), 31060);
+    services
+        .delete("holder", &DeleteParams::default())
+        .await
+        .unwrap();
+
     // The ClusterIP may not change.
     let mut moved = again.clone();
     moved.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.60".into());
