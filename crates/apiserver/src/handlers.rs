@@ -804,6 +804,9 @@ impl Api {
             self.check_namespace(call, ns).await?;
         }
         if call.query.dry_run()? {
+            if is_service(resource) {
+                self.allocate_service_dry_run(&mut object, None).await?;
+            }
             return Ok(object);
         }
         let key = object_key(resource, namespace.as_deref(), &name);
@@ -928,6 +931,10 @@ impl Api {
             return Ok(unchanged);
         }
         if call.query.dry_run()? {
+            if is_service(resource) {
+                self.allocate_service_dry_run(&mut unchanged, Some(old))
+                    .await?;
+            }
             return Ok(unchanged);
         }
         let deleting = !meta_str(&merged, "deletionTimestamp").is_empty();

@@ -201,6 +201,8 @@ pub fn drop_type_dependent_fields(service: &mut Value, old: &Value) {
 #[derive(Debug, Default)]
 pub struct Claimed {
     keys: Vec<String>,
+    /// A dry run only checks what is free (in the watch cache) and stores nothing.
+    dry_run: bool,
 }
 
 impl Api {
@@ -212,7 +214,29 @@ impl Api {
         service: &mut Value,
         old: Option<&Value>,
     ) -> ApiResult<Claimed> {
-        let mut claimed = Claimed::default();
+        self.allocate(service, old, false).await
+    }
+
+    /// What [`Api::allocate_service`] would fill in and refuse, claiming nothing
+    /// (for dry-run requests, as upstream's dry-run allocator).
+    pub(crate) async fn allocate_service_dry_run(
+        &self,
+        service: &mut Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        self.allocate(service, old, true).await.map(|_| ())
+    }
+
+    async fn allocate(
+        &self,
+        service: &mut Value,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> ApiResult<Claimed> {
+        let mut claimed = Claimed {
+            keys: Vec::new(),
+            dry_run,
+        };
         match self.claim_service_values(service, old, &mut claimed).await {
             Ok(()) => Ok(claimed),
             Err(error) => {
@@ -516,6 +540,9 @@ impl Api {
             }),
         };
         let key = claim.key();
+        if claimed.dry_run {
+            return Ok(self.cache.get(&key).is_none());
+        }
         let bytes = bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
         match self.store.create(&key, bytes).await {
             Ok(_) => {

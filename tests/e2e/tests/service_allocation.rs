@@ -194,6 +194,48 @@ async fn requested_values_are_checked_and_released_on_delete() {
         BTreeSet::from(["10.96.0.1".into(), "10.96.0.50".into()])
     );
 
+    // A dry run shows what would be allocated, refuses what would be refused, and
+    // claims nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let tentative = services
+        .create(
+            &dry,
+            &service("dry", json!({"type": "NodePort", "ports": [{"port": 80}]})),
+        )
+        .await
+        .unwrap();
+    assert!(cluster_ip(&tentative).starts_with("10.96.0."));
+    assert!((31000..=31099).contains(&node_port(&tentative)));
+    let message = rejection(
+        services
+            .create(
+                &dry,
+                &service(
+                    "dry",
+                    json!({"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}),
+                ),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains("provided IP is already allocated"),
+        "{message}"
+    );
+    assert!(services.get_opt("dry").await.unwrap().is_none());
+    let after: BTreeSet<String> = addresses
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|a| a.metadata.name.unwrap())
+        .collect();
+    assert_eq!(after, held, "a dry run claimed an address");
+
     // Headless and ExternalName Services get no ClusterIP.
     let headless = create(
         "headless",
