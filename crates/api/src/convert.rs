@@ -2,7 +2,8 @@
 //!
 //! Objects are stored in one version (the storage version) and converted on the way
 //! in and out, as kube-apiserver does. Today that is HorizontalPodAutoscaler,
-//! served as autoscaling/v2 (stored) and autoscaling/v1. What v1 can not express
+//! served as autoscaling/v2 (stored) and autoscaling/v1, and Event, served as core v1
+//! (stored) and events.k8s.io/v1. What v1 can not express
 //! (metrics other than CPU utilization, conditions, behavior) travels in the
 //! annotations upstream uses, so a v2 object read and written back through v1
 //! loses nothing.
@@ -14,26 +15,73 @@ const CURRENT_METRICS: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
 const CONDITIONS: &str = "autoscaling.alpha.kubernetes.io/conditions";
 const BEHAVIOR: &str = "autoscaling.alpha.kubernetes.io/behavior";
 
-/// The version objects of `group`/`plural` are stored in, when it is not simply
-/// the version they were written in.
-pub fn storage_version(group: &str, plural: &str) -> Option<&'static str> {
+/// The apiVersion objects of `group`/`plural` are stored in, when it is not simply
+/// the version they were written in. Events of events.k8s.io/v1 are stored as core
+/// v1 Events (one resource, two views, as upstream stores them).
+pub fn storage_api_version(group: &str, plural: &str) -> Option<&'static str> {
     match (group, plural) {
-        ("autoscaling", "horizontalpodautoscalers") => Some("v2"),
+        ("autoscaling", "horizontalpodautoscalers") => Some("autoscaling/v2"),
+        ("events.k8s.io", "events") => Some("v1"),
         _ => None,
     }
 }
 
-/// `object` (a `group` object of any served version) in version `to`.
-pub fn convert(object: &Value, group: &str, to: &str) -> Value {
-    let from = object["apiVersion"]
-        .as_str()
-        .and_then(|v| v.split_once('/'))
-        .map(|(_, v)| v);
-    match (group, object["kind"].as_str(), from, to) {
-        ("autoscaling", Some("HorizontalPodAutoscaler"), Some("v1"), "v2") => hpa_v1_to_v2(object),
-        ("autoscaling", Some("HorizontalPodAutoscaler"), Some("v2"), "v1") => hpa_v2_to_v1(object),
+/// `object` (of any served version) as apiVersion `to`; unchanged when there is
+/// nothing to convert.
+pub fn convert(object: &Value, to: &str) -> Value {
+    let from = object["apiVersion"].as_str().unwrap_or("");
+    match (object["kind"].as_str(), from, to) {
+        (Some("HorizontalPodAutoscaler"), "autoscaling/v1", "autoscaling/v2") => {
+            hpa_v1_to_v2(object)
+        }
+        (Some("HorizontalPodAutoscaler"), "autoscaling/v2", "autoscaling/v1") => {
+            hpa_v2_to_v1(object)
+        }
+        (Some("Event"), "events.k8s.io/v1", "v1") => {
+            rename_fields(object, "v1", EVENT_FIELDS.iter().map(|(e, c)| (*e, *c)))
+        }
+        (Some("Event"), "v1", "events.k8s.io/v1") => rename_fields(
+            object,
+            "events.k8s.io/v1",
+            EVENT_FIELDS.iter().map(|(e, c)| (*c, *e)),
+        ),
         _ => object.clone(),
     }
+}
+
+/// events.k8s.io/v1 Event fields and their core/v1 names (k8s.io/api/events/v1);
+/// the others (reason, type, action, related, series, eventTime,
+/// reportingInstance, metadata) are the same in both.
+const EVENT_FIELDS: [(&str, &str); 7] = [
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("deprecatedCount", "count"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedSource", "source"),
+    ("reportingController", "reportingComponent"),
+];
+
+/// `object` with top-level fields renamed `from -> to` and the apiVersion set.
+fn rename_fields<'a>(
+    object: &Value,
+    api_version: &str,
+    renames: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Value {
+    let mut out = object.clone();
+    let Some(map) = out.as_object_mut() else {
+        return out;
+    };
+    map.insert("apiVersion".into(), json!(api_version));
+    let mut moved = Map::new();
+    for (from, to) in renames {
+        map.remove(to);
+        if let Some(value) = map.remove(from) {
+            moved.insert(to.to_string(), value);
+        }
+    }
+    map.extend(moved);
+    out
 }
 
 fn is_cpu_utilization(metric: &Value) -> bool {
@@ -183,7 +231,7 @@ mod tests {
 
     #[test]
     fn v2_reads_as_v1_and_back_without_loss() {
-        let v1 = convert(&v2(), "autoscaling", "v1");
+        let v1 = convert(&v2(), "autoscaling/v1");
         assert_eq!(v1["apiVersion"], "autoscaling/v1");
         assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
         assert!(v1["spec"].get("metrics").is_none());
@@ -194,21 +242,40 @@ mod tests {
                 .unwrap()
                 .contains("memory")
         );
-        assert_eq!(convert(&v1, "autoscaling", "v2"), v2());
+        assert_eq!(convert(&v1, "autoscaling/v2"), v2());
     }
 
     #[test]
     fn plain_v1_becomes_a_cpu_metric() {
         let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "a"},
             "spec": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 80, "scaleTargetRef": {"kind": "Deployment", "name": "a"}}});
-        let v2 = convert(&v1, "autoscaling", "v2");
+        let v2 = convert(&v1, "autoscaling/v2");
         assert_eq!(
             v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
             80
         );
         assert!(v2["metadata"].get("annotations").is_none());
-        assert_eq!(convert(&v2, "autoscaling", "v1"), v1);
+        assert_eq!(convert(&v2, "autoscaling/v1"), v1);
         let other = json!({"apiVersion": "v1", "kind": "ConfigMap"});
-        assert_eq!(convert(&other, "", "v1"), other);
+        assert_eq!(convert(&other, "v1"), other);
+    }
+
+    #[test]
+    fn events_k8s_io_events_are_core_events_renamed() {
+        let new = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "ns"},
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "pulled", "reason": "Pulled",
+            "type": "Normal", "reportingController": "kubelet", "reportingInstance": "node-1",
+            "eventTime": "2026-01-01T00:00:00.000000Z", "action": "Pulling",
+            "deprecatedCount": 3});
+        let core = convert(&new, "v1");
+        assert_eq!(core["apiVersion"], "v1");
+        assert_eq!(core["involvedObject"]["name"], "p");
+        assert_eq!(core["message"], "pulled");
+        assert_eq!(core["count"], 3);
+        assert_eq!(core["reportingComponent"], "kubelet");
+        assert_eq!(core["reason"], "Pulled");
+        assert!(core.get("regarding").is_none() && core.get("note").is_none());
+        assert_eq!(convert(&core, "events.k8s.io/v1"), new);
     }
 }

@@ -92,7 +92,8 @@ impl ResourceInfo {
     /// The store key prefix of this resource, shared by all its versions
     /// (`/registry/pods/` for core, `/registry/apps/deployments/` otherwise).
     pub fn key_prefix(&self) -> String {
-        if self.group.is_empty() {
+        // events.k8s.io Events are the core Events, seen in another version.
+        if self.group.is_empty() || (self.group == "events.k8s.io" && self.plural == "events") {
             format!("/registry/{}/", self.plural)
         } else {
             format!("/registry/{}/{}/", self.group, self.plural)

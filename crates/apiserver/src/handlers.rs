@@ -141,15 +141,14 @@ fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
 
 /// Whether objects of this resource are stored in another version than this one.
 pub fn needs_conversion(resource: &ResourceInfo) -> bool {
-    convert::storage_version(resource.group, resource.plural).is_some_and(|v| v != resource.version)
+    convert::storage_api_version(resource.group, resource.plural)
+        .is_some_and(|v| v != resource.api_version())
 }
 
 /// An object of the request's version in the storage version.
 fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
-    match convert::storage_version(resource.group, resource.plural) {
-        Some(storage) if storage != resource.version => {
-            convert::convert(&object, resource.group, storage)
-        }
+    match convert::storage_api_version(resource.group, resource.plural) {
+        Some(storage) if storage != resource.api_version() => convert::convert(&object, storage),
         _ => object,
     }
 }
@@ -157,7 +156,7 @@ fn to_storage(resource: &ResourceInfo, object: Value) -> Value {
 /// A stored object in the version the request is for.
 pub fn to_request(resource: &ResourceInfo, object: &Value) -> Value {
     if needs_conversion(resource) {
-        convert::convert(object, resource.group, resource.version)
+        convert::convert(object, &resource.api_version())
     } else {
         object.clone()
     }
@@ -805,6 +804,9 @@ impl Api {
             self.check_namespace(call, ns).await?;
         }
         if call.query.dry_run()? {
+            if is_service(resource) {
+                self.allocate_service_dry_run(&mut object, None).await?;
+            }
             return Ok(object);
         }
         let key = object_key(resource, namespace.as_deref(), &name);
@@ -898,6 +900,9 @@ impl Api {
     ) -> Result<Value, UpdateError> {
         let resource = call.resource;
         let mut merged = merge_update(resource, call.subresource.as_deref(), old, new);
+        if is_service(resource) {
+            crate::service_alloc::drop_type_dependent_fields(&mut merged, old);
+        }
         normalize_input(resource, &mut merged);
         defaults::apply_defaults(resource.group, resource.kind, &mut merged);
         if tracking == Tracking::Update {
@@ -926,6 +931,10 @@ impl Api {
             return Ok(unchanged);
         }
         if call.query.dry_run()? {
+            if is_service(resource) {
+                self.allocate_service_dry_run(&mut unchanged, Some(old))
+                    .await?;
+            }
             return Ok(unchanged);
         }
         let deleting = !meta_str(&merged, "deletionTimestamp").is_empty();

@@ -153,10 +153,56 @@ fn invalid(service: &Value, field: &str, value: &Value, message: &str) -> ApiErr
     )
 }
 
+/// Drops from an updated Service what only its old type had, when the client sent it
+/// back unchanged (upstream's dropTypeDependentFields): the ClusterIP and IP families
+/// of a Service that becomes an ExternalName, the NodePorts of one that no longer
+/// needs them, and an unneeded healthCheckNodePort. Runs before validation.
+pub fn drop_type_dependent_fields(service: &mut Value, old: &Value) {
+    let becomes_external =
+        service_type(service) == "ExternalName" && service_type(old) != "ExternalName";
+    let drops_node_ports = wants_node_ports(old) && !wants_node_ports(service);
+    let drops_health_check = wants_health_check_port(old) && !wants_health_check_port(service);
+    let Some(spec) = service["spec"].as_object_mut() else {
+        return;
+    };
+    if becomes_external {
+        for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            let unchanged = spec.get(field) == old["spec"].get(field);
+            if unchanged || spec.get(field) == Some(&json!("")) {
+                spec.remove(field);
+            }
+        }
+    }
+    if drops_node_ports {
+        for port in spec
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let was = old["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["nodePort"] == port["nodePort"]);
+            if was && let Some(port) = port.as_object_mut() {
+                port.remove("nodePort");
+            }
+        }
+    }
+    if drops_health_check
+        && spec.get("healthCheckNodePort") == old["spec"].get("healthCheckNodePort")
+    {
+        spec.remove("healthCheckNodePort");
+    }
+}
+
 /// What a Service write claimed, to release if the write does not happen.
 #[derive(Debug, Default)]
 pub struct Claimed {
     keys: Vec<String>,
+    /// A dry run only checks what is free (in the watch cache) and stores nothing.
+    dry_run: bool,
 }
 
 impl Api {
@@ -168,7 +214,29 @@ impl Api {
         service: &mut Value,
         old: Option<&Value>,
     ) -> ApiResult<Claimed> {
-        let mut claimed = Claimed::default();
+        self.allocate(service, old, false).await
+    }
+
+    /// What [`Api::allocate_service`] would fill in and refuse, claiming nothing
+    /// (for dry-run requests, as upstream's dry-run allocator).
+    pub(crate) async fn allocate_service_dry_run(
+        &self,
+        service: &mut Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        self.allocate(service, old, true).await.map(|_| ())
+    }
+
+    async fn allocate(
+        &self,
+        service: &mut Value,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> ApiResult<Claimed> {
+        let mut claimed = Claimed {
+            keys: Vec::new(),
+            dry_run,
+        };
         match self.claim_service_values(service, old, &mut claimed).await {
             Ok(()) => Ok(claimed),
             Err(error) => {
@@ -197,6 +265,23 @@ impl Api {
                 .to_string(),
         );
 
+        // A ClusterIP stays what it was, unless the Service becomes an ExternalName.
+        if let Some(old_ip) = old
+            .filter(|old| wants_cluster_ip(old))
+            .and_then(|old| old["spec"]["clusterIP"].as_str())
+            .filter(|ip| !ip.is_empty())
+            && service_type(service) != "ExternalName"
+        {
+            let requested = service["spec"]["clusterIP"].as_str().unwrap_or("");
+            if !requested.is_empty() && requested != old_ip {
+                return Err(invalid(
+                    service,
+                    "spec.clusterIPs[0]",
+                    &json!([requested]),
+                    "may not change once set",
+                ));
+            }
+        }
         if wants_cluster_ip(service) {
             let requested = service["spec"]["clusterIP"]
                 .as_str()
@@ -271,16 +356,6 @@ impl Api {
                 };
                 settled.insert(node_port);
                 service["spec"]["ports"][index]["nodePort"] = json!(node_port);
-            }
-        } else if let Some(ports) = service["spec"]["ports"].as_array_mut() {
-            // A type without NodePorts drops those it had (upstream clears them when
-            // the type changes to ClusterIP).
-            if old.is_some() {
-                for port in ports {
-                    if let Some(port) = port.as_object_mut() {
-                        port.remove("nodePort");
-                    }
-                }
             }
         }
 
@@ -465,6 +540,9 @@ impl Api {
             }),
         };
         let key = claim.key();
+        if claimed.dry_run {
+            return Ok(self.cache.get(&key).is_none());
+        }
         let bytes = bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
         match self.store.create(&key, bytes).await {
             Ok(_) => {
@@ -651,6 +729,123 @@ pub async fn ensure_kubernetes_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API over the in-memory store with a tiny ClusterIP range.
+    async fn api(range: &str) -> Arc<Api> {
+        let store: Arc<dyn krust_store::Store> = Arc::new(krust_store::memory::MemoryStore::new());
+        let cache = crate::cache::WatchCache::start(store.clone())
+            .await
+            .unwrap();
+        let ranges = ServiceRanges {
+            cluster_ips: range.parse().unwrap(),
+            node_ports: "30000-30009".parse().unwrap(),
+        };
+        Arc::new(Api::new(
+            store,
+            cache,
+            "127.0.0.1:6443".into(),
+            Arc::new(crate::auth::TokenAuthenticator::new(&[])),
+            ranges,
+        ))
+    }
+
+    fn node_port_service(name: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "ns"},
+               "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
+    }
+
+    async fn stored_keys(api: &Api, prefix: &str) -> usize {
+        api.store
+            .list(prefix, Default::default())
+            .await
+            .unwrap()
+            .kvs
+            .len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_allocations_never_share_and_failures_release_their_claims() {
+        // Ten NodePorts for twelve Services: ten get distinct values, two are refused
+        // and keep nothing.
+        let api = api("10.0.0.0/24").await;
+        let allocations = (0..12).map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut service = node_port_service(&format!("s{i}"));
+                api.allocate_service(&mut service, None)
+                    .await
+                    .map(|_| service)
+            })
+        });
+        let results: Vec<ApiResult<Value>> = futures::future::join_all(allocations)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let allocated: Vec<&Value> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(allocated.len(), 10);
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                refused.message.contains("range is full"),
+                "{}",
+                refused.message
+            );
+        }
+        let ips: BTreeSet<&str> = allocated
+            .iter()
+            .map(|s| s["spec"]["clusterIP"].as_str().unwrap())
+            .collect();
+        let ports: BTreeSet<u64> = allocated
+            .iter()
+            .map(|s| s["spec"]["ports"][0]["nodePort"].as_u64().unwrap())
+            .collect();
+        assert_eq!((ips.len(), ports.len()), (10, 10));
+        assert!(
+            !ips.contains("10.0.0.1"),
+            "the kubernetes Service's address"
+        );
+        assert_eq!(
+            stored_keys(&api, &ip_address_resource().key_prefix()).await,
+            10
+        );
+        assert_eq!(stored_keys(&api, NODE_PORT_PREFIX).await, 10);
+    }
+
+    #[tokio::test]
+    async fn repair_releases_only_old_claims_of_services_that_do_not_hold_them() {
+        let api = api("10.0.0.0/24").await;
+        let claim = |port: u16, age_seconds: i64| {
+            let at = Utc::now() - chrono::Duration::seconds(age_seconds);
+            json!({"metadata": {"name": port.to_string(),
+                                "creationTimestamp": at.to_rfc3339_opts(SecondsFormat::Secs, true)},
+                   "spec": {"parentRef": {"group": "", "resource": "services", "namespace": "ns", "name": "gone"}}})
+        };
+        for (port, age) in [(30001, 120), (30002, 1)] {
+            let value = bytes::Bytes::from(serde_json::to_vec(&claim(port, age)).unwrap());
+            api.store
+                .create(&Claim::Port(port).key(), value)
+                .await
+                .unwrap();
+        }
+        api.cache.sync().await.unwrap();
+        api.repair_service_allocations().await;
+        assert!(
+            api.store
+                .get(&Claim::Port(30001).key())
+                .await
+                .unwrap()
+                .is_none(),
+            "leaked and old: released"
+        );
+        assert!(
+            api.store
+                .get(&Claim::Port(30002).key())
+                .await
+                .unwrap()
+                .is_some(),
+            "young: its Service may be on its way"
+        );
+    }
 
     #[test]
     fn held_values_follow_the_service_type() {

@@ -308,10 +308,19 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
         queue.clone(),
         |change: &Change<Service>| vec![ObjectKey::of(change.object().as_ref())],
     ));
+    // Endpoints of no Service are someone else's (as upstream, they are left alone
+    // unless their Service goes); managed ones changed or deleted are put back.
+    let services = controller.services.clone();
     tokio::spawn(forward(
         controller.endpoints.subscribe(),
         queue.clone(),
-        |change: &Change<Endpoints>| vec![ObjectKey::of(change.object().as_ref())],
+        move |change: &Change<Endpoints>| {
+            let key = ObjectKey::of(change.object().as_ref());
+            match services.get(&key.namespace, &key.name) {
+                Some(service) if selector(&service).is_some() => vec![key],
+                _ => Vec::new(),
+            }
+        },
     ));
     // A pod change can concern any Service of its namespace (also one whose selector
     // matched the pod's labels before they changed).

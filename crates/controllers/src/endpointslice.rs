@@ -197,8 +197,13 @@ pub fn slice_labels(service: &Service) -> BTreeMap<String, String> {
 
 /// Whether this controller manages `slice`, and for which Service.
 fn managed_service(slice: &EndpointSlice) -> Option<ObjectKey> {
+    managed_service_by(slice, MANAGED_BY)
+}
+
+/// Whether `manager` manages `slice`, and for which Service.
+pub fn managed_service_by(slice: &EndpointSlice, manager: &str) -> Option<ObjectKey> {
     let labels = slice.metadata.labels.as_ref()?;
-    if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
+    if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(manager) {
         return None;
     }
     Some(ObjectKey::new(
@@ -292,52 +297,76 @@ impl Controller {
                 .get(ZONE_LABEL)
                 .cloned()
         });
-        let labels = slice_labels(&service);
-        let plan = plan(&existing, desired, &labels);
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &key.namespace);
-        let slice_of = |content: SliceContent, name: Option<String>| EndpointSlice {
-            metadata: ObjectMeta {
-                name: name.clone(),
-                generate_name: name.is_none().then(|| format!("{}-", key.name)),
-                namespace: Some(key.namespace.clone()),
-                labels: Some(labels.clone()),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Service".into(),
-                    name: key.name.clone(),
-                    uid: service.metadata.uid.clone().unwrap_or_default(),
-                    controller: Some(true),
-                    block_owner_deletion: Some(true),
-                }]),
-                ..ObjectMeta::default()
-            },
-            address_type: "IPv4".into(),
-            endpoints: content.endpoints,
-            ports: Some(content.ports),
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Service".into(),
+            name: key.name.clone(),
+            uid: service.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
         };
-        for (name, content) in plan.update {
-            let Some(current) = existing
-                .iter()
-                .find(|s| s.metadata.name.as_ref() == Some(&name))
-            else {
-                continue;
-            };
-            let mut slice = slice_of(content, Some(name.clone()));
-            slice.metadata.resource_version = current.metadata.resource_version.clone();
-            slice.metadata.annotations = current.metadata.annotations.clone();
-            ignore_races(api.replace(&name, &PostParams::default(), &slice).await)?;
-        }
-        for content in plan.create {
-            ignore_races(
-                api.create(&PostParams::default(), &slice_of(content, None))
-                    .await,
-            )?;
-        }
-        for name in plan.delete {
-            ignore_races(api.delete(&name, &DeleteParams::default()).await)?;
-        }
+        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &key.namespace);
+        let target = SliceTarget {
+            name_prefix: format!("{}-", key.name),
+            labels: slice_labels(&service),
+            owner,
+        };
+        write_slices(&api, &existing, desired, &target).await?;
         Ok(Outcome::Done)
     }
+}
+
+/// Who a set of slices belongs to and how they are labelled.
+pub struct SliceTarget {
+    /// `generateName` of new slices.
+    pub name_prefix: String,
+    pub labels: BTreeMap<String, String>,
+    pub owner: OwnerReference,
+}
+
+/// Brings the `existing` slices of one owner to the `desired` contents: rewrites
+/// those that differ, creates what is missing, deletes what is left over.
+pub async fn write_slices(
+    api: &Api<EndpointSlice>,
+    existing: &[Arc<EndpointSlice>],
+    desired: Vec<(Vec<ResolvedPort>, Vec<SliceContent>)>,
+    target: &SliceTarget,
+) -> anyhow::Result<()> {
+    let plan = plan(existing, desired, &target.labels);
+    let slice_of = |content: SliceContent, name: Option<String>| EndpointSlice {
+        metadata: ObjectMeta {
+            generate_name: name.is_none().then(|| target.name_prefix.clone()),
+            name,
+            labels: Some(target.labels.clone()),
+            owner_references: Some(vec![target.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: content.endpoints,
+        ports: Some(content.ports),
+    };
+    for (name, content) in plan.update {
+        let Some(current) = existing
+            .iter()
+            .find(|s| s.metadata.name.as_ref() == Some(&name))
+        else {
+            continue;
+        };
+        let mut slice = slice_of(content, Some(name.clone()));
+        slice.metadata.resource_version = current.metadata.resource_version.clone();
+        slice.metadata.annotations = current.metadata.annotations.clone();
+        ignore_races(api.replace(&name, &PostParams::default(), &slice).await)?;
+    }
+    for content in plan.create {
+        ignore_races(
+            api.create(&PostParams::default(), &slice_of(content, None))
+                .await,
+        )?;
+    }
+    for name in plan.delete {
+        ignore_races(api.delete(&name, &DeleteParams::default()).await)?;
+    }
+    Ok(())
 }
 
 /// A conflict or a missing object means a newer state is on its way through the

@@ -19,7 +19,8 @@
 //! - [`serviceaccount`]: the `default` ServiceAccount and the `kube-root-ca.crt`
 //!   ConfigMap in every namespace;
 //! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every
-//!   Service with a selector, from the pods it selects;
+//!   Service with a selector, from the pods it selects; [`endpointslicemirroring`]:
+//!   EndpointSlices mirroring the hand-written Endpoints of Services without one;
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
 //!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
@@ -44,6 +45,7 @@ pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod garbage_collector;
 pub mod informers;
 pub mod job;
@@ -126,6 +128,7 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
     ));
     tasks.spawn(endpoints::run(caches.clone()));
     tasks.spawn(endpointslice::run(caches.clone()));
+    tasks.spawn(endpointslicemirroring::run(caches.clone()));
     tasks.spawn(nodeipam::run(
         caches.clone(),
         options.cluster_cidr,

@@ -20,10 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Resource;
 use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::cache::{Cache, Caches, Change};
 use crate::changes::forward;
@@ -152,6 +155,7 @@ struct Controller {
     leases: Arc<Cache<Lease>>,
     pods: Arc<Cache<Pod>>,
     client: kube::Client,
+    recorder: Recorder,
     grace: Duration,
     health: Mutex<HashMap<String, Health>>,
 }
@@ -163,6 +167,13 @@ pub async fn run(caches: Caches, grace: Duration) -> anyhow::Result<()> {
         leases: caches.get(),
         pods: caches.get(),
         client: caches.client().clone(),
+        recorder: Recorder::new(
+            caches.client().clone(),
+            Reporter {
+                controller: "node-lifecycle-controller".into(),
+                instance: None,
+            },
+        ),
         grace,
         health: Mutex::new(HashMap::new()),
     });
@@ -253,6 +264,13 @@ impl Controller {
                 node = name,
                 "node stopped posting status; marking it Unknown"
             );
+            self.record(
+                &node.object_ref(&()),
+                "NodeNotReady",
+                format!("Node {name} status is now: NodeNotReady"),
+                "NodeNotReady",
+            )
+            .await;
             return ignore_races(
                 nodes
                     .replace_status(name, &PostParams::default(), &updated)
@@ -271,6 +289,12 @@ impl Controller {
             .as_ref()
             .and_then(|s| s.taints.clone())
             .unwrap_or_default();
+        // Look again when the node would run out of grace.
+        let grace_left = self.grace.saturating_sub(silence) + Duration::from_millis(100);
+        if node_ready && !taints.iter().any(|t| t.effect == "NoExecute") {
+            // A healthy node: nothing to do to its pods.
+            return Ok(Outcome::RequeueAfter(grace_left));
+        }
         let mut next_look: Option<Duration> = None;
         for pod in self
             .pods
@@ -286,6 +310,13 @@ impl Controller {
                 Some(delay) if delay.is_zero() => {
                     tracing::info!(node = name, pod = %format!("{namespace}/{pod_name}"), "evicting a pod that does not tolerate its node's NoExecute taint");
                     ignore_races(pods.delete(&pod_name, &DeleteParams::default()).await)?;
+                    self.record(
+                        &pod.object_ref(&()),
+                        "TaintManagerEviction",
+                        format!("Marking for deletion Pod {namespace}/{pod_name}"),
+                        "Delete",
+                    )
+                    .await;
                     continue;
                 }
                 Some(delay) => next_look = Some(next_look.map_or(delay, |n| n.min(delay))),
@@ -298,10 +329,26 @@ impl Controller {
                 )?;
             }
         }
-        // Look again when the node would run out of grace, or a toleration out of time.
-        let grace_left = self.grace.saturating_sub(silence) + Duration::from_millis(100);
+        // ...or a toleration out of time.
         let look = next_look.map_or(grace_left, |n| n.min(grace_left));
         Ok(Outcome::RequeueAfter(look.max(Duration::from_millis(100))))
+    }
+}
+
+impl Controller {
+    /// Records a Normal event about `object`; a failure is only logged (events are
+    /// best effort, as upstream's).
+    async fn record(&self, object: &ObjectReference, reason: &str, note: String, action: &str) {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, object).await {
+            tracing::debug!(%error, reason, "recording an event failed");
+        }
     }
 }
 

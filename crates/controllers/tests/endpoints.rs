@@ -1,6 +1,7 @@
 //! The Endpoints and EndpointSlice controllers in a real `krust server`, with hollow
 //! nodes running the pods: readiness, named target ports, terminating pods, headless
-//! hostnames, zones, slices capped at 100 endpoints, and cleanup with the Service.
+//! hostnames, zones, slices capped at 100 endpoints, cleanup with the Service, and
+//! the mirroring of hand-written Endpoints.
 
 mod common;
 
@@ -310,6 +311,14 @@ async fn endpoints_and_slices_follow_the_pods_a_service_selects() {
     })
     .await;
 
+    // Endpoints of no Service are left alone.
+    create(
+        &endpoints,
+        json!({"metadata": {"name": "orphan"},
+               "subsets": [{"addresses": [{"ip": "10.9.9.9"}], "ports": [{"port": 80}]}]}),
+    )
+    .await;
+
     // The Service goes, and its endpoints with it.
     services
         .delete("web", &DeleteParams::default())
@@ -320,6 +329,7 @@ async fn endpoints_and_slices_follow_the_pods_a_service_selects() {
             && slices_of(&slices, "web").await.is_empty()
     })
     .await;
+    assert!(endpoints.get_opt("orphan").await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,6 +370,74 @@ async fn slices_hold_at_most_a_hundred_endpoints() {
             .collect();
         sizes.sort();
         sizes == [20, 100]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_endpoints_of_a_service_without_selector_are_mirrored() {
+    let server = tokio::task::spawn_blocking(TestServer::start)
+        .await
+        .unwrap();
+    let client = server.client().await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    create(
+        &services,
+        json!({"metadata": {"name": "outside"}, "spec": {"ports": [{"name": "http", "port": 80}]}}),
+    )
+    .await;
+    let written = |ip: &str| {
+        json!({"metadata": {"name": "outside", "labels": {"team": "a"}},
+               "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": 8080}]}]})
+    };
+    create(&endpoints, written("10.9.0.1")).await;
+    let mirrored_ips = || async {
+        slices_of(&slices, "outside")
+            .await
+            .iter()
+            .filter(|s| {
+                s.metadata.labels.as_ref().unwrap()["endpointslice.kubernetes.io/managed-by"]
+                    == "endpointslicemirroring-controller.k8s.io"
+            })
+            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.clone()))
+            .collect::<Vec<_>>()
+    };
+    eventually("the Endpoints are mirrored", || async {
+        mirrored_ips().await == ["10.9.0.1"]
+    })
+    .await;
+    // The Endpoints controller leaves them alone (no selector).
+    assert_eq!(
+        endpoints.get("outside").await.unwrap().subsets.unwrap()[0]
+            .addresses
+            .as_ref()
+            .unwrap()[0]
+            .ip,
+        "10.9.0.1"
+    );
+
+    let mut current = endpoints.get("outside").await.unwrap();
+    current.subsets.as_mut().unwrap()[0]
+        .addresses
+        .as_mut()
+        .unwrap()[0]
+        .ip = "10.9.0.2".into();
+    endpoints
+        .replace("outside", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    eventually("the change is mirrored", || async {
+        mirrored_ips().await == ["10.9.0.2"]
+    })
+    .await;
+    endpoints
+        .delete("outside", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the mirrored slices go with the Endpoints", || async {
+        slices_of(&slices, "outside").await.is_empty()
     })
     .await;
 }

@@ -229,6 +229,24 @@ async fn a_silent_node_is_tainted_and_its_pods_evicted() {
             .is_some()
     })
     .await;
+    // Both are told in events, as `kubectl describe` shows them.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
+    within(
+        limit,
+        "the eviction and the node's state are recorded",
+        || async {
+            let reasons: BTreeSet<String> = events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect();
+            reasons.contains("TaintManagerEviction") && reasons.contains("NodeNotReady")
+        },
+    )
+    .await;
     // The pod tolerating 300 s stays (for now), and the other node is untouched.
     assert!(
         pods.get("patient")

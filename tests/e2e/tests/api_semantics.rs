@@ -105,6 +105,7 @@ async fn paging_returns_a_consistent_snapshot() {
 async fn watch_starts_where_asked_and_old_versions_are_gone() {
     let mut server = TestServer::start();
     let maps: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    root_ca_published(&maps).await;
     create_maps(&maps, "w", 3).await;
     let listed = maps.list(&ListParams::default()).await.unwrap();
     let rv = listed.metadata.resource_version.clone().unwrap();

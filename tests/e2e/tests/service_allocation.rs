@@ -194,6 +194,48 @@ async fn requested_values_are_checked_and_released_on_delete() {
         BTreeSet::from(["10.96.0.1".into(), "10.96.0.50".into()])
     );
 
+    // A dry run shows what would be allocated, refuses what would be refused, and
+    // claims nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let tentative = services
+        .create(
+            &dry,
+            &service("dry", json!({"type": "NodePort", "ports": [{"port": 80}]})),
+        )
+        .await
+        .unwrap();
+    assert!(cluster_ip(&tentative).starts_with("10.96.0."));
+    assert!((31000..=31099).contains(&node_port(&tentative)));
+    let message = rejection(
+        services
+            .create(
+                &dry,
+                &service(
+                    "dry",
+                    json!({"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}),
+                ),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains("provided IP is already allocated"),
+        "{message}"
+    );
+    assert!(services.get_opt("dry").await.unwrap().is_none());
+    let after: BTreeSet<String> = addresses
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|a| a.metadata.name.unwrap())
+        .collect();
+    assert_eq!(after, held, "a dry run claimed an address");
+
     // Headless and ExternalName Services get no ClusterIP.
     let headless = create(
         "headless",
@@ -247,6 +289,48 @@ async fn requested_values_are_checked_and_released_on_delete() {
     assert_eq!(cluster_ip(&again), "10.96.0.50");
     assert_eq!(node_port(&again), 31050);
 
+    // An update asking for a taken NodePort is refused and changes nothing.
+    services
+        .create(
+            &PostParams::default(),
+            &service(
+                "holder",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 31060}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut grab = again.clone();
+    grab.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(31060);
+    let message = rejection(
+        services
+            .replace("again", &PostParams::default(), &grab)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains("provided port is already allocated"),
+        "{message}"
+    );
+    assert_eq!(node_port(&services.get("again").await.unwrap()), 31050);
+    assert_eq!(node_port(&services.get("holder").await.unwrap()), 31060);
+    services
+        .delete("holder", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // The ClusterIP may not change.
+    let mut moved = again.clone();
+    moved.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.60".into());
+    moved.spec.as_mut().unwrap().cluster_ips = Some(vec!["10.96.0.60".into()]);
+    let message = rejection(
+        services
+            .replace("again", &PostParams::default(), &moved)
+            .await
+            .unwrap_err(),
+    );
+    assert!(message.contains("may not change once set"), "{message}");
+
     // Changing the type to ClusterIP gives the NodePort back.
     let mut changed = again.clone();
     changed.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
@@ -266,6 +350,43 @@ async fn requested_values_are_checked_and_released_on_delete() {
         .await
         .unwrap();
     assert_eq!(node_port(&reuse), 31050);
+
+    // To ExternalName and back, as the conformance tests do: the ClusterIP and
+    // NodePort are given back, then new ones taken.
+    let mut external = reuse.clone();
+    let spec = external.spec.as_mut().unwrap();
+    spec.type_ = Some("ExternalName".into());
+    spec.external_name = Some("example.com".into());
+    spec.cluster_ip = Some(String::new());
+    let external = services
+        .replace("reuse", &PostParams::default(), &external)
+        .await
+        .unwrap();
+    let spec = external.spec.as_ref().unwrap();
+    assert_eq!(spec.cluster_ip, None);
+    assert_eq!(spec.cluster_ips, None);
+    assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, None);
+    let taken = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "taker",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 31050}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(node_port(&taken), 31050);
+    let mut back = external.clone();
+    let spec = back.spec.as_mut().unwrap();
+    spec.type_ = Some("NodePort".into());
+    spec.external_name = None;
+    let back = services
+        .replace("reuse", &PostParams::default(), &back)
+        .await
+        .unwrap();
+    assert!(cluster_ip(&back).starts_with("10.96.0."));
+    assert_ne!(node_port(&back), 31050);
 }
 
 /// Creates `count` NodePort Services at once on each client, and checks that no two
