@@ -10,6 +10,7 @@
 mod hostaddrs;
 mod kubeconfig;
 mod pki;
+mod scheduler;
 mod server;
 mod tokens;
 
@@ -32,6 +33,16 @@ struct Cli {
 enum Command {
     /// Run the control plane: the API server on an embedded SQLite store or on etcd.
     Server(ServerArgs),
+    /// Run the scheduler against a cluster (leader-elected on the kube-system/kube-scheduler Lease).
+    Scheduler(SchedulerArgs),
+}
+
+/// Flags of `krust scheduler`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SchedulerArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
 }
 
 /// Flags of `krust server`.
@@ -80,6 +91,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Scheduler(args) => scheduler::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,7 +155,9 @@ mod tests {
     #[test]
     fn server_defaults() {
         let cli = Cli::try_parse_from(["krust", "server"]).unwrap();
-        let Command::Server(args) = cli.command;
+        let Command::Server(args) = cli.command else {
+            panic!("not the server command")
+        };
         assert_eq!(args.bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(args.port, 6443);
         assert_eq!(args.data_dir, PathBuf::from("/var/lib/krust"));
@@ -154,7 +168,9 @@ mod tests {
     #[test]
     fn https_listen_port_is_an_alias_of_port() {
         let cli = Cli::try_parse_from(["krust", "server", "--https-listen-port", "7443"]).unwrap();
-        let Command::Server(args) = cli.command;
+        let Command::Server(args) = cli.command else {
+            panic!("not the server command")
+        };
         assert_eq!(args.port, 7443);
     }
 }

@@ -124,6 +124,13 @@ async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
         .await
         .context("cannot load the admin kubeconfig for the controllers")?;
     let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
+    // The scheduler, leader-elected like a separate `krust scheduler` would be.
+    let scheduler_client = client.clone();
+    tokio::spawn(async move {
+        if let Err(error) = crate::scheduler::run_elected(scheduler_client).await {
+            tracing::error!(%error, "the scheduler stopped");
+        }
+    });
     tokio::spawn(async move {
         if let Err(error) = krust_controllers::run(client).await {
             tracing::error!(%error, "the controllers stopped");
