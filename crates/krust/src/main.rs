@@ -81,6 +81,10 @@ pub struct ServerArgs {
     /// Most writes served at once; more get 429.
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_mutating_requests_inflight: u32,
+
+    /// Do not run the scheduler in this process (run `krust scheduler` elsewhere).
+    #[arg(long)]
+    pub disable_scheduler: bool,
 }
 
 fn main() -> ExitCode {

@@ -109,15 +109,16 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
-    start_controllers(&kubeconfig_path).await?;
+    start_controllers(&kubeconfig_path, !args.disable_scheduler).await?;
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;
     Ok(server)
 }
 
-/// Starts the controller manager in this process. Like upstream's, it talks to the
-/// API server only through the API, with the admin kubeconfig's identity.
-async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
+/// Starts the controller manager (and the scheduler, unless disabled) in this process.
+/// Like upstream's, they talk to the API server only through the API, with the admin
+/// kubeconfig's identity.
+async fn start_controllers(kubeconfig_path: &Path, with_scheduler: bool) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
         .context("cannot read the admin kubeconfig for the controllers")?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -125,12 +126,14 @@ async fn start_controllers(kubeconfig_path: &Path) -> Result<()> {
         .context("cannot load the admin kubeconfig for the controllers")?;
     let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
     // The scheduler, leader-elected like a separate `krust scheduler` would be.
-    let scheduler_client = client.clone();
-    tokio::spawn(async move {
-        if let Err(error) = crate::scheduler::run_elected(scheduler_client).await {
-            tracing::error!(%error, "the scheduler stopped");
-        }
-    });
+    if with_scheduler {
+        let scheduler_client = client.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::scheduler::run_elected(scheduler_client).await {
+                tracing::error!(%error, "the scheduler stopped");
+            }
+        });
+    }
     tokio::spawn(async move {
         if let Err(error) = krust_controllers::run(client).await {
             tracing::error!(%error, "the controllers stopped");
