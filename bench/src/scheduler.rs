@@ -41,7 +41,7 @@ fn plain(_: usize) -> Value {
 
 /// Half the pods are anti-affine per node with their group, half spread over zones.
 fn anti_affinity_and_spread(i: usize) -> Value {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         json!({"metadata": {"labels": {"color": "green"}}, "spec": {"affinity": {"podAntiAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": [{
                 "labelSelector": {"matchLabels": {"color": "green"}},
