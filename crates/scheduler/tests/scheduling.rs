@@ -279,3 +279,23 @@ async fn preemption_evicts_lower_priority_pods_and_spares_pdb_protected_ones() {
     assert!(pods.get_opt("guarded").await.unwrap().is_some());
     assert_eq!(cluster.node_of("polite").await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_pod_gets_the_room_a_deleted_pod_leaves() {
+    let cluster = Cluster::start(vec![node("only", "1")]).await;
+    cluster.pod("first", "1", json!({})).await;
+    assert_eq!(cluster.bound_node("first").await, "only");
+    cluster.pod("second", "1", json!({})).await;
+    assert_eq!(
+        cluster.wait_message("second", "0/1").await,
+        "0/1 nodes are available: 1 Insufficient cpu. \
+         preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+    );
+    // The deletion (a cluster event) moves the waiting pod; nothing polls.
+    cluster
+        .pods()
+        .delete("first", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(cluster.bound_node("second").await, "only");
+}
