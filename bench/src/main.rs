@@ -4,9 +4,11 @@
 //! is meaningful even on a noisy machine.
 //!
 //! `krust-bench api` measures the API server on the embedded SQLite store and on etcd;
-//! `krust-bench controllers` a Deployment rollout on hollow nodes ([`controllers`]).
+//! `krust-bench controllers` a Deployment rollout on hollow nodes ([`controllers`]);
+//! `krust-bench scheduler` scheduling throughput ([`scheduler`]).
 
 mod controllers;
+mod scheduler;
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,15 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         nodes: usize,
     },
+    /// Scheduler: pods/s end to end and the scheduler's latency, on hollow nodes.
+    Scheduler {
+        /// Scale every workload by this factor (1.0: 5,000 nodes / 10,000 pods, ...).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Run only the workloads whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -70,6 +81,13 @@ fn main() -> Result<()> {
         } => runtime.block_on(api(pods, creates, watchers)),
         Command::Controllers { replicas, nodes } => {
             runtime.block_on(controllers::run(replicas, nodes))
+        }
+        Command::Scheduler { scale, only } => {
+            let mut workloads = scheduler::workloads(scale);
+            if let Some(only) = only {
+                workloads.retain(|w| w.name.contains(only.as_str()));
+            }
+            runtime.block_on(scheduler::run(workloads))
         }
     }
 }

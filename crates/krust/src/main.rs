@@ -11,6 +11,7 @@ mod agent;
 mod hostaddrs;
 mod kubeconfig;
 mod pki;
+mod scheduler;
 mod server;
 mod tokens;
 
@@ -35,6 +36,8 @@ enum Command {
     Server(ServerArgs),
     /// Run the node agent: join a cluster and run the pods bound to this node.
     Agent(AgentArgs),
+    /// Run the scheduler against a cluster (leader-elected on the kube-system/kube-scheduler Lease).
+    Scheduler(SchedulerArgs),
 }
 
 /// Flags of `krust agent`.
@@ -59,6 +62,14 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub agent: krust_kubelet::AgentOptions,
+}
+
+/// Flags of `krust scheduler`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SchedulerArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
 }
 
 /// Flags of `krust server`.
@@ -97,6 +108,10 @@ pub struct ServerArgs {
     /// Most writes served at once; more get 429.
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_mutating_requests_inflight: u32,
+
+    /// Do not run the scheduler in this process (run `krust scheduler` elsewhere).
+    #[arg(long)]
+    pub disable_scheduler: bool,
 
     /// Do not run the node agent inside the server (no pods run on this machine).
     #[arg(long)]
@@ -152,6 +167,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Scheduler(args) => scheduler::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

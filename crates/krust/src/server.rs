@@ -120,7 +120,7 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         node_monitor_grace_period: args.node_monitor_grace_period,
         ..Default::default()
     };
-    start_controllers(&kubeconfig_path, controller_options).await?;
+    start_controllers(&kubeconfig_path, controller_options, !args.disable_scheduler).await?;
     if !args.disable_agent {
         crate::agent::start_embedded(&args.agent, &data_dir, &kubeconfig_path).await?;
     }
@@ -129,11 +129,13 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     Ok(server)
 }
 
-/// Starts the controller manager in this process. Like upstream's, it talks to the
-/// API server only through the API, with the admin kubeconfig's identity.
+/// Starts the controller manager (and the scheduler, unless disabled) in this process.
+/// Like upstream's, they talk to the API server only through the API, with the admin
+/// kubeconfig's identity.
 async fn start_controllers(
     kubeconfig_path: &Path,
     options: krust_controllers::Options,
+    with_scheduler: bool,
 ) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
         .context("cannot read the admin kubeconfig for the controllers")?;
@@ -141,6 +143,15 @@ async fn start_controllers(
         .await
         .context("cannot load the admin kubeconfig for the controllers")?;
     let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
+    // The scheduler, leader-elected like a separate `krust scheduler` would be.
+    if with_scheduler {
+        let scheduler_client = client.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::scheduler::run_elected(scheduler_client).await {
+                tracing::error!(%error, "the scheduler stopped");
+            }
+        });
+    }
     tokio::spawn(async move {
         if let Err(error) = krust_controllers::run_with(client, options).await {
             tracing::error!(%error, "the controllers stopped");

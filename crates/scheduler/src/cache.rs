@@ -45,7 +45,8 @@ pub struct PodInfo {
 impl PodInfo {
     /// Works out `pod`'s info; `priority_of` resolves a priority class name.
     pub fn new(pod: Arc<Pod>, priority_of: impl Fn(&str) -> Option<i32>) -> PodInfo {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let default_spec = Default::default();
+        let spec = pod.spec.as_ref().unwrap_or(&default_spec);
         let priority = spec
             .priority
             .or_else(|| spec.priority_class_name.as_deref().and_then(&priority_of))

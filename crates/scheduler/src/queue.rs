@@ -12,7 +12,7 @@
 //! and skip entries that moved since (lazy deletion).
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,8 +104,15 @@ pub struct SchedulingQueue {
     entries: HashMap<PodKey, Entry>,
     active: BinaryHeap<ActiveItem>,
     backoff: BinaryHeap<Reverse<(Instant, u64, PodKey)>>,
+    /// The keys of the unschedulable entries (so events do not scan every pod).
+    unschedulable: HashSet<PodKey>,
+    /// When unschedulable pods were last checked for [`MAX_UNSCHEDULABLE`].
+    last_stale_check: Option<Instant>,
     next: u64,
 }
+
+/// How often unschedulable pods are checked for [`MAX_UNSCHEDULABLE`] (upstream: 30 s).
+const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Upstream's backoff: doubling from [`INITIAL_BACKOFF`] up to [`MAX_BACKOFF`].
 pub fn backoff_for(attempts: u32) -> Duration {
@@ -195,6 +202,7 @@ impl SchedulingQueue {
 
     /// The pod is gone, bound, or no longer ours.
     pub fn remove(&mut self, key: &str) {
+        self.unschedulable.remove(key);
         self.entries.remove(key);
     }
 
@@ -232,11 +240,22 @@ impl SchedulingQueue {
                 self.make_active(&key);
             }
         }
+        if self
+            .last_stale_check
+            .is_some_and(|at| now.duration_since(at) < STALE_CHECK_INTERVAL)
+        {
+            return;
+        }
+        self.last_stale_check = Some(now);
         let stale: Vec<PodKey> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| matches!(e.place, Where::Unschedulable { since, .. } if now.duration_since(since) >= MAX_UNSCHEDULABLE))
-            .map(|(k, _)| k.clone())
+            .filter(|key| {
+                self.entries.get(*key).is_some_and(|e| {
+                    matches!(e.place, Where::Unschedulable { since, .. } if now.duration_since(since) >= MAX_UNSCHEDULABLE)
+                })
+            })
+            .cloned()
             .collect();
         for key in stale {
             self.make_active(&key);
@@ -255,7 +274,7 @@ impl SchedulingQueue {
 
     /// The pod was placed: it leaves the queue.
     pub fn done(&mut self, key: &str) {
-        self.entries.remove(key);
+        self.remove(key);
     }
 
     /// The pod did not fit because of `plugins`: it waits for an event that may
@@ -271,6 +290,7 @@ impl SchedulingQueue {
             since: now,
             plugins,
         };
+        self.unschedulable.insert(key.to_string());
     }
 
     /// The attempt failed for another reason (an API error): retry after a backoff.
@@ -293,10 +313,15 @@ impl SchedulingQueue {
     /// Moves the unschedulable pods this event may help.
     pub fn on_event(&mut self, event: ClusterEvent, now: Instant) -> usize {
         let helped: Vec<PodKey> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| matches!(&e.place, Where::Unschedulable { plugins, .. } if plugins.is_empty() || plugins.iter().any(|p| event.may_help(p))))
-            .map(|(k, _)| k.clone())
+            .filter(|key| {
+                self.entries.get(*key).is_some_and(|e| {
+                    matches!(&e.place, Where::Unschedulable { plugins, .. }
+                        if plugins.is_empty() || plugins.iter().any(|p| event.may_help(p)))
+                })
+            })
+            .cloned()
             .collect();
         for key in &helped {
             self.move_out(key, now);

@@ -141,14 +141,14 @@ enum Change<K> {
 }
 
 /// Watches every object of a type; objects that vanish across a relist are reported
-/// as deleted.
+/// as deleted (with only their name and namespace).
 async fn watch_all<K>(api: Api<K>, shared: Arc<Shared>, handle: fn(&Shared, &mut State, Change<K>))
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Clone + Default + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let mut known: HashMap<String, K> = HashMap::new();
-    let mut relisted: HashSet<String> = HashSet::new();
-    let key = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+    let mut known: HashSet<(String, String)> = HashSet::new();
+    let mut relisted: HashSet<(String, String)> = HashSet::new();
+    let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -160,25 +160,24 @@ where
             }
             Ok(Event::InitApply(object)) => {
                 relisted.insert(key(&object));
-                known.insert(key(&object), object.clone());
+                known.insert(key(&object));
                 vec![Change::Applied(object)]
             }
             Ok(Event::InitDone) => {
-                let gone: Vec<String> = known
-                    .keys()
-                    .filter(|k| !relisted.contains(*k))
-                    .cloned()
-                    .collect();
-                let mut changes: Vec<Change<K>> = gone
-                    .iter()
-                    .filter_map(|k| known.remove(k))
-                    .map(Change::Deleted)
-                    .collect();
+                let gone: Vec<(String, String)> = known.difference(&relisted).cloned().collect();
+                let mut changes: Vec<Change<K>> = Vec::new();
+                for (namespace, name) in gone {
+                    known.remove(&(namespace.clone(), name.clone()));
+                    let mut object = K::default();
+                    object.meta_mut().name = Some(name);
+                    object.meta_mut().namespace = Some(namespace).filter(|n| !n.is_empty());
+                    changes.push(Change::Deleted(object));
+                }
                 changes.push(Change::Synced);
                 changes
             }
             Ok(Event::Apply(object)) => {
-                known.insert(key(&object), object.clone());
+                known.insert(key(&object));
                 vec![Change::Applied(object)]
             }
             Ok(Event::Delete(object)) => {

@@ -14,7 +14,9 @@
 //!
 //! With [`HollowOptions::bind_pending`] it also binds pending pods round-robin to
 //! its nodes, for tests that run without a scheduler; a pod whose required node
-//! affinity names nodes by `metadata.name` (a DaemonSet's) goes only to those. [`HollowNodes::stop_node`]
+//! affinity names nodes by `metadata.name` (a DaemonSet's) goes only to those. With
+//! [`HollowOptions::nodes_only`] it only creates the Node objects (benchmarks with
+//! thousands of nodes). [`HollowNodes::stop_node`]
 //! makes a node go silent (no Lease renewals, no pod updates), as a failed machine.
 
 use std::collections::{BTreeMap, HashSet};
@@ -55,6 +57,8 @@ pub struct NodeTemplate {
     pub labels: BTreeMap<String, String>,
     /// Taints as `{"key", "value", "effect"}` objects.
     pub taints: Vec<Value>,
+    /// More allocatable resources (extended resources such as `example.com/gpu`).
+    pub extra_resources: BTreeMap<String, String>,
 }
 
 impl NodeTemplate {
@@ -67,7 +71,14 @@ impl NodeTemplate {
             pods: "110".into(),
             labels: BTreeMap::new(),
             taints: Vec::new(),
+            extra_resources: BTreeMap::new(),
         }
+    }
+
+    /// One more allocatable resource, e.g. `("example.com/gpu", "2")`.
+    pub fn resource(mut self, name: &str, quantity: &str) -> NodeTemplate {
+        self.extra_resources.insert(name.into(), quantity.into());
+        self
     }
 
     pub fn label(mut self, key: &str, value: &str) -> NodeTemplate {
@@ -95,10 +106,13 @@ impl NodeTemplate {
         labels.insert("kubernetes.io/os".into(), "linux".into());
         labels.insert("kubernetes.io/arch".into(), "amd64".into());
         labels.insert(HOLLOW_NODE_LABEL.into(), "true".into());
-        let resources = json!({
+        let mut resources = json!({
             "cpu": self.cpu, "memory": self.memory, "pods": self.pods,
             "ephemeral-storage": "100Gi",
         });
+        for (name, quantity) in &self.extra_resources {
+            resources[name] = json!(quantity);
+        }
         let now = now();
         serde_json::from_value(json!({
             "apiVersion": "v1",
@@ -135,7 +149,13 @@ pub struct HollowOptions {
     /// Bind pods without a node (schedulerName default-scheduler) to the hollow
     /// nodes round-robin: a stand-in for the scheduler.
     pub bind_pending: bool,
+    /// Only create the Node objects: no Lease renewals, no pod watch (for benchmarks
+    /// with thousands of nodes, where nothing needs to run).
+    pub nodes_only: bool,
 }
+
+/// How many nodes are created at once.
+const CREATE_IN_FLIGHT: usize = 16;
 
 /// Hollow nodes and their stand-in kubelet; stopped on drop (the Node objects stay).
 pub struct HollowNodes {
@@ -160,28 +180,37 @@ impl HollowNodes {
         options: HollowOptions,
     ) -> HollowNodes {
         let nodes: Api<Node> = Api::all(client.clone());
-        for (index, template) in templates.iter().enumerate() {
-            let ip = format!("10.254.{}.{}", index / 250, index % 250 + 1);
-            let node = template.to_node(&ip);
-            let created = nodes.create(&PostParams::default(), &node).await;
-            let created =
-                created.unwrap_or_else(|e| panic!("cannot create {}: {e}", template.name));
-            // Status is not taken on create: write it through nodes/status.
-            let status = json!({"status": serde_json::to_value(&node.status).unwrap()});
-            nodes
-                .patch_status(
-                    &created.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&status),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("cannot write the status of {}: {e}", template.name));
-        }
+        futures::stream::iter(templates.iter().enumerate())
+            .for_each_concurrent(CREATE_IN_FLIGHT, |(index, template)| {
+                let nodes = nodes.clone();
+                async move {
+                    let ip = format!("10.254.{}.{}", index / 250, index % 250 + 1);
+                    let node = template.to_node(&ip);
+                    let created = nodes.create(&PostParams::default(), &node).await;
+                    let created =
+                        created.unwrap_or_else(|e| panic!("cannot create {}: {e}", template.name));
+                    // Status is not taken on create: write it through nodes/status.
+                    let status = json!({"status": serde_json::to_value(&node.status).unwrap()});
+                    nodes
+                        .patch_status(
+                            &created.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&status),
+                        )
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("cannot write the status of {}: {e}", template.name)
+                        });
+                }
+            })
+            .await;
         let names: Vec<String> = templates.iter().map(|t| t.name.clone()).collect();
         let silent = Arc::new(Mutex::new(HashSet::new()));
         let mut tasks = JoinSet::new();
-        tasks.spawn(renew_leases(client.clone(), names.clone(), silent.clone()));
-        tasks.spawn(run_pods(client, names.clone(), silent.clone(), options));
+        if !options.nodes_only {
+            tasks.spawn(renew_leases(client.clone(), names.clone(), silent.clone()));
+            tasks.spawn(run_pods(client, names.clone(), silent.clone(), options));
+        }
         HollowNodes {
             names,
             silent,

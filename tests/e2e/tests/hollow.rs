@@ -29,7 +29,10 @@ async fn hollow_nodes_run_bind_finish_and_delete_pods() {
         .unwrap();
     let client = server.client().await;
     let templates = vec![NodeTemplate::new("hollow-a"), NodeTemplate::new("hollow-b")];
-    let options = HollowOptions { bind_pending: true };
+    let options = HollowOptions {
+        bind_pending: true,
+        ..HollowOptions::default()
+    };
     let _nodes = HollowNodes::start(client.clone(), templates, options).await;
 
     let node: Node = Api::<Node>::all(client.clone())

@@ -212,14 +212,6 @@ impl AffinityState {
 pub fn filter(cycle: &Cycle, node: &NodeInfo) -> Result<(), Unfit> {
     let state = &cycle.affinity;
     let labels = node.labels();
-    for (key, values) in &state.forbidden {
-        if labels.get(key).is_some_and(|v| values.contains(v)) {
-            return Err(Unfit::resolvable(
-                NAME,
-                vec![REASON_EXISTING_ANTI_AFFINITY.into()],
-            ));
-        }
-    }
     if !state.affinity_bootstrap {
         let satisfied = state.affinity.iter().all(|(key, domains)| {
             labels
@@ -236,6 +228,14 @@ pub fn filter(cycle: &Cycle, node: &NodeInfo) -> Result<(), Unfit> {
             .is_some_and(|v| domains.get(v).copied().unwrap_or(0) > 0)
         {
             return Err(Unfit::resolvable(NAME, vec![REASON_ANTI_AFFINITY.into()]));
+        }
+    }
+    for (key, values) in &state.forbidden {
+        if labels.get(key).is_some_and(|v| values.contains(v)) {
+            return Err(Unfit::resolvable(
+                NAME,
+                vec![REASON_EXISTING_ANTI_AFFINITY.into()],
+            ));
         }
     }
     Ok(())

@@ -242,10 +242,11 @@ pub fn score_nodes(cycle: &Cycle, feasible: &[usize]) -> Vec<(usize, i64)> {
 }
 
 /// The FailedScheduling message, upstream's shape: `0/5 nodes are available: 2
-/// Insufficient cpu, 3 node(s) had untolerated taint {k: v}.` (reasons counted, sorted).
+/// Insufficient cpu, 3 node(s) had untolerated taint {k: v}.` (reasons counted, sorted),
+/// or upstream's `no nodes available to schedule pods` for an empty cluster.
 pub fn fit_error_message(node_count: usize, unfit: &[(String, Unfit)]) -> String {
     if node_count == 0 {
-        return "0/0 nodes are available: no nodes available to schedule pods.".into();
+        return "no nodes available to schedule pods".into();
     }
     let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, unfit) in unfit {
@@ -339,7 +340,7 @@ mod tests {
         );
         assert_eq!(
             fit_error_message(0, &[]),
-            "0/0 nodes are available: no nodes available to schedule pods."
+            "no nodes available to schedule pods"
         );
     }
 
