@@ -31,7 +31,7 @@ async fn setup(namespace: &str) -> Setup {
     let nodes = HollowNodes::start(
         client.clone(),
         vec![node],
-        HollowOptions { bind_pending: true },
+        HollowOptions { bind_pending: true, ..Default::default() },
     )
     .await;
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -46,7 +46,7 @@ impl Workloads {
         let nodes = HollowNodes::start(
             client.clone(),
             templates,
-            HollowOptions { bind_pending: true },
+            HollowOptions { bind_pending: true, ..Default::default() },
         )
         .await;
         let namespaces: Api<Namespace> = Api::all(client.clone());
