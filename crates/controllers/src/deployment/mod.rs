@@ -34,14 +34,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use krust_api::selector::LabelSelector;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::replicaset::events::Events;
-use crate::replicaset::{is_not_found, owner_reference, pods};
+use crate::replicaset::{is_not_found, owner_reference, patch_params, pods, post_params};
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 use util::*;
 
@@ -317,11 +317,7 @@ impl DeploymentController {
         }});
         let api = self.rs_api(&rs.namespace().unwrap_or_default());
         match api
-            .patch(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(&rs.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(rs) => Ok(Some(rs)),
@@ -392,11 +388,7 @@ impl DeploymentController {
                 });
                 rs = self
                     .rs_api(&key.namespace)
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
+                    .patch(&rs.name_any(), &patch_params(), &Patch::Merge(&patch))
                     .await
                     .with_context(|| {
                         format!("updating the annotations of ReplicaSet {}", rs.name_any())
@@ -458,7 +450,7 @@ impl DeploymentController {
             template: Some(template),
         });
         let api = self.rs_api(&key.namespace);
-        match api.create(&PostParams::default(), &rs).await {
+        match api.create(&post_params(), &rs).await {
             Ok(created) => {
                 self.wrote(key, &created);
                 if replicas > 0 {
@@ -507,7 +499,7 @@ impl DeploymentController {
                 let count = collision_count.unwrap_or(0) + 1;
                 let patch = json!({"status": {"collisionCount": count}});
                 Api::<Deployment>::namespaced(self.client.clone(), &key.namespace)
-                    .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch_status(&key.name, &patch_params(), &Patch::Merge(&patch))
                     .await?;
                 anyhow::bail!(
                     "the hash of Deployment {key}'s template collides with ReplicaSet {}; retrying with collisionCount {count}",
@@ -568,7 +560,7 @@ impl DeploymentController {
         let patch =
             json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
         let updated = Api::<Deployment>::namespaced(self.client.clone(), &key.namespace)
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(&key.name, &patch_params(), &Patch::Merge(&patch))
             .await?;
         d.metadata.annotations = updated.metadata.annotations;
         d.metadata.resource_version = updated.metadata.resource_version;
@@ -595,11 +587,7 @@ impl DeploymentController {
         });
         let updated = self
             .rs_api(&key.namespace)
-            .patch(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(&rs.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await
             .with_context(|| format!("scaling ReplicaSet {} to {size}", rs.name_any()))?;
         self.wrote(key, &updated);
@@ -1096,7 +1084,7 @@ impl DeploymentController {
         let _ = d;
         let patch = json!({"status": status});
         match Api::<Deployment>::namespaced(self.client.clone(), &key.namespace)
-            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&key.name, &patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => Ok(()),
