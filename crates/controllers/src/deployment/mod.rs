@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector as MetaSelector, OwnerReference,
@@ -1041,6 +1041,11 @@ impl DeploymentController {
                 );
             }
         }
+        // A ReplicaSet that cannot create or delete pods says so on the Deployment.
+        match replica_failure(&all) {
+            Some(failure) => set_condition(&mut status, failure),
+            None => remove_condition(&mut status, "ReplicaFailure"),
+        }
         self.write_status(key, d, status).await?;
         Ok(wake.map_or(Outcome::Done, Outcome::RequeueAfter))
     }
@@ -1092,6 +1097,28 @@ impl DeploymentController {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// The first `ReplicaFailure` condition among `sets` (new one first), as the
+/// Deployment's own (upstream's `getReplicaFailures`).
+fn replica_failure(sets: &[ReplicaSet]) -> Option<DeploymentCondition> {
+    sets.iter().find_map(|rs| {
+        let condition = rs
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "ReplicaFailure")?;
+        Some(DeploymentCondition {
+            type_: condition.type_.clone(),
+            status: condition.status.clone(),
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
+            last_update_time: condition.last_transition_time.clone(),
+            last_transition_time: condition.last_transition_time.clone(),
+        })
+    })
 }
 
 /// The status the ReplicaSets make (upstream's `calculateStatus`): counts, the
