@@ -224,8 +224,9 @@ impl DeploymentController {
             return Ok(Outcome::Done);
         };
         if self.waiting_for_own_writes(key) {
-            // The cache's ReplicaSet event wakes this key again.
-            return Ok(Outcome::Done);
+            // The cache's ReplicaSet event wakes this key again; the requeue only
+            // covers a write that never shows (its ReplicaSet deleted meanwhile).
+            return Ok(Outcome::RequeueAfter(Duration::from_secs(1)));
         }
         let mut d = (*cached).clone();
         if selector_of(&d).is_empty() || selector_of(&d) == LabelSelector::nothing() {
