@@ -27,21 +27,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector as MetaSelector, OwnerReference,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use krust_api::selector::LabelSelector;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::replicaset::events::Events;
-use crate::replicaset::{is_not_found, owner_reference, pods};
+use crate::replicaset::{is_not_found, owner_reference, patch_params, pods, post_params};
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 use util::*;
 
@@ -224,8 +224,9 @@ impl DeploymentController {
             return Ok(Outcome::Done);
         };
         if self.waiting_for_own_writes(key) {
-            // The cache's ReplicaSet event wakes this key again.
-            return Ok(Outcome::Done);
+            // The cache's ReplicaSet event wakes this key again; the requeue only
+            // covers a write that never shows (its ReplicaSet deleted meanwhile).
+            return Ok(Outcome::RequeueAfter(Duration::from_secs(1)));
         }
         let mut d = (*cached).clone();
         if selector_of(&d).is_empty() || selector_of(&d) == LabelSelector::nothing() {
@@ -317,11 +318,7 @@ impl DeploymentController {
         }});
         let api = self.rs_api(&rs.namespace().unwrap_or_default());
         match api
-            .patch(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(&rs.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(rs) => Ok(Some(rs)),
@@ -392,11 +389,7 @@ impl DeploymentController {
                 });
                 rs = self
                     .rs_api(&key.namespace)
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
+                    .patch(&rs.name_any(), &patch_params(), &Patch::Merge(&patch))
                     .await
                     .with_context(|| {
                         format!("updating the annotations of ReplicaSet {}", rs.name_any())
@@ -458,7 +451,7 @@ impl DeploymentController {
             template: Some(template),
         });
         let api = self.rs_api(&key.namespace);
-        match api.create(&PostParams::default(), &rs).await {
+        match api.create(&post_params(), &rs).await {
             Ok(created) => {
                 self.wrote(key, &created);
                 if replicas > 0 {
@@ -507,7 +500,7 @@ impl DeploymentController {
                 let count = collision_count.unwrap_or(0) + 1;
                 let patch = json!({"status": {"collisionCount": count}});
                 Api::<Deployment>::namespaced(self.client.clone(), &key.namespace)
-                    .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch_status(&key.name, &patch_params(), &Patch::Merge(&patch))
                     .await?;
                 anyhow::bail!(
                     "the hash of Deployment {key}'s template collides with ReplicaSet {}; retrying with collisionCount {count}",
@@ -568,7 +561,7 @@ impl DeploymentController {
         let patch =
             json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
         let updated = Api::<Deployment>::namespaced(self.client.clone(), &key.namespace)
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(&key.name, &patch_params(), &Patch::Merge(&patch))
             .await?;
         d.metadata.annotations = updated.metadata.annotations;
         d.metadata.resource_version = updated.metadata.resource_version;
@@ -595,11 +588,7 @@ impl DeploymentController {
         });
         let updated = self
             .rs_api(&key.namespace)
-            .patch(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(&rs.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await
             .with_context(|| format!("scaling ReplicaSet {} to {size}", rs.name_any()))?;
         self.wrote(key, &updated);
@@ -1053,6 +1042,11 @@ impl DeploymentController {
                 );
             }
         }
+        // A ReplicaSet that cannot create or delete pods says so on the Deployment.
+        match replica_failure(&all) {
+            Some(failure) => set_condition(&mut status, failure),
+            None => remove_condition(&mut status, "ReplicaFailure"),
+        }
         self.write_status(key, d, status).await?;
         Ok(wake.map_or(Outcome::Done, Outcome::RequeueAfter))
     }
@@ -1096,7 +1090,7 @@ impl DeploymentController {
         let _ = d;
         let patch = json!({"status": status});
         match Api::<Deployment>::namespaced(self.client.clone(), &key.namespace)
-            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&key.name, &patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => Ok(()),
@@ -1104,6 +1098,28 @@ impl DeploymentController {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// The first `ReplicaFailure` condition among `sets` (new one first), as the
+/// Deployment's own (upstream's `getReplicaFailures`).
+fn replica_failure(sets: &[ReplicaSet]) -> Option<DeploymentCondition> {
+    sets.iter().find_map(|rs| {
+        let condition = rs
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "ReplicaFailure")?;
+        Some(DeploymentCondition {
+            type_: condition.type_.clone(),
+            status: condition.status.clone(),
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
+            last_update_time: condition.last_transition_time.clone(),
+            last_transition_time: condition.last_transition_time.clone(),
+        })
+    })
 }
 
 /// The status the ReplicaSets make (upstream's `calculateStatus`): counts, the

@@ -259,6 +259,24 @@ pub fn compute_status<K: ReplicaKind>(owner: &K, pods: &[&Pod], now: Timestamp) 
     }
 }
 
+/// The field manager of every workload controller write, as upstream's
+/// controllers are recorded (from their user agent).
+pub const FIELD_MANAGER: &str = "kube-controller-manager";
+
+pub(crate) fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+pub(crate) fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    }
+}
+
 /// Whether an API error means the object is gone.
 pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
@@ -392,11 +410,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
         if status != owner.current_status() {
             let api: Api<K> = Api::namespaced(self.client.clone(), &key.namespace);
             match api
-                .patch_status(
-                    &key.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(status.to_patch()),
-                )
+                .patch_status(&key.name, &patch_params(), &Patch::Merge(status.to_patch()))
                 .await
             {
                 Ok(_) => {}
@@ -477,11 +491,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
         }});
         let api = self.pod_api(&pod.namespace().unwrap_or_default());
         match api
-            .patch(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(&pod.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => Ok(true),
@@ -532,7 +542,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
             let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..size)
                 .map(|_| {
                     let (api, pod) = (api.clone(), pod.clone());
-                    async move { api.create(&PostParams::default(), &pod).await }
+                    async move { api.create(&post_params(), &pod).await }
                 })
                 .buffer_unordered(MAX_IN_FLIGHT)
                 .collect()
