@@ -222,6 +222,9 @@ pub async fn teardown(data_dir: &Path, bridge: &str) -> Result<()> {
                 for sandbox in cri.list_pod_sandboxes().await.unwrap_or_default() {
                     let _ = cri.stop_pod_sandbox(&sandbox.id).await;
                     let _ = cri.remove_pod_sandbox(&sandbox.id).await;
+                    if let Some(uid) = sandbox.metadata.as_ref().map(|m| &m.uid) {
+                        pods::remove_pod_cgroups(uid);
+                    }
                 }
             }
             own.stop();

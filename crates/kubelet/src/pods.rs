@@ -271,9 +271,16 @@ impl Agent {
         };
         let pods_dir = self.config.data_dir.join("pods");
         let volumes_ok = match volumes::sync(&pods_dir, pod, self) {
-            Ok(()) => true,
+            Ok(()) => {
+                state.volume_error = None;
+                true
+            }
             Err(error) => {
                 let message = format!("{error:#}");
+                if state.volume_error.as_ref() != Some(&message) {
+                    tracing::warn!(pod = ?pod.metadata.name, %message, "cannot set up the pod's volumes");
+                    state.volume_error = Some(message.clone());
+                }
                 for c in spec
                     .init_containers
                     .iter()
@@ -285,7 +292,6 @@ impl Agent {
                         ("ContainerCreating".into(), message.clone()),
                     );
                 }
-                tracing::warn!(pod = ?pod.metadata.name, %message, "cannot set up the pod's volumes");
                 false
             }
         };
@@ -918,8 +924,8 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&pod_dir);
         if let Some(pod) = pod {
             let _ = std::fs::remove_dir_all(self.log_dir(pod));
-            remove_cgroups(&cgroup_parent(pod));
         }
+        remove_pod_cgroups(uid);
         Ok(())
     }
 
@@ -1057,6 +1063,8 @@ struct PodState {
     /// Statuses of containers by id, with the state they were read in.
     status_cache: HashMap<String, (i32, api::ContainerStatus)>,
     sandbox_ip: Option<(String, String)>,
+    /// The last volume set-up error logged (each new one is logged once).
+    volume_error: Option<String>,
     /// The last status written, to skip writes that change nothing.
     written: Option<Value>,
 }
@@ -1186,7 +1194,12 @@ fn rfc3339_nanos(nanos: i64) -> Value {
     json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn terminated(status: &api::ContainerStatus) -> Value {
+/// Most bytes of a termination message (upstream's limit).
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+/// Lines of log a FallbackToLogsOnError message takes.
+const TERMINATION_LOG_LINES: usize = 80;
+
+fn terminated(status: &api::ContainerStatus, container: &Container) -> Value {
     let reason = if status.reason.is_empty() {
         if status.exit_code == 0 {
             "Completed"
@@ -1204,10 +1217,51 @@ fn terminated(status: &api::ContainerStatus) -> Value {
         "finishedAt": rfc3339_nanos(status.finished_at),
         "containerID": format!("containerd://{}", status.id),
     });
-    if !status.message.is_empty() {
+    let message = termination_message(status, container);
+    if !message.is_empty() {
+        value["message"] = json!(message);
+    } else if !status.message.is_empty() {
         value["message"] = json!(status.message);
     }
     value
+}
+
+/// The container's termination message: its terminationMessagePath file, or with
+/// FallbackToLogsOnError and a failure, the end of its log.
+fn termination_message(status: &api::ContainerStatus, container: &Container) -> String {
+    let path = container
+        .termination_message_path
+        .as_deref()
+        .unwrap_or("/dev/termination-log");
+    let from_file = status
+        .mounts
+        .iter()
+        .find(|m| m.container_path == path)
+        .and_then(|m| std::fs::read(&m.host_path).ok())
+        .map(|bytes| {
+            let end = bytes.len().min(TERMINATION_MESSAGE_MAX);
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        })
+        .unwrap_or_default();
+    let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    if !from_file.is_empty() || !fallback || status.exit_code == 0 {
+        return from_file;
+    }
+    let log = std::fs::read_to_string(&status.log_path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter_map(crate::pods::log_line_text).collect();
+    let tail = lines[lines.len().saturating_sub(TERMINATION_LOG_LINES)..].join("\n");
+    let start = tail.len().saturating_sub(TERMINATION_MESSAGE_MAX);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    tail[start..].to_string()
+}
+
+/// The text of one CRI log line (`<time> <stream> <F|P> <text>`).
+pub fn log_line_text(line: &str) -> Option<&str> {
+    let mut parts = line.splitn(4, ' ');
+    let (_time, _stream, _tag) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(parts.next().unwrap_or(""))
 }
 
 fn container_status(
@@ -1246,18 +1300,18 @@ fn container_status(
         // Without a readiness probe a running container is ready (sidecars too).
         value["ready"] = json!(true);
         if let Some((_, previous)) = runtime.previous(&container.name) {
-            value["lastState"] = json!({ "terminated": terminated(previous) });
+            value["lastState"] = json!({ "terminated": terminated(previous, container) });
         }
     } else if exited {
         match waiting {
             Some((reason, message)) => {
                 value["state"] = json!({ "waiting": { "reason": reason, "message": message } });
-                value["lastState"] = json!({ "terminated": terminated(status) });
+                value["lastState"] = json!({ "terminated": terminated(status, container) });
             }
             None => {
-                value["state"] = json!({ "terminated": terminated(status) });
+                value["state"] = json!({ "terminated": terminated(status, container) });
                 if let Some((_, previous)) = runtime.previous(&container.name) {
-                    value["lastState"] = json!({ "terminated": terminated(previous) });
+                    value["lastState"] = json!({ "terminated": terminated(previous, container) });
                 }
             }
         }
@@ -1406,15 +1460,21 @@ fn cgroup_parent(pod: &Pod) -> String {
     }
 }
 
-/// Removes a pod's (empty) cgroup directories, on cgroup v1 and v2.
-fn remove_cgroups(path: &str) {
-    let relative = path.trim_start_matches('/');
+/// Removes a pod's (empty) cgroup directories, whatever its QoS class was, on
+/// cgroup v1 (one hierarchy per controller) and v2.
+pub fn remove_pod_cgroups(uid: &str) {
     let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(relative));
-    for root in roots.flatten() {
-        let _ = std::fs::remove_dir(root.path().join(relative));
+    let roots: Vec<PathBuf> = roots
+        .flatten()
+        .map(|e| e.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .collect();
+    for qos in ["", "burstable/", "besteffort/"] {
+        for root in &roots {
+            let _ = std::fs::remove_dir(root.join(format!("kubepods/{qos}pod{uid}")));
+        }
     }
 }
 
@@ -1732,7 +1792,7 @@ fn termination_file(
 
 fn human(delay: Duration) -> String {
     let secs = delay.as_secs();
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m0s", secs / 60)
     } else if secs >= 60 {
         format!("{}m{}s", secs / 60, secs % 60)
@@ -1799,9 +1859,9 @@ mod tests {
         let backoff =
             json!({"state": {"waiting": {}}, "lastState": {"terminated": {"exitCode": 1}}});
         let waiting = json!({"state": {"waiting": {}}, "lastState": {}});
-        assert_eq!(phase(&[running.clone()], "Always"), "Running");
-        assert_eq!(phase(&[done.clone()], "Never"), "Succeeded");
-        assert_eq!(phase(&[failed.clone()], "Never"), "Failed");
+        assert_eq!(phase(std::slice::from_ref(&running), "Always"), "Running");
+        assert_eq!(phase(std::slice::from_ref(&done), "Never"), "Succeeded");
+        assert_eq!(phase(std::slice::from_ref(&failed), "Never"), "Failed");
         assert_eq!(phase(&[failed], "OnFailure"), "Running");
         assert_eq!(phase(&[backoff], "Always"), "Running");
         assert_eq!(phase(&[waiting, running], "Always"), "Pending");

@@ -23,6 +23,7 @@ pub struct TestNode {
     pub node_name: String,
     bridge: String,
     agent_dir: PathBuf,
+    _registry_hosts: tempfile::TempDir,
 }
 
 impl TestNode {
@@ -37,10 +38,9 @@ impl TestNode {
         let hosts = tempfile::Builder::new()
             .prefix("krust-registry-hosts-")
             .tempdir()
-            .expect("temp dir")
-            .keep();
+            .expect("temp dir");
         let registry_config = registry
-            .write_hosts_config(&hosts)
+            .write_hosts_config(hosts.path())
             .expect("cannot write the registry hosts config");
         let server = TestServer::start_with(ServerOptions {
             agent: true,
@@ -59,6 +59,7 @@ impl TestNode {
             node_name,
             bridge,
             agent_dir,
+            _registry_hosts: hosts,
         };
         let name = node.node_name.clone();
         crate::wait_until(&format!("node {name} is Ready"), NODE_READY_TIMEOUT, || {

@@ -1,0 +1,526 @@
+//! The node agent with the real containerd: pods from a local registry run, report
+//! their status, restart with backoff, get their environment, volumes, limits and
+//! hooks, and bad input ends in a clear pod status. Each test function checks several
+//! behaviours on one cluster ([`TestNode`]), to keep the number of containerd
+//! start-ups small.
+
+use std::time::Duration;
+
+use krust_e2e::node::TestNode;
+use krust_e2e::wait_until;
+
+/// How long a pod may take to reach a state (image pulls are local, ~20 ms).
+const POD_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn apply(node: &TestNode, yaml: &str) {
+    let out = node.server.kubectl_stdin(["apply", "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn jsonpath(node: &TestNode, pod: &str, path: &str) -> String {
+    let out = node
+        .server
+        .kubectl(["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until `path` of the pod reads `expected`; panics with the pod's status.
+fn wait_for(node: &TestNode, pod: &str, path: &str, expected: &str) {
+    let deadline = std::time::Instant::now() + POD_TIMEOUT;
+    loop {
+        let value = jsonpath(node, pod, path);
+        if value == expected {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "pod {pod}: {path} is {value:?}, not {expected:?} after {POD_TIMEOUT:?}; status: {}",
+                jsonpath(node, pod, "{.status}")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pod_yaml(node: &TestNode, name: &str, policy: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node_name}
+  restartPolicy: {policy}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", {script:?}]
+"#,
+        node_name = node.node_name,
+        image = node.image("krust/busybox:1"),
+    )
+}
+
+#[test]
+fn pods_run_restart_and_report_bad_input() {
+    let node = TestNode::start();
+
+    // A server pod from the registry reaches Running and Ready, with a pod IP.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  nodeName: {}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: httpd
+    image: {}
+"#,
+            node.node_name,
+            node.image("krust/httpd:1")
+        ),
+    );
+    wait_for(&node, "web", "{.status.phase}", "Running");
+    wait_for(
+        &node,
+        "web",
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "True",
+    );
+    let ip = jsonpath(&node, "web", "{.status.podIP}");
+    assert!(ip.starts_with("10.42."), "pod IP {ip:?}");
+    let image_id = jsonpath(&node, "web", "{.status.containerStatuses[0].imageID}");
+    assert!(image_id.starts_with("sha256:"), "imageID {image_id:?}");
+
+    // A crash-looping container: restarted, then CrashLoopBackOff with its last exit.
+    apply(&node, &pod_yaml(&node, "crash", "Always", "exit 3"));
+    wait_for(
+        &node,
+        "crash",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "CrashLoopBackOff",
+    );
+    assert_eq!(
+        jsonpath(
+            &node,
+            "crash",
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "3"
+    );
+    assert_eq!(
+        jsonpath(
+            &node,
+            "crash",
+            "{.status.containerStatuses[0].lastState.terminated.reason}"
+        ),
+        "Error"
+    );
+    let restarts: u32 = jsonpath(
+        &node,
+        "crash",
+        "{.status.containerStatuses[0].restartCount}",
+    )
+    .parse()
+    .unwrap();
+    assert!(restarts >= 1, "restartCount {restarts}");
+    assert_eq!(jsonpath(&node, "crash", "{.status.phase}"), "Running");
+
+    // restartPolicy Never: Succeeded with the termination message, Failed on error.
+    apply(
+        &node,
+        &pod_yaml(
+            &node,
+            "done",
+            "Never",
+            "echo -n finished > /dev/termination-log",
+        ),
+    );
+    wait_for(&node, "done", "{.status.phase}", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "done",
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "finished"
+    );
+    assert_eq!(
+        jsonpath(
+            &node,
+            "done",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "Completed"
+    );
+    apply(&node, &pod_yaml(&node, "fails", "Never", "exit 1"));
+    wait_for(&node, "fails", "{.status.phase}", "Failed");
+
+    // An image that does not exist: ErrImagePull, then ImagePullBackOff.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: noimage}}
+spec:
+  nodeName: {}
+  containers:
+  - name: main
+    image: {}
+"#,
+            node.node_name,
+            node.image("krust/does-not-exist:1")
+        ),
+    );
+    wait_until("noimage shows ErrImagePull", POD_TIMEOUT, || {
+        let reason = jsonpath(
+            &node,
+            "noimage",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    wait_for(
+        &node,
+        "noimage",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "ImagePullBackOff",
+    );
+    assert_eq!(jsonpath(&node, "noimage", "{.status.phase}"), "Pending");
+
+    // An invalid command: the start fails and the status says why.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: badcmd}}
+spec:
+  nodeName: {}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {}
+    command: ["/no/such/binary"]
+"#,
+            node.node_name,
+            node.image("krust/busybox:1")
+        ),
+    );
+    wait_until("badcmd reports its failed start", POD_TIMEOUT, || {
+        let status = jsonpath(&node, "badcmd", "{.status.containerStatuses[0].state}");
+        status.contains("no such file") || status.contains("StartError")
+    });
+
+    // A ConfigMap that does not exist yet: CreateContainerConfigError; once it is
+    // created the pod starts, with env from it and from a Secret.
+    let env_pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: envpod}}
+spec:
+  nodeName: {}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {}
+    command: ["sh", "-c", "echo -n \"$(GREETING) $WHO $PASSWORD\" > /dev/termination-log"]
+    env:
+    - {{name: WHO, valueFrom: {{configMapKeyRef: {{name: settings, key: who}}}}}}
+    - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
+    - {{name: GREETING, value: hello}}
+"#,
+        node.node_name,
+        node.image("krust/busybox:1")
+    );
+    apply(&node, &env_pod);
+    wait_for(
+        &node,
+        "envpod",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "CreateContainerConfigError",
+    );
+    let message = jsonpath(
+        &node,
+        "envpod",
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(message.contains("settings"), "message {message:?}");
+    apply(
+        &node,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {who: world}
+"#,
+    );
+    wait_for(&node, "envpod", "{.status.phase}", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "envpod",
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "hello world s3cret"
+    );
+
+    // Nothing else was disturbed: the server pod never restarted.
+    assert_eq!(
+        jsonpath(&node, "web", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert_eq!(jsonpath(&node, "web", "{.status.phase}"), "Running");
+
+    // Deleting pods stops their containers and removes the objects.
+    let out = node.server.kubectl([
+        "delete",
+        "pod",
+        "crash",
+        "noimage",
+        "badcmd",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn init_sidecar_limits_volumes_hooks_and_agent_restart() {
+    let mut node = TestNode::start();
+    let hook_dir = tempfile::tempdir().unwrap();
+
+    // Init containers run in order before the main container; a native sidecar runs
+    // alongside; limits reach the container's cgroup.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: ordered}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  initContainers:
+  - name: first
+    image: {image}
+    command: ["sh", "-c", "echo -n 1 >> /work/order"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: second
+    image: {image}
+    command: ["sh", "-c", "echo -n 2 >> /work/order"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: sidecar
+    image: {image}
+    restartPolicy: Always
+    command: ["sh", "-c", "echo -n s >> /work/order; sleep 1000"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "m=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max); q=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max); echo -n \"$(cat /work/order) $m $q\" > /dev/termination-log"]
+    resources:
+      limits: {{cpu: 500m, memory: 64Mi}}
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  volumes:
+  - name: work
+    emptyDir: {{}}
+"#,
+            node = node.node_name,
+            image = node.image("krust/busybox:1")
+        ),
+    );
+    wait_until("the main container of ordered ran", POD_TIMEOUT, || {
+        !jsonpath(
+            &node,
+            "ordered",
+            "{.status.containerStatuses[0].state.terminated.message}",
+        )
+        .is_empty()
+    });
+    assert_eq!(
+        jsonpath(
+            &node,
+            "ordered",
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "12s 67108864 50000"
+    );
+    assert_eq!(
+        jsonpath(
+            &node,
+            "ordered",
+            "{.status.initContainerStatuses[0].state.terminated.reason}"
+        ),
+        "Completed"
+    );
+    assert_eq!(
+        jsonpath(
+            &node,
+            "ordered",
+            "{.status.initContainerStatuses[2].started}"
+        ),
+        "true"
+    );
+    assert_eq!(
+        jsonpath(&node, "ordered", "{.status.qosClass}"),
+        "Burstable"
+    );
+
+    // An OOM-killed container says so.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: oom}}
+spec:
+  nodeName: {}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {}
+    command: ["sh", "-c", "tail /dev/zero"]
+    resources:
+      limits: {{memory: 16Mi}}
+"#,
+            node.node_name,
+            node.image("krust/busybox:1")
+        ),
+    );
+    wait_for(&node, "oom", "{.status.phase}", "Failed");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "oom",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "OOMKilled"
+    );
+
+    // A ConfigMap volume follows changes to the ConfigMap while the pod runs.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: live}}
+data: {{key: v1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: watcher}}
+spec:
+  nodeName: {}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {}
+    command: ["sh", "-c", "until grep -q v2 /cfg/key; do sleep 0.2; done; cat /cfg/key > /dev/termination-log"]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}]
+  volumes:
+  - name: cfg
+    configMap: {{name: live}}
+"#,
+            node.node_name,
+            node.image("krust/busybox:1")
+        ),
+    );
+    wait_for(&node, "watcher", "{.status.phase}", "Running");
+    apply(
+        &node,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: live}\ndata: {key: v2}\n",
+    );
+    wait_for(&node, "watcher", "{.status.phase}", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "watcher",
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "v2"
+    );
+
+    // Graceful termination runs the preStop hook before SIGTERM.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  nodeName: {}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: {}
+    command: ["sh", "-c", "trap 'echo -n term >> /hook/log; exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo -n prestop, >> /hook/log"]}}
+    volumeMounts: [{{name: hook, mountPath: /hook}}]
+  volumes:
+  - name: hook
+    hostPath: {{path: {}}}
+"#,
+            node.node_name,
+            node.image("krust/busybox:1"),
+            hook_dir.path().display()
+        ),
+    );
+    wait_for(&node, "hooked", "{.status.phase}", "Running");
+
+    // Restarting the agent (the whole server, killed) does not restart containers.
+    let container_id = jsonpath(
+        &node,
+        "hooked",
+        "{.status.containerStatuses[0].containerID}",
+    );
+    node.server.kill9();
+    node.server.restart();
+    wait_until("the agent reports on hooked again", POD_TIMEOUT, || {
+        jsonpath(
+            &node,
+            "hooked",
+            "{.status.containerStatuses[0].containerID}",
+        ) == container_id
+            && jsonpath(&node, "hooked", "{.status.phase}") == "Running"
+    });
+    assert_eq!(
+        jsonpath(
+            &node,
+            "hooked",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+
+    let out = node
+        .server
+        .kubectl(["delete", "pod", "hooked", "--wait=true", "--timeout=60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(hook_dir.path().join("log")).unwrap(),
+        "prestop,term"
+    );
+}
