@@ -15,6 +15,7 @@ pub mod cri;
 pub mod node;
 pub mod oci;
 pub mod pods;
+pub mod probes;
 mod volumes;
 
 use std::path::{Path, PathBuf};

@@ -345,11 +345,68 @@ impl Agent {
         } else {
             initialized = false;
         }
-        let runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        let mut runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        if self
+            .run_probes(&mut cri, pod, &runtime, &sandbox, state)
+            .await
+        {
+            runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        }
         let status = self.status(pod, &runtime, &sandbox, state, initialized, failed_init);
         self.write_status(pod, status, state).await?;
         runtime.remove_dead(&mut cri).await;
         Ok(false)
+    }
+
+    /// Runs the due probes of the pod's running containers, records their verdicts
+    /// and kills containers whose liveness or startup probe failed. True when it
+    /// killed one.
+    async fn run_probes(
+        &self,
+        cri: &mut Cri,
+        pod: &Pod,
+        runtime: &RuntimeView,
+        sandbox: &SandboxInfo,
+        state: &mut PodState,
+    ) -> bool {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let grace = spec
+            .termination_grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
+        let mut killed = false;
+        let mut live = Vec::new();
+        for container in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            let Some((c, status)) = runtime.latest(&container.name) else {
+                continue;
+            };
+            if c.state != api::ContainerState::ContainerRunning as i32 {
+                continue;
+            }
+            live.push(c.id.as_str());
+            let running_for =
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - status.started_at;
+            let started_at = Instant::now()
+                .checked_sub(Duration::from_nanos(running_for.max(0) as u64))
+                .unwrap_or_else(Instant::now);
+            let verdict = state
+                .prober
+                .check(cri, container, &c.id, started_at, &sandbox.ip)
+                .await;
+            if verdict.kill {
+                if let Err(error) = cri.stop_container(&c.id, grace).await {
+                    tracing::warn!(container = %container.name, %error, "cannot kill the container that failed its probe");
+                }
+                killed = true;
+            }
+            state.verdicts.insert(container.name.clone(), verdict);
+        }
+        state.prober.retain(&live);
+        killed
     }
 
     async fn ensure_sandbox(
@@ -1063,6 +1120,9 @@ struct PodState {
     /// Statuses of containers by id, with the state they were read in.
     status_cache: HashMap<String, (i32, api::ContainerStatus)>,
     sandbox_ip: Option<(String, String)>,
+    prober: crate::probes::Prober,
+    /// The latest probe verdicts by container name.
+    verdicts: HashMap<String, crate::probes::Verdict>,
     /// The last volume set-up error logged (each new one is logged once).
     volume_error: Option<String>,
     /// The last status written, to skip writes that change nothing.
@@ -1296,9 +1356,10 @@ fn container_status(
     let exited = c.state == api::ContainerState::ContainerExited as i32;
     if running {
         value["state"] = json!({ "running": { "startedAt": rfc3339_nanos(status.started_at) } });
-        value["started"] = json!(true);
-        // Without a readiness probe a running container is ready (sidecars too).
-        value["ready"] = json!(true);
+        // Without probes a running container is started and ready (sidecars too).
+        let verdict = state.verdicts.get(&container.name);
+        value["started"] = json!(verdict.is_none_or(|v| v.started));
+        value["ready"] = json!(verdict.is_none_or(|v| v.ready));
         if let Some((_, previous)) = runtime.previous(&container.name) {
             value["lastState"] = json!({ "terminated": terminated(previous, container) });
         }

@@ -524,3 +524,111 @@ spec:
         "prestop,term"
     );
 }
+
+#[test]
+fn probes_fail_and_recover() {
+    let node = TestNode::start();
+    let busybox = node.image("krust/busybox:1");
+    let httpd = node.image("krust/httpd:1");
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: probed}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: flapping
+    image: {busybox}
+    command: ["sh", "-c", "sleep 2; touch /tmp/ready; sleep 3; rm /tmp/ready; sleep 1000"]
+    readinessProbe:
+      exec: {{command: ["cat", "/tmp/ready"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+  - name: web
+    image: {httpd}
+    ports: [{{name: http, containerPort: 8080}}]
+    startupProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 1
+    readinessProbe:
+      httpGet: {{path: /healthz, port: http}}
+      periodSeconds: 1
+  - name: missing
+    image: {httpd}
+    command: ["/bin/httpd", "-f", "-p", "8081", "-h", "/var/www"]
+    readinessProbe:
+      httpGet: {{path: /no-such-page, port: 8081}}
+      periodSeconds: 1
+  - name: dies
+    image: {busybox}
+    command: ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 1000"]
+    livenessProbe:
+      exec: {{command: ["cat", "/tmp/alive"]}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+            node = node.node_name,
+        ),
+    );
+    let ready = |name: &str| {
+        jsonpath(
+            &node,
+            "probed",
+            &format!("{{.status.containerStatuses[?(@.name==\"{name}\")].ready}}"),
+        )
+    };
+    wait_for(&node, "probed", "{.status.phase}", "Running");
+    // The exec readiness probe: not ready, then ready, then not ready again.
+    wait_until("flapping becomes ready", POD_TIMEOUT, || {
+        ready("flapping") == "true"
+    });
+    wait_until("flapping becomes unready", POD_TIMEOUT, || {
+        ready("flapping") == "false"
+    });
+    // httpGet on a named port after a tcpSocket startup probe: ready and started.
+    wait_until("web becomes ready", POD_TIMEOUT, || ready("web") == "true");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "probed",
+            "{.status.containerStatuses[?(@.name==\"web\")].started}"
+        ),
+        "true"
+    );
+    // A 404 never makes a container ready, so neither is the pod.
+    assert_eq!(ready("missing"), "false");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "probed",
+            "{.status.conditions[?(@.type==\"Ready\")].status}"
+        ),
+        "False"
+    );
+    // The failing liveness probe restarts its container.
+    wait_until(
+        "dies is restarted by its liveness probe",
+        POD_TIMEOUT,
+        || {
+            jsonpath(
+                &node,
+                "probed",
+                "{.status.containerStatuses[?(@.name==\"dies\")].restartCount}",
+            )
+            .parse::<u32>()
+            .unwrap_or(0)
+                >= 1
+        },
+    );
+    assert_eq!(
+        jsonpath(
+            &node,
+            "probed",
+            "{.status.containerStatuses[?(@.name==\"web\")].restartCount}"
+        ),
+        "0"
+    );
+}
