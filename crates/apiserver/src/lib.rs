@@ -16,6 +16,7 @@ pub mod cache;
 pub mod discovery;
 pub mod errors;
 pub mod handlers;
+pub mod kubelet_proxy;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     /// `--max-requests-inflight` and `--max-mutating-requests-inflight`.
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
+    /// PEM of the client certificate and key the server presents to kubelets
+    /// (pods/log); None answers those requests with 503.
+    pub kubelet_client_cert_pem: Option<(String, String)>,
 }
 
 /// Starts serving the API. Returns once the listener is bound, the watch cache is
@@ -68,12 +72,16 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<tokio::task::JoinHand
         })?;
     let cache = cache::WatchCache::start(config.store.clone()).await?;
     let tokens = Arc::new(auth::TokenAuthenticator::new(&config.static_tokens));
-    let api = Arc::new(handlers::Api::new(
+    let mut api = handlers::Api::new(
         config.store.clone(),
         cache,
         config.bind.to_string(),
         tokens.clone(),
-    ));
+    );
+    if let Some((cert, key)) = &config.kubelet_client_cert_pem {
+        api.kubelet_client = Some(kubelet_proxy::client_config(cert, key)?);
+    }
+    let api = Arc::new(api);
     bootstrap::ensure_builtin_objects(&api).await?;
     tokio::spawn(bootstrap::compact_periodically(config.store.clone()));
     let limits = Arc::new(server::Limits::new(

@@ -105,6 +105,8 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         static_tokens,
         max_requests_inflight: args.max_requests_inflight as usize,
         max_mutating_requests_inflight: args.max_mutating_requests_inflight as usize,
+        // Kubelets accept the admin identity (system:masters) for pods/log.
+        kubelet_client_cert_pem: Some((pki.admin.cert_pem.clone(), pki.admin.key_pem.clone())),
     };
     let server = krust_apiserver::serve(config)
         .await

@@ -16,6 +16,7 @@ pub mod node;
 pub mod oci;
 pub mod pods;
 pub mod probes;
+pub mod server;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,15 @@ pub struct AgentOptions {
     #[arg(long, default_value = "/usr/lib/cni", value_name = "DIR")]
     pub cni_bin_dir: PathBuf,
 
+    /// Port of the kubelet API (HTTPS: logs for `kubectl logs`).
+    #[arg(long, default_value_t = 10250, value_name = "PORT")]
+    pub kubelet_port: u16,
+
+    /// The node's address: its InternalIP, and where the kubelet API listens
+    /// (default: the address of the default route).
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
     /// Nameserver written into pods' resolv.conf with dnsPolicy ClusterFirst.
     #[arg(long, default_value = "10.43.0.10", value_name = "IP")]
     pub cluster_dns: String,
@@ -74,6 +84,11 @@ pub struct AgentConfig {
     pub cni_bridge: String,
     pub cni_bin_dir: PathBuf,
     pub cluster_dns: String,
+    pub kubelet_port: u16,
+    pub node_ip: std::net::IpAddr,
+    /// The cluster CA (PEM) that signs the API server's client certificate; without
+    /// it the kubelet API is not served.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl AgentOptions {
@@ -106,6 +121,12 @@ impl AgentOptions {
             cni_bridge: self.cni_bridge.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
             cluster_dns: self.cluster_dns.clone(),
+            kubelet_port: self.kubelet_port,
+            node_ip: self
+                .node_ip
+                .or_else(node::node_ip)
+                .unwrap_or([127, 0, 0, 1].into()),
+            client_ca_pem: None,
         })
     }
 }
@@ -197,10 +218,29 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         "the node agent is connected to its container runtime"
     );
 
+    let _kubelet_api = match &config.client_ca_pem {
+        Some(ca) => Some(
+            server::serve(
+                std::net::SocketAddr::new(config.node_ip, config.kubelet_port),
+                &config.node_name,
+                ca,
+                config.data_dir.join("logs"),
+                cri.clone(),
+            )
+            .await?,
+        ),
+        None => {
+            tracing::warn!("no cluster CA given: the kubelet API (logs) is not served");
+            None
+        }
+    };
     node::register(&client, &config, &version).await?;
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), version));
     let result = pods::run(client, cri, config).await;
     heartbeat.abort();
+    if let Some(server) = _kubelet_api {
+        server.abort();
+    }
     drop(own_containerd);
     result
 }
@@ -255,6 +295,8 @@ mod tests {
             cni_bridge: "krust0".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            kubelet_port: 10250,
+            node_ip: None,
         };
         let error = options.resolve(Path::new("/tmp")).unwrap_err();
         assert!(error.to_string().contains("--pod-cidr"), "{error}");
@@ -278,6 +320,8 @@ mod tests {
             cni_bridge: "kr7".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            kubelet_port: 10250,
+            node_ip: None,
         };
         let config = options.resolve(Path::new("/tmp")).unwrap();
         assert_eq!(config.node_name, "n1");

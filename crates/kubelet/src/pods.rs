@@ -1052,9 +1052,7 @@ impl Agent {
         };
         let ready_to_start = !sandbox.id.is_empty();
         let ip = sandbox.ip.clone();
-        let host_ip = crate::node::node_ip()
-            .map(|i| i.to_string())
-            .unwrap_or_default();
+        let host_ip = self.config.node_ip.to_string();
         let pod_ip = if spec.host_network.unwrap_or(false) {
             host_ip.clone()
         } else {
@@ -1637,11 +1635,7 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String> {
         "metadata.annotations" => render_map(&meta.annotations),
         "spec.nodeName" => spec.node_name.unwrap_or_default(),
         "spec.serviceAccountName" => spec.service_account_name.unwrap_or_default(),
-        "status.hostIP" => status.host_ip.unwrap_or_else(|| {
-            crate::node::node_ip()
-                .map(|i| i.to_string())
-                .unwrap_or_default()
-        }),
+        "status.hostIP" => status.host_ip.unwrap_or_default(),
         "status.podIP" => status.pod_ip.unwrap_or_default(),
         other => {
             if let Some(key) = other

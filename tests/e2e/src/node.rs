@@ -49,6 +49,8 @@ impl TestNode {
                 format!("--cni-bridge={bridge}"),
                 format!("--pod-cidr={pod_cidr}"),
                 format!("--registry-config={}", registry_config.display()),
+                format!("--kubelet-port={}", crate::free_port()),
+                "--node-ip=127.0.0.1".to_string(),
             ],
             ..Default::default()
         });

@@ -21,6 +21,11 @@ fn apply(node: &TestNode, yaml: &str) {
     );
 }
 
+fn kubectl_text(node: &TestNode, args: &[&str]) -> String {
+    let out = node.server.kubectl(args);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 fn jsonpath(node: &TestNode, pod: &str, path: &str) -> String {
     let out = node
         .server
@@ -100,7 +105,10 @@ spec:
     assert!(image_id.starts_with("sha256:"), "imageID {image_id:?}");
 
     // A crash-looping container: restarted, then CrashLoopBackOff with its last exit.
-    apply(&node, &pod_yaml(&node, "crash", "Always", "exit 3"));
+    apply(
+        &node,
+        &pod_yaml(&node, "crash", "Always", "echo crashing; exit 3"),
+    );
     wait_for(
         &node,
         "crash",
@@ -132,6 +140,55 @@ spec:
     .unwrap();
     assert!(restarts >= 1, "restartCount {restarts}");
     assert_eq!(jsonpath(&node, "crash", "{.status.phase}"), "Running");
+
+    // Logs through the API server and the kubelet API: all, tail, previous, follow.
+    apply(
+        &node,
+        &pod_yaml(
+            &node,
+            "talker",
+            "Always",
+            "echo line1; echo line2; sleep 1000",
+        ),
+    );
+    wait_for(&node, "talker", "{.status.phase}", "Running");
+    wait_until("talker logged two lines", POD_TIMEOUT, || {
+        kubectl_text(&node, &["logs", "talker"]) == "line1\nline2\n"
+    });
+    assert_eq!(
+        kubectl_text(&node, &["logs", "talker", "--tail=1"]),
+        "line2\n"
+    );
+    assert!(
+        kubectl_text(&node, &["logs", "crash", "--previous"]).contains("crashing"),
+        "logs --previous of crash"
+    );
+    apply(
+        &node,
+        &pod_yaml(
+            &node,
+            "follower",
+            "Never",
+            "sleep 1; for i in 1 2 3; do echo n$i; sleep 0.3; done",
+        ),
+    );
+    wait_for(&node, "follower", "{.status.phase}", "Running");
+    let followed = node
+        .server
+        .kubectl(["logs", "-f", "follower", "--request-timeout=60s"]);
+    assert!(
+        followed.status.success(),
+        "kubectl logs -f: {}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), "n1\nn2\nn3\n");
+    let bad = node.server.kubectl(["logs", "web", "-c", "nosuch"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("container nosuch is not valid for pod web"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     // restartPolicy Never: Succeeded with the termination message, Failed on error.
     apply(
