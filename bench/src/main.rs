@@ -4,6 +4,9 @@
 //! is meaningful even on a noisy machine.
 //!
 //! `krust-bench api` measures the API server on the embedded SQLite store and on etcd.
+//! `krust-bench pod-startup` measures pods reaching Ready on one real node.
+
+mod pod_startup;
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,12 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         watchers: usize,
     },
+    /// Node agent: pods created at once on one node, create to Ready; memory.
+    PodStartup {
+        /// Pods created at once.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -56,6 +65,7 @@ fn main() -> Result<()> {
             creates,
             watchers,
         } => runtime.block_on(api(pods, creates, watchers)),
+        Command::PodStartup { pods } => runtime.block_on(pod_startup::run(pods)),
     }
 }
 
