@@ -188,22 +188,19 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         render_cni_config(&config),
     )?;
 
-    let mut own_containerd = None;
+    let mut supervisor = None;
     let socket = match &config.runtime_endpoint {
         Some(socket) => socket.clone(),
         None => {
             let layout = containerd::Layout::new(&config.data_dir);
-            let started = containerd::Containerd::start(
-                layout.clone(),
-                &containerd::Settings {
-                    cni_conf_dir,
-                    cni_bin_dir: config.cni_bin_dir.clone(),
-                    registry_config: config.registry_config.clone(),
-                },
-            )
-            .await?;
+            let settings = containerd::Settings {
+                cni_conf_dir,
+                cni_bin_dir: config.cni_bin_dir.clone(),
+                registry_config: config.registry_config.clone(),
+            };
+            let started = containerd::Containerd::start(layout.clone(), &settings).await?;
             let socket = started.socket();
-            own_containerd = Some(started);
+            supervisor = Some(started.supervise(settings));
             let import = layout.clone();
             tokio::task::spawn_blocking(move || containerd::import_pause_image(&import)).await??;
             socket
@@ -241,7 +238,9 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
     if let Some(server) = _kubelet_api {
         server.abort();
     }
-    drop(own_containerd);
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
+    }
     result
 }
 

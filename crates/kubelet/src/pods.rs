@@ -563,6 +563,9 @@ impl Agent {
                         state.waiting.remove(&container.name);
                         return Ok(Outcome::Running);
                     }
+                    // Right after a containerd restart a container can be unknown
+                    // until its shim answers: wait, never start a second one.
+                    Ok(api::ContainerState::ContainerUnknown) => return Ok(Outcome::Waiting),
                     Ok(api::ContainerState::ContainerCreated) => {
                         if let Err(error) = cri.start_container(&c.id).await {
                             state.waiting.insert(
@@ -933,7 +936,10 @@ impl Agent {
         let running: Vec<&api::Container> = runtime
             .containers
             .iter()
-            .filter(|(c, _)| c.state == api::ContainerState::ContainerRunning as i32)
+            .filter(|(c, _)| {
+                c.state == api::ContainerState::ContainerRunning as i32
+                    || c.state == api::ContainerState::ContainerUnknown as i32
+            })
             .map(|(c, _)| c)
             .collect();
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);

@@ -440,6 +440,46 @@ spec:
         "Burstable"
     );
 
+    // emptyDir in memory is a tmpfs; a downwardAPI volume holds the pod's fields.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: memvol, labels: {{app: demo}}}}
+spec:
+  nodeName: {}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {}
+    command: ["sh", "-c", "t=$(awk '$2 == \"/mem\" {{print $3}}' /proc/mounts); echo -n \"$t $(cat /info/name) $(cat /info/labels)\" > /dev/termination-log"]
+    volumeMounts:
+    - {{name: mem, mountPath: /mem}}
+    - {{name: info, mountPath: /info}}
+  volumes:
+  - name: mem
+    emptyDir: {{medium: Memory, sizeLimit: 8Mi}}
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+"#,
+            node.node_name,
+            node.image("krust/busybox:1")
+        ),
+    );
+    wait_for(&node, "memvol", "{.status.phase}", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "memvol",
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "tmpfs memvol app=\"demo\""
+    );
+
     // An OOM-killed container says so.
     apply(
         &node,
@@ -543,12 +583,47 @@ spec:
     );
     wait_for(&node, "hooked", "{.status.phase}", "Running");
 
-    // Restarting the agent (the whole server, killed) does not restart containers.
     let container_id = jsonpath(
         &node,
         "hooked",
         "{.status.containerStatuses[0].containerID}",
     );
+
+    // containerd dying does not stop containers: the agent starts it again and new
+    // pods run.
+    let pid_file = node.agent_dir().join("containerd/containerd.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let old_pid = read_pid();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &old_pid])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -9 containerd {old_pid}");
+    wait_until("the agent restarted containerd", POD_TIMEOUT, || {
+        let pid = read_pid();
+        pid != old_pid && std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    apply(
+        &node,
+        &pod_yaml(&node, "after", "Never", "echo -n ok > /dev/termination-log"),
+    );
+    wait_for(&node, "after", "{.status.phase}", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "hooked",
+            "{.status.containerStatuses[0].containerID}"
+        ),
+        container_id
+    );
+    assert_eq!(jsonpath(&node, "hooked", "{.status.phase}"), "Running");
+
+    // Restarting the agent (the whole server, killed) does not restart containers.
     node.server.kill9();
     node.server.restart();
     wait_until("the agent reports on hooked again", POD_TIMEOUT, || {
