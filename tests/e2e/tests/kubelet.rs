@@ -764,3 +764,73 @@ spec:
         "0"
     );
 }
+
+/// Processes whose command line is exactly `sleep <seconds>`.
+fn sleepers(seconds: u64) -> usize {
+    let wanted = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).ends_with(wanted.as_str()))
+        })
+        .count()
+}
+
+#[test]
+fn separate_agent_joins_and_cleans_up_pods_deleted_while_away() {
+    let mut node = TestNode::start_separate_agent();
+    // A sleep length no other test uses, to find this pod's process.
+    let seconds = 1_000_000 + u64::from(std::process::id()) % 1_000_000;
+    let sleeper = |name: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {}
+    command: ["sleep", "{seconds}"]
+"#,
+            node.node_name,
+            node.image("krust/busybox:1")
+        )
+    };
+    apply(&node, &sleeper("stay"));
+    apply(&node, &sleeper("gone"));
+    wait_for(&node, "stay", "{.status.phase}", "Running");
+    wait_for(&node, "gone", "{.status.phase}", "Running");
+    let stay_id = jsonpath(&node, "stay", "{.status.containerStatuses[0].containerID}");
+    assert_eq!(sleepers(seconds), 2);
+
+    // With the agent away, a forced delete removes only the object.
+    node.kill_agent();
+    let out = node
+        .server
+        .kubectl(["delete", "pod", "gone", "--force", "--grace-period=0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sleepers(seconds), 2, "containers run on without the agent");
+
+    // Back again, the agent removes the deleted pod's containers and keeps the other.
+    node.start_agent();
+    wait_until("the deleted pod's container is gone", POD_TIMEOUT, || {
+        sleepers(seconds) == 1
+    });
+    assert_eq!(
+        jsonpath(&node, "stay", "{.status.containerStatuses[0].containerID}"),
+        stay_id
+    );
+    assert_eq!(
+        jsonpath(&node, "stay", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+}
