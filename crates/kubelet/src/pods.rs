@@ -838,6 +838,15 @@ impl Agent {
             ..Default::default()
         });
         let spec = pod.spec.clone().unwrap_or_default();
+        if !mounts.iter().any(|m| m.container_path == "/etc/hosts") {
+            let hosts_file = pods_dir.join(&uid).join("etc-hosts");
+            std::fs::write(&hosts_file, hosts_file_contents(pod, &sandbox.ip))?;
+            mounts.push(api::Mount {
+                container_path: "/etc/hosts".into(),
+                host_path: hosts_file.display().to_string(),
+                ..Default::default()
+            });
+        }
         let pod_security = spec.security_context.clone().unwrap_or_default();
         let security = container.security_context.clone().unwrap_or_default();
         let capabilities = security.capabilities.clone().unwrap_or_default();
@@ -1838,6 +1847,45 @@ pub fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
     out
 }
 
+/// The pod's /etc/hosts as upstream's kubelet writes it: localhost entries, the
+/// pod's own name (with its subdomain's FQDN), then the hostAliases. With
+/// hostNetwork the host's file is the base.
+fn hosts_file_contents(pod: &Pod, pod_ip: &str) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut out = String::from("# Kubernetes-managed hosts file.\n");
+    if spec.host_network.unwrap_or(false) {
+        out.push_str(&std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+    } else {
+        out.push_str(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+        );
+        let hostname = spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+        if !pod_ip.is_empty() {
+            match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
+                Some(subdomain) => {
+                    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+                    out.push_str(&format!(
+                        "{pod_ip}\t{hostname}.{subdomain}.{namespace}.svc.cluster.local\t{hostname}\n"
+                    ));
+                }
+                None => out.push_str(&format!("{pod_ip}\t{hostname}\n")),
+            }
+        }
+    }
+    let aliases = spec.host_aliases.unwrap_or_default();
+    if !aliases.is_empty() {
+        out.push_str("\n# Entries added by HostAliases.\n");
+        for alias in aliases {
+            let names = alias.hostnames.unwrap_or_default().join("\t");
+            out.push_str(&format!("{}\t{names}\n", alias.ip));
+        }
+    }
+    out
+}
+
 fn termination_file(
     pods_dir: &std::path::Path,
     uid: &str,
@@ -1873,6 +1921,24 @@ mod tests {
         assert_eq!(expand("$$(A)", &vars), "$(A)");
         assert_eq!(expand("$(MISSING) $(A", &vars), "$(MISSING) $(A");
         assert_eq!(expand("plain $ text é", &vars), "plain $ text é");
+    }
+
+    #[test]
+    fn hosts_file_has_fqdn_and_aliases() {
+        let p = pod(
+            json!({"metadata": {"name": "web-0", "namespace": "ns"}, "spec": {
+            "hostname": "web-0", "subdomain": "web", "containers": [{"name": "c"}],
+            "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.local", "bar.local"]}]}}),
+        );
+        let hosts = hosts_file_contents(&p, "10.42.0.5");
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"));
+        assert!(
+            hosts.contains("10.42.0.5\tweb-0.web.ns.svc.cluster.local\tweb-0\n"),
+            "{hosts}"
+        );
+        assert!(
+            hosts.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n")
+        );
     }
 
     #[test]

@@ -480,6 +480,36 @@ spec:
         "tmpfs memvol app=\"demo\""
     );
 
+    // /etc/hosts carries the hostAliases; the hostname is the pod's.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hosts}}
+spec:
+  nodeName: {}
+  restartPolicy: Never
+  hostAliases: [{{ip: 10.1.2.3, hostnames: [foo.local]}}]
+  containers:
+  - name: main
+    image: {}
+    command: ["sh", "-c", "echo -n \"$(grep foo.local /etc/hosts | cut -f1) $(hostname)\" > /dev/termination-log"]
+"#,
+            node.node_name,
+            node.image("krust/busybox:1")
+        ),
+    );
+    wait_for(&node, "hosts", "{.status.phase}", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &node,
+            "hosts",
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "10.1.2.3 hosts"
+    );
+
     // An OOM-killed container says so.
     apply(
         &node,
