@@ -17,6 +17,7 @@ pub mod oci;
 pub mod pods;
 pub mod probes;
 pub mod server;
+pub mod static_pods;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,10 @@ pub struct AgentOptions {
     #[arg(long, default_value = "/usr/lib/cni", value_name = "DIR")]
     pub cni_bin_dir: PathBuf,
 
+    /// Directory of static pod manifests (YAML or JSON), run as mirror pods.
+    #[arg(long, value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
+
     /// Port of the kubelet API (HTTPS: logs for `kubectl logs`).
     #[arg(long, default_value_t = 10250, value_name = "PORT")]
     pub kubelet_port: u16,
@@ -86,6 +91,7 @@ pub struct AgentConfig {
     pub cluster_dns: String,
     pub kubelet_port: u16,
     pub node_ip: std::net::IpAddr,
+    pub pod_manifest_path: Option<PathBuf>,
     /// The cluster CA (PEM) that signs the API server's client certificate; without
     /// it the kubelet API is not served.
     pub client_ca_pem: Option<Vec<u8>>,
@@ -122,6 +128,7 @@ impl AgentOptions {
             cni_bin_dir: self.cni_bin_dir.clone(),
             cluster_dns: self.cluster_dns.clone(),
             kubelet_port: self.kubelet_port,
+            pod_manifest_path: self.pod_manifest_path.clone(),
             node_ip: self
                 .node_ip
                 .or_else(node::node_ip)
@@ -233,8 +240,18 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
     };
     node::register(&client, &config, &version).await?;
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), version));
+    let static_pods = config.pod_manifest_path.clone().map(|dir| {
+        tokio::spawn(static_pods::run(
+            client.clone(),
+            dir,
+            config.node_name.clone(),
+        ))
+    });
     let result = pods::run(client, cri, config).await;
     heartbeat.abort();
+    if let Some(static_pods) = static_pods {
+        static_pods.abort();
+    }
     if let Some(server) = _kubelet_api {
         server.abort();
     }
@@ -296,6 +313,7 @@ mod tests {
             cluster_dns: "10.43.0.10".into(),
             kubelet_port: 10250,
             node_ip: None,
+            pod_manifest_path: None,
         };
         let error = options.resolve(Path::new("/tmp")).unwrap_err();
         assert!(error.to_string().contains("--pod-cidr"), "{error}");
@@ -321,6 +339,7 @@ mod tests {
             cluster_dns: "10.43.0.10".into(),
             kubelet_port: 10250,
             node_ip: None,
+            pod_manifest_path: None,
         };
         let config = options.resolve(Path::new("/tmp")).unwrap();
         assert_eq!(config.node_name, "n1");

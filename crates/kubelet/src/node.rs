@@ -235,6 +235,7 @@ mod tests {
             cluster_dns: "10.43.0.10".into(),
             kubelet_port: 10250,
             node_ip: None,
+            pod_manifest_path: None,
         }
         .resolve(std::path::Path::new("/"))
         .unwrap();

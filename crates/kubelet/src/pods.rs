@@ -36,6 +36,8 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// How often sandboxes of pods that no longer exist are looked for.
+const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The shared state of all pod workers.
 struct Agent {
@@ -106,14 +108,19 @@ pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<
         workers: Mutex::new(HashMap::new()),
     });
     let mut pod_stream = std::pin::pin!(pod_stream);
+    let mut orphan_sweeper = None;
     while let Some(event) = pod_stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(pod))
-            | Ok(watcher::Event::InitApply(pod))
-            | Ok(watcher::Event::Delete(pod)) => agent.wake(&pod),
+            Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::Delete(pod)) => agent.wake(&pod),
+            // The cache takes a (re)list in only at InitDone: a worker woken before
+            // would find its pod missing and tear it down.
+            Ok(watcher::Event::InitApply(_)) => {}
             Ok(watcher::Event::InitDone) => {
-                if let Err(error) = agent.clean_orphans().await {
-                    tracing::warn!(%error, "cannot clean up the sandboxes of deleted pods");
+                for pod in agent.pods.state() {
+                    agent.wake(&pod);
+                }
+                if orphan_sweeper.is_none() {
+                    orphan_sweeper = Some(tokio::spawn(agent.clone().sweep_orphans()));
                 }
             }
             Ok(watcher::Event::Init) => {}
@@ -167,6 +174,20 @@ impl Agent {
         self.workers.lock().expect("workers lock").remove(&uid);
     }
 
+    /// Once the pod cache is complete, and every 10 s after, removes the sandboxes
+    /// of pods that are gone (also those deleted while the agent was away).
+    async fn sweep_orphans(self: Arc<Self>) {
+        loop {
+            if let Err(error) = self.clean_orphans().await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot clean up the sandboxes of deleted pods; retrying"
+                );
+            }
+            tokio::time::sleep(ORPHAN_SWEEP_INTERVAL).await;
+        }
+    }
+
     /// Removes the sandboxes of pods that are no longer bound to this node.
     async fn clean_orphans(self: &Arc<Self>) -> Result<()> {
         let mut cri = self.cri.clone();
@@ -180,11 +201,9 @@ impl Agent {
             let Some(uid) = sandbox.labels.get(LABEL_POD_UID) else {
                 continue;
             };
-            if !known.contains(uid) {
-                tracing::info!(
-                    uid,
-                    "removing the sandbox of a pod deleted while the agent was away"
-                );
+            let has_worker = self.workers.lock().expect("workers lock").contains_key(uid);
+            if !known.contains(uid) && !has_worker {
+                tracing::info!(uid, "removing the sandbox of a pod that no longer exists");
                 self.remove_pod(uid, None, 0).await?;
             }
         }

@@ -68,6 +68,10 @@ impl TestNode {
             format!("--registry-config={}", registry_config.display()),
             format!("--kubelet-port={}", crate::free_port()),
             "--node-ip=127.0.0.1".to_string(),
+            format!(
+                "--pod-manifest-path={}",
+                work.path().join("manifests").display()
+            ),
         ];
         let token_file = work.path().join("tokens.csv");
         std::fs::write(
@@ -154,6 +158,13 @@ impl TestNode {
         }
     }
 
+    /// The agent's static pod manifest directory (created on first use).
+    pub fn manifest_dir(&self) -> PathBuf {
+        let dir = self.work.path().join("manifests");
+        std::fs::create_dir_all(&dir).expect("cannot create the manifest dir");
+        dir
+    }
+
     /// The separate agent's log.
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.work.path().join("agent.log")).unwrap_or_default()
@@ -188,6 +199,10 @@ impl Drop for TestNode {
                 "krust-e2e: teardown of {} failed: {error:#}",
                 agent_dir.display()
             );
+        }
+        if std::thread::panicking() && std::env::var_os("KRUST_E2E_KEEP").is_some() {
+            let work = std::mem::replace(&mut self.work, tempfile::tempdir().expect("temp dir"));
+            eprintln!("krust-e2e: kept {}", work.keep().display());
         }
     }
 }

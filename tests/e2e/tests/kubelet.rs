@@ -863,4 +863,37 @@ spec:
         jsonpath(&node, "stay", "{.status.containerStatuses[0].restartCount}"),
         "0"
     );
+
+    // A static pod: its manifest file makes a mirror pod that runs; a broken file
+    // next to it changes nothing; removing the file removes the pod.
+    let manifests = node.manifest_dir();
+    std::fs::write(manifests.join("broken.yaml"), "kind: Pod\nmetadata: {}\n").unwrap();
+    std::fs::write(
+        manifests.join("static.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: static}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {}\n    command: [sleep, \"1000\"]\n",
+            node.image("krust/busybox:1")
+        ),
+    )
+    .unwrap();
+    let mirror = format!("static-{}", node.node_name);
+    wait_for(&node, &mirror, "{.status.phase}", "Running");
+    assert_eq!(
+        jsonpath(
+            &node,
+            &mirror,
+            "{.metadata.annotations.kubernetes\\.io/config\\.source}"
+        ),
+        "file"
+    );
+    std::fs::remove_file(manifests.join("static.yaml")).unwrap();
+    wait_until("the static pod is gone", POD_TIMEOUT, || {
+        let out = node.server.kubectl(["get", "pod", &mirror]);
+        String::from_utf8_lossy(&out.stderr).contains("NotFound")
+    });
+    assert!(
+        node.agent_log()
+            .contains("broken.yaml: metadata.name is missing"),
+        "the agent reports the broken manifest"
+    );
 }
