@@ -5,9 +5,11 @@
 //!
 //! `krust-bench api` measures the API server on the embedded SQLite store and on etcd;
 //! `krust-bench controllers` a Deployment rollout on hollow nodes ([`controllers`]);
-//! `krust-bench scheduler` scheduling throughput ([`scheduler`]).
+//! `krust-bench scheduler` scheduling throughput ([`scheduler`]);
+//! `krust-bench pod-startup` pods reaching Ready on one real node ([`pod_startup`]).
 
 mod controllers;
+mod pod_startup;
 mod scheduler;
 
 use std::time::{Duration, Instant};
@@ -60,6 +62,12 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Node agent: pods created at once on one node, create to Ready; memory.
+    PodStartup {
+        /// Pods created at once.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -89,6 +97,7 @@ fn main() -> Result<()> {
             }
             runtime.block_on(scheduler::run(workloads))
         }
+        Command::PodStartup { pods } => runtime.block_on(pod_startup::run(pods)),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Api {
     pub tokens: Arc<auth::TokenAuthenticator>,
     /// Where Services get their ClusterIPs and NodePorts ([`crate::service_alloc`]).
     pub service_ranges: crate::service_alloc::ServiceRanges,
+    /// TLS client towards kubelets (pods/log); None when not configured.
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Everything a verb handler needs about the request.
@@ -252,6 +254,7 @@ impl Api {
             address,
             tokens,
             service_ranges,
+            kubelet_client: None,
         }
     }
 
@@ -426,12 +429,12 @@ impl Api {
         match call.subresource.as_deref() {
             None | Some("status") => self.respond(call, 200, &object),
             Some("scale") => Ok(json_response(200, &scale_of(call.resource, &object)?)),
-            Some(other) => self.node_subresource(call, other, &object),
+            Some(other) => self.node_subresource(call, other, &object).await,
         }
     }
 
     /// Log, exec, attach, port-forward and proxy go to the pod's node agent.
-    fn node_subresource(
+    async fn node_subresource(
         &self,
         call: &Call,
         sub: &str,
@@ -446,6 +449,27 @@ impl Api {
                 "pod {} does not have a host assigned",
                 call.name()
             )));
+        }
+        if call.resource.plural == "pods"
+            && sub == "log"
+            && let Some(client) = &self.kubelet_client
+        {
+            let node_key = object_key(
+                resources::find("", "v1", "nodes").expect("nodes are built in"),
+                None,
+                node,
+            );
+            let node_object = match self.read(&node_key).await? {
+                Some(kv) => Some(from_kv(&kv)?),
+                None => None,
+            };
+            return crate::kubelet_proxy::pod_log(
+                client.clone(),
+                object,
+                node_object.as_ref(),
+                &call.query,
+            )
+            .await;
         }
         Err(ApiError::new_service_unavailable(format!(
             "{sub} of {} {:?} needs the node agent of node {node:?}, which is not reachable from this server",

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod discovery;
 pub mod errors;
 pub mod handlers;
+pub mod kubelet_proxy;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
@@ -54,6 +55,9 @@ pub struct ServerConfig {
     /// The address other components reach this server at: the endpoint of the
     /// `kubernetes` Service.
     pub advertise_address: std::net::IpAddr,
+    /// PEM of the client certificate and key the server presents to kubelets
+    /// (pods/log); None answers those requests with 503.
+    pub kubelet_client_cert_pem: Option<(String, String)>,
 }
 
 /// Starts serving the API. Returns once the listener is bound, the watch cache is
@@ -74,13 +78,17 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<tokio::task::JoinHand
         })?;
     let cache = cache::WatchCache::start(config.store.clone()).await?;
     let tokens = Arc::new(auth::TokenAuthenticator::new(&config.static_tokens));
-    let api = Arc::new(handlers::Api::new(
+    let mut api = handlers::Api::new(
         config.store.clone(),
         cache,
         config.bind.to_string(),
         tokens.clone(),
         config.service_ranges,
-    ));
+    );
+    if let Some((cert, key)) = &config.kubelet_client_cert_pem {
+        api.kubelet_client = Some(kubelet_proxy::client_config(cert, key)?);
+    }
+    let api = Arc::new(api);
     bootstrap::ensure_builtin_objects(&api).await?;
     service_alloc::ensure_kubernetes_service(
         &api,

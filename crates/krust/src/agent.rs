@@ -16,7 +16,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = args.agent.resolve(Path::new("/var/lib/krust/agent"))?;
+        let mut config = args.agent.resolve(Path::new("/var/lib/krust/agent"))?;
+        if let Some(path) = &args.ca_file {
+            config.client_ca_pem = Some(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read --ca-file {}", path.display()))?,
+            );
+        }
         let client = client_for(&args)?;
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -76,7 +82,10 @@ pub async fn start_embedded(
     data_dir: &Path,
     kubeconfig_path: &Path,
 ) -> Result<()> {
-    let config = options.resolve(&data_dir.join("agent"))?;
+    let mut config = options.resolve(&data_dir.join("agent"))?;
+    let ca = data_dir.join("tls/ca.crt");
+    config.client_ca_pem =
+        Some(std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?);
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
         .context("cannot read the admin kubeconfig for the agent")?;
     let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())

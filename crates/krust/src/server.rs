@@ -110,6 +110,8 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
             node_ports: args.service_node_port_range,
         },
         advertise_address: advertise_address(args.bind_address),
+        // Kubelets accept the admin identity (system:masters) for pods/log.
+        kubelet_client_cert_pem: Some((pki.admin.cert_pem.clone(), pki.admin.key_pem.clone())),
     };
     let server = krust_apiserver::serve(config)
         .await

@@ -17,6 +17,8 @@ use crate::oci;
 pub const PAUSE_IMAGE: &str = "docker.io/krust/pause:1";
 /// How long containerd may take to answer on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the supervisor checks that containerd still runs.
+const SUPERVISE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Paths of one containerd instance under the agent's data dir.
 #[derive(Clone, Debug)]
@@ -189,6 +191,36 @@ impl Containerd {
 
     pub fn socket(&self) -> PathBuf {
         self.layout.socket()
+    }
+
+    /// Keeps containerd running: when it exits (or a reused one disappears), starts
+    /// it again with the same config; containers keep running in their shims and
+    /// the new containerd takes them over. Stops containerd when the task is aborted.
+    pub fn supervise(mut self, settings: Settings) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SUPERVISE_INTERVAL).await;
+                let exited = match self.child.as_mut() {
+                    Some(child) => child.try_wait().ok().flatten().map(|s| s.to_string()),
+                    None => running_pid(&self.layout)
+                        .is_none()
+                        .then(|| "gone".to_string()),
+                };
+                let Some(how) = exited else {
+                    continue;
+                };
+                tracing::warn!(status = %how, "containerd exited; starting it again");
+                self.child = None;
+                match Containerd::start(self.layout.clone(), &settings).await {
+                    Ok(mut started) => {
+                        self.child = started.child.take();
+                    }
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), "cannot restart containerd")
+                    }
+                }
+            }
+        })
     }
 
     /// Stops containerd (SIGTERM, then SIGKILL after 10 s). Containers keep running.

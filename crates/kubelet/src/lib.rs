@@ -15,6 +15,9 @@ pub mod cri;
 pub mod node;
 pub mod oci;
 pub mod pods;
+pub mod probes;
+pub mod server;
+pub mod static_pods;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +60,19 @@ pub struct AgentOptions {
     #[arg(long, default_value = "/usr/lib/cni", value_name = "DIR")]
     pub cni_bin_dir: PathBuf,
 
+    /// Directory of static pod manifests (YAML or JSON), run as mirror pods.
+    #[arg(long, value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
+
+    /// Port of the kubelet API (HTTPS: logs for `kubectl logs`).
+    #[arg(long, default_value_t = 10250, value_name = "PORT")]
+    pub kubelet_port: u16,
+
+    /// The node's address: its InternalIP, and where the kubelet API listens
+    /// (default: the address of the default route).
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
     /// Nameserver written into pods' resolv.conf with dnsPolicy ClusterFirst.
     #[arg(long, default_value = "10.43.0.10", value_name = "IP")]
     pub cluster_dns: String,
@@ -73,6 +89,12 @@ pub struct AgentConfig {
     pub cni_bridge: String,
     pub cni_bin_dir: PathBuf,
     pub cluster_dns: String,
+    pub kubelet_port: u16,
+    pub node_ip: std::net::IpAddr,
+    pub pod_manifest_path: Option<PathBuf>,
+    /// The cluster CA (PEM) that signs the API server's client certificate; without
+    /// it the kubelet API is not served.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl AgentOptions {
@@ -105,6 +127,13 @@ impl AgentOptions {
             cni_bridge: self.cni_bridge.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
             cluster_dns: self.cluster_dns.clone(),
+            kubelet_port: self.kubelet_port,
+            pod_manifest_path: self.pod_manifest_path.clone(),
+            node_ip: self
+                .node_ip
+                .or_else(node::node_ip)
+                .unwrap_or([127, 0, 0, 1].into()),
+            client_ca_pem: None,
         })
     }
 }
@@ -166,22 +195,19 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         render_cni_config(&config),
     )?;
 
-    let mut own_containerd = None;
+    let mut supervisor = None;
     let socket = match &config.runtime_endpoint {
         Some(socket) => socket.clone(),
         None => {
             let layout = containerd::Layout::new(&config.data_dir);
-            let started = containerd::Containerd::start(
-                layout.clone(),
-                &containerd::Settings {
-                    cni_conf_dir,
-                    cni_bin_dir: config.cni_bin_dir.clone(),
-                    registry_config: config.registry_config.clone(),
-                },
-            )
-            .await?;
+            let settings = containerd::Settings {
+                cni_conf_dir,
+                cni_bin_dir: config.cni_bin_dir.clone(),
+                registry_config: config.registry_config.clone(),
+            };
+            let started = containerd::Containerd::start(layout.clone(), &settings).await?;
             let socket = started.socket();
-            own_containerd = Some(started);
+            supervisor = Some(started.supervise(settings));
             let import = layout.clone();
             tokio::task::spawn_blocking(move || containerd::import_pause_image(&import)).await??;
             socket
@@ -196,11 +222,42 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         "the node agent is connected to its container runtime"
     );
 
+    let _kubelet_api = match &config.client_ca_pem {
+        Some(ca) => Some(
+            server::serve(
+                std::net::SocketAddr::new(config.node_ip, config.kubelet_port),
+                &config.node_name,
+                ca,
+                config.data_dir.join("logs"),
+                cri.clone(),
+            )
+            .await?,
+        ),
+        None => {
+            tracing::warn!("no cluster CA given: the kubelet API (logs) is not served");
+            None
+        }
+    };
     node::register(&client, &config, &version).await?;
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), version));
+    let static_pods = config.pod_manifest_path.clone().map(|dir| {
+        tokio::spawn(static_pods::run(
+            client.clone(),
+            dir,
+            config.node_name.clone(),
+        ))
+    });
     let result = pods::run(client, cri, config).await;
     heartbeat.abort();
-    drop(own_containerd);
+    if let Some(static_pods) = static_pods {
+        static_pods.abort();
+    }
+    if let Some(server) = _kubelet_api {
+        server.abort();
+    }
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
+    }
     result
 }
 
@@ -222,6 +279,9 @@ pub async fn teardown(data_dir: &Path, bridge: &str) -> Result<()> {
                 for sandbox in cri.list_pod_sandboxes().await.unwrap_or_default() {
                     let _ = cri.stop_pod_sandbox(&sandbox.id).await;
                     let _ = cri.remove_pod_sandbox(&sandbox.id).await;
+                    if let Some(uid) = sandbox.metadata.as_ref().map(|m| &m.uid) {
+                        pods::remove_pod_cgroups(uid);
+                    }
                 }
             }
             own.stop();
@@ -251,6 +311,9 @@ mod tests {
             cni_bridge: "krust0".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            kubelet_port: 10250,
+            node_ip: None,
+            pod_manifest_path: None,
         };
         let error = options.resolve(Path::new("/tmp")).unwrap_err();
         assert!(error.to_string().contains("--pod-cidr"), "{error}");
@@ -274,6 +337,9 @@ mod tests {
             cni_bridge: "kr7".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            kubelet_port: 10250,
+            node_ip: None,
+            pod_manifest_path: None,
         };
         let config = options.resolve(Path::new("/tmp")).unwrap();
         assert_eq!(config.node_name, "n1");

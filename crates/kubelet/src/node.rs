@@ -133,13 +133,10 @@ pub fn node_status(config: &AgentConfig, runtime: &VersionResponse) -> Value {
             "lastHeartbeatTime": now, "lastTransitionTime": now,
         })
     };
-    let mut addresses = vec![json!({ "type": "Hostname", "address": config.node_name })];
-    if let Some(ip) = node_ip() {
-        addresses.insert(
-            0,
-            json!({ "type": "InternalIP", "address": ip.to_string() }),
-        );
-    }
+    let addresses = json!([
+        { "type": "InternalIP", "address": config.node_ip.to_string() },
+        { "type": "Hostname", "address": config.node_name },
+    ]);
     let os_image = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|text| {
@@ -174,7 +171,7 @@ pub fn node_status(config: &AgentConfig, runtime: &VersionResponse) -> Value {
             condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
         "addresses": addresses,
-        "daemonEndpoints": { "kubeletEndpoint": { "Port": 10250 } },
+        "daemonEndpoints": { "kubeletEndpoint": { "Port": config.kubelet_port } },
         "nodeInfo": {
             "machineID": machine_id,
             "systemUUID": machine_id,
@@ -236,6 +233,9 @@ mod tests {
             cni_bridge: "krust0".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            kubelet_port: 10250,
+            node_ip: None,
+            pod_manifest_path: None,
         }
         .resolve(std::path::Path::new("/"))
         .unwrap();

@@ -36,6 +36,8 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// How often sandboxes of pods that no longer exist are looked for.
+const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The shared state of all pod workers.
 struct Agent {
@@ -106,14 +108,19 @@ pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<
         workers: Mutex::new(HashMap::new()),
     });
     let mut pod_stream = std::pin::pin!(pod_stream);
+    let mut orphan_sweeper = None;
     while let Some(event) = pod_stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(pod))
-            | Ok(watcher::Event::InitApply(pod))
-            | Ok(watcher::Event::Delete(pod)) => agent.wake(&pod),
+            Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::Delete(pod)) => agent.wake(&pod),
+            // The cache takes a (re)list in only at InitDone: a worker woken before
+            // would find its pod missing and tear it down.
+            Ok(watcher::Event::InitApply(_)) => {}
             Ok(watcher::Event::InitDone) => {
-                if let Err(error) = agent.clean_orphans().await {
-                    tracing::warn!(%error, "cannot clean up the sandboxes of deleted pods");
+                for pod in agent.pods.state() {
+                    agent.wake(&pod);
+                }
+                if orphan_sweeper.is_none() {
+                    orphan_sweeper = Some(tokio::spawn(agent.clone().sweep_orphans()));
                 }
             }
             Ok(watcher::Event::Init) => {}
@@ -167,6 +174,20 @@ impl Agent {
         self.workers.lock().expect("workers lock").remove(&uid);
     }
 
+    /// Once the pod cache is complete, and every 10 s after, removes the sandboxes
+    /// of pods that are gone (also those deleted while the agent was away).
+    async fn sweep_orphans(self: Arc<Self>) {
+        loop {
+            if let Err(error) = self.clean_orphans().await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot clean up the sandboxes of deleted pods; retrying"
+                );
+            }
+            tokio::time::sleep(ORPHAN_SWEEP_INTERVAL).await;
+        }
+    }
+
     /// Removes the sandboxes of pods that are no longer bound to this node.
     async fn clean_orphans(self: &Arc<Self>) -> Result<()> {
         let mut cri = self.cri.clone();
@@ -180,11 +201,9 @@ impl Agent {
             let Some(uid) = sandbox.labels.get(LABEL_POD_UID) else {
                 continue;
             };
-            if !known.contains(uid) {
-                tracing::info!(
-                    uid,
-                    "removing the sandbox of a pod deleted while the agent was away"
-                );
+            let has_worker = self.workers.lock().expect("workers lock").contains_key(uid);
+            if !known.contains(uid) && !has_worker {
+                tracing::info!(uid, "removing the sandbox of a pod that no longer exists");
                 self.remove_pod(uid, None, 0).await?;
             }
         }
@@ -271,9 +290,16 @@ impl Agent {
         };
         let pods_dir = self.config.data_dir.join("pods");
         let volumes_ok = match volumes::sync(&pods_dir, pod, self) {
-            Ok(()) => true,
+            Ok(()) => {
+                state.volume_error = None;
+                true
+            }
             Err(error) => {
                 let message = format!("{error:#}");
+                if state.volume_error.as_ref() != Some(&message) {
+                    tracing::warn!(pod = ?pod.metadata.name, %message, "cannot set up the pod's volumes");
+                    state.volume_error = Some(message.clone());
+                }
                 for c in spec
                     .init_containers
                     .iter()
@@ -285,7 +311,6 @@ impl Agent {
                         ("ContainerCreating".into(), message.clone()),
                     );
                 }
-                tracing::warn!(pod = ?pod.metadata.name, %message, "cannot set up the pod's volumes");
                 false
             }
         };
@@ -339,11 +364,68 @@ impl Agent {
         } else {
             initialized = false;
         }
-        let runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        let mut runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        if self
+            .run_probes(&mut cri, pod, &runtime, &sandbox, state)
+            .await
+        {
+            runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        }
         let status = self.status(pod, &runtime, &sandbox, state, initialized, failed_init);
         self.write_status(pod, status, state).await?;
         runtime.remove_dead(&mut cri).await;
         Ok(false)
+    }
+
+    /// Runs the due probes of the pod's running containers, records their verdicts
+    /// and kills containers whose liveness or startup probe failed. True when it
+    /// killed one.
+    async fn run_probes(
+        &self,
+        cri: &mut Cri,
+        pod: &Pod,
+        runtime: &RuntimeView,
+        sandbox: &SandboxInfo,
+        state: &mut PodState,
+    ) -> bool {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let grace = spec
+            .termination_grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
+        let mut killed = false;
+        let mut live = Vec::new();
+        for container in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            let Some((c, status)) = runtime.latest(&container.name) else {
+                continue;
+            };
+            if c.state != api::ContainerState::ContainerRunning as i32 {
+                continue;
+            }
+            live.push(c.id.as_str());
+            let running_for =
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - status.started_at;
+            let started_at = Instant::now()
+                .checked_sub(Duration::from_nanos(running_for.max(0) as u64))
+                .unwrap_or_else(Instant::now);
+            let verdict = state
+                .prober
+                .check(cri, container, &c.id, started_at, &sandbox.ip)
+                .await;
+            if verdict.kill {
+                if let Err(error) = cri.stop_container(&c.id, grace).await {
+                    tracing::warn!(container = %container.name, %error, "cannot kill the container that failed its probe");
+                }
+                killed = true;
+            }
+            state.verdicts.insert(container.name.clone(), verdict);
+        }
+        state.prober.retain(&live);
+        killed
     }
 
     async fn ensure_sandbox(
@@ -500,6 +582,9 @@ impl Agent {
                         state.waiting.remove(&container.name);
                         return Ok(Outcome::Running);
                     }
+                    // Right after a containerd restart a container can be unknown
+                    // until its shim answers: wait, never start a second one.
+                    Ok(api::ContainerState::ContainerUnknown) => return Ok(Outcome::Waiting),
                     Ok(api::ContainerState::ContainerCreated) => {
                         if let Err(error) = cri.start_container(&c.id).await {
                             state.waiting.insert(
@@ -772,6 +857,15 @@ impl Agent {
             ..Default::default()
         });
         let spec = pod.spec.clone().unwrap_or_default();
+        if !mounts.iter().any(|m| m.container_path == "/etc/hosts") {
+            let hosts_file = pods_dir.join(&uid).join("etc-hosts");
+            std::fs::write(&hosts_file, hosts_file_contents(pod, &sandbox.ip))?;
+            mounts.push(api::Mount {
+                container_path: "/etc/hosts".into(),
+                host_path: hosts_file.display().to_string(),
+                ..Default::default()
+            });
+        }
         let pod_security = spec.security_context.clone().unwrap_or_default();
         let security = container.security_context.clone().unwrap_or_default();
         let capabilities = security.capabilities.clone().unwrap_or_default();
@@ -870,7 +964,10 @@ impl Agent {
         let running: Vec<&api::Container> = runtime
             .containers
             .iter()
-            .filter(|(c, _)| c.state == api::ContainerState::ContainerRunning as i32)
+            .filter(|(c, _)| {
+                c.state == api::ContainerState::ContainerRunning as i32
+                    || c.state == api::ContainerState::ContainerUnknown as i32
+            })
             .map(|(c, _)| c)
             .collect();
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
@@ -918,8 +1015,8 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&pod_dir);
         if let Some(pod) = pod {
             let _ = std::fs::remove_dir_all(self.log_dir(pod));
-            remove_cgroups(&cgroup_parent(pod));
         }
+        remove_pod_cgroups(uid);
         Ok(())
     }
 
@@ -989,9 +1086,7 @@ impl Agent {
         };
         let ready_to_start = !sandbox.id.is_empty();
         let ip = sandbox.ip.clone();
-        let host_ip = crate::node::node_ip()
-            .map(|i| i.to_string())
-            .unwrap_or_default();
+        let host_ip = self.config.node_ip.to_string();
         let pod_ip = if spec.host_network.unwrap_or(false) {
             host_ip.clone()
         } else {
@@ -1057,6 +1152,11 @@ struct PodState {
     /// Statuses of containers by id, with the state they were read in.
     status_cache: HashMap<String, (i32, api::ContainerStatus)>,
     sandbox_ip: Option<(String, String)>,
+    prober: crate::probes::Prober,
+    /// The latest probe verdicts by container name.
+    verdicts: HashMap<String, crate::probes::Verdict>,
+    /// The last volume set-up error logged (each new one is logged once).
+    volume_error: Option<String>,
     /// The last status written, to skip writes that change nothing.
     written: Option<Value>,
 }
@@ -1186,7 +1286,12 @@ fn rfc3339_nanos(nanos: i64) -> Value {
     json!(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn terminated(status: &api::ContainerStatus) -> Value {
+/// Most bytes of a termination message (upstream's limit).
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+/// Lines of log a FallbackToLogsOnError message takes.
+const TERMINATION_LOG_LINES: usize = 80;
+
+fn terminated(status: &api::ContainerStatus, container: &Container) -> Value {
     let reason = if status.reason.is_empty() {
         if status.exit_code == 0 {
             "Completed"
@@ -1204,10 +1309,51 @@ fn terminated(status: &api::ContainerStatus) -> Value {
         "finishedAt": rfc3339_nanos(status.finished_at),
         "containerID": format!("containerd://{}", status.id),
     });
-    if !status.message.is_empty() {
+    let message = termination_message(status, container);
+    if !message.is_empty() {
+        value["message"] = json!(message);
+    } else if !status.message.is_empty() {
         value["message"] = json!(status.message);
     }
     value
+}
+
+/// The container's termination message: its terminationMessagePath file, or with
+/// FallbackToLogsOnError and a failure, the end of its log.
+fn termination_message(status: &api::ContainerStatus, container: &Container) -> String {
+    let path = container
+        .termination_message_path
+        .as_deref()
+        .unwrap_or("/dev/termination-log");
+    let from_file = status
+        .mounts
+        .iter()
+        .find(|m| m.container_path == path)
+        .and_then(|m| std::fs::read(&m.host_path).ok())
+        .map(|bytes| {
+            let end = bytes.len().min(TERMINATION_MESSAGE_MAX);
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        })
+        .unwrap_or_default();
+    let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    if !from_file.is_empty() || !fallback || status.exit_code == 0 {
+        return from_file;
+    }
+    let log = std::fs::read_to_string(&status.log_path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter_map(crate::pods::log_line_text).collect();
+    let tail = lines[lines.len().saturating_sub(TERMINATION_LOG_LINES)..].join("\n");
+    let start = tail.len().saturating_sub(TERMINATION_MESSAGE_MAX);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    tail[start..].to_string()
+}
+
+/// The text of one CRI log line (`<time> <stream> <F|P> <text>`).
+pub fn log_line_text(line: &str) -> Option<&str> {
+    let mut parts = line.splitn(4, ' ');
+    let (_time, _stream, _tag) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(parts.next().unwrap_or(""))
 }
 
 fn container_status(
@@ -1242,22 +1388,23 @@ fn container_status(
     let exited = c.state == api::ContainerState::ContainerExited as i32;
     if running {
         value["state"] = json!({ "running": { "startedAt": rfc3339_nanos(status.started_at) } });
-        value["started"] = json!(true);
-        // Without a readiness probe a running container is ready (sidecars too).
-        value["ready"] = json!(true);
+        // Without probes a running container is started and ready (sidecars too).
+        let verdict = state.verdicts.get(&container.name);
+        value["started"] = json!(verdict.is_none_or(|v| v.started));
+        value["ready"] = json!(verdict.is_none_or(|v| v.ready));
         if let Some((_, previous)) = runtime.previous(&container.name) {
-            value["lastState"] = json!({ "terminated": terminated(previous) });
+            value["lastState"] = json!({ "terminated": terminated(previous, container) });
         }
     } else if exited {
         match waiting {
             Some((reason, message)) => {
                 value["state"] = json!({ "waiting": { "reason": reason, "message": message } });
-                value["lastState"] = json!({ "terminated": terminated(status) });
+                value["lastState"] = json!({ "terminated": terminated(status, container) });
             }
             None => {
-                value["state"] = json!({ "terminated": terminated(status) });
+                value["state"] = json!({ "terminated": terminated(status, container) });
                 if let Some((_, previous)) = runtime.previous(&container.name) {
-                    value["lastState"] = json!({ "terminated": terminated(previous) });
+                    value["lastState"] = json!({ "terminated": terminated(previous, container) });
                 }
             }
         }
@@ -1406,15 +1553,21 @@ fn cgroup_parent(pod: &Pod) -> String {
     }
 }
 
-/// Removes a pod's (empty) cgroup directories, on cgroup v1 and v2.
-fn remove_cgroups(path: &str) {
-    let relative = path.trim_start_matches('/');
+/// Removes a pod's (empty) cgroup directories, whatever its QoS class was, on
+/// cgroup v1 (one hierarchy per controller) and v2.
+pub fn remove_pod_cgroups(uid: &str) {
     let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(relative));
-    for root in roots.flatten() {
-        let _ = std::fs::remove_dir(root.path().join(relative));
+    let roots: Vec<PathBuf> = roots
+        .flatten()
+        .map(|e| e.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .collect();
+    for qos in ["", "burstable/", "besteffort/"] {
+        for root in &roots {
+            let _ = std::fs::remove_dir(root.join(format!("kubepods/{qos}pod{uid}")));
+        }
     }
 }
 
@@ -1516,11 +1669,7 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String> {
         "metadata.annotations" => render_map(&meta.annotations),
         "spec.nodeName" => spec.node_name.unwrap_or_default(),
         "spec.serviceAccountName" => spec.service_account_name.unwrap_or_default(),
-        "status.hostIP" => status.host_ip.unwrap_or_else(|| {
-            crate::node::node_ip()
-                .map(|i| i.to_string())
-                .unwrap_or_default()
-        }),
+        "status.hostIP" => status.host_ip.unwrap_or_default(),
         "status.podIP" => status.pod_ip.unwrap_or_default(),
         other => {
             if let Some(key) = other
@@ -1717,6 +1866,45 @@ pub fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
     out
 }
 
+/// The pod's /etc/hosts as upstream's kubelet writes it: localhost entries, the
+/// pod's own name (with its subdomain's FQDN), then the hostAliases. With
+/// hostNetwork the host's file is the base.
+fn hosts_file_contents(pod: &Pod, pod_ip: &str) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut out = String::from("# Kubernetes-managed hosts file.\n");
+    if spec.host_network.unwrap_or(false) {
+        out.push_str(&std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+    } else {
+        out.push_str(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+        );
+        let hostname = spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+        if !pod_ip.is_empty() {
+            match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
+                Some(subdomain) => {
+                    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+                    out.push_str(&format!(
+                        "{pod_ip}\t{hostname}.{subdomain}.{namespace}.svc.cluster.local\t{hostname}\n"
+                    ));
+                }
+                None => out.push_str(&format!("{pod_ip}\t{hostname}\n")),
+            }
+        }
+    }
+    let aliases = spec.host_aliases.unwrap_or_default();
+    if !aliases.is_empty() {
+        out.push_str("\n# Entries added by HostAliases.\n");
+        for alias in aliases {
+            let names = alias.hostnames.unwrap_or_default().join("\t");
+            out.push_str(&format!("{}\t{names}\n", alias.ip));
+        }
+    }
+    out
+}
+
 fn termination_file(
     pods_dir: &std::path::Path,
     uid: &str,
@@ -1732,7 +1920,7 @@ fn termination_file(
 
 fn human(delay: Duration) -> String {
     let secs = delay.as_secs();
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m0s", secs / 60)
     } else if secs >= 60 {
         format!("{}m{}s", secs / 60, secs % 60)
@@ -1752,6 +1940,24 @@ mod tests {
         assert_eq!(expand("$$(A)", &vars), "$(A)");
         assert_eq!(expand("$(MISSING) $(A", &vars), "$(MISSING) $(A");
         assert_eq!(expand("plain $ text é", &vars), "plain $ text é");
+    }
+
+    #[test]
+    fn hosts_file_has_fqdn_and_aliases() {
+        let p = pod(
+            json!({"metadata": {"name": "web-0", "namespace": "ns"}, "spec": {
+            "hostname": "web-0", "subdomain": "web", "containers": [{"name": "c"}],
+            "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.local", "bar.local"]}]}}),
+        );
+        let hosts = hosts_file_contents(&p, "10.42.0.5");
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"));
+        assert!(
+            hosts.contains("10.42.0.5\tweb-0.web.ns.svc.cluster.local\tweb-0\n"),
+            "{hosts}"
+        );
+        assert!(
+            hosts.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n")
+        );
     }
 
     #[test]
@@ -1799,9 +2005,9 @@ mod tests {
         let backoff =
             json!({"state": {"waiting": {}}, "lastState": {"terminated": {"exitCode": 1}}});
         let waiting = json!({"state": {"waiting": {}}, "lastState": {}});
-        assert_eq!(phase(&[running.clone()], "Always"), "Running");
-        assert_eq!(phase(&[done.clone()], "Never"), "Succeeded");
-        assert_eq!(phase(&[failed.clone()], "Never"), "Failed");
+        assert_eq!(phase(std::slice::from_ref(&running), "Always"), "Running");
+        assert_eq!(phase(std::slice::from_ref(&done), "Never"), "Succeeded");
+        assert_eq!(phase(std::slice::from_ref(&failed), "Never"), "Failed");
         assert_eq!(phase(&[failed], "OnFailure"), "Running");
         assert_eq!(phase(&[backoff], "Always"), "Running");
         assert_eq!(phase(&[waiting, running], "Always"), "Pending");

@@ -47,6 +47,16 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create volume dir {}", dir.display()))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+            if let Some(empty_dir) = &volume.empty_dir
+                && empty_dir.medium.as_deref() == Some("Memory")
+                && !is_mount_point(&dir)
+            {
+                let size = empty_dir
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| crate::pods::parse_quantity(&q.0));
+                mount_tmpfs(&dir, size).with_context(|| format!("volume {:?}", volume.name))?;
+            }
         }
     }
     Ok(())
@@ -357,6 +367,42 @@ pub fn mounts(pods_dir: &Path, pod: &Pod, container: &Container) -> Result<Vec<a
         });
     }
     Ok(mounts)
+}
+
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(own), Some(Ok(parent))) => own.dev() != parent.dev(),
+        _ => false,
+    }
+}
+
+/// Mounts a tmpfs (emptyDir with medium Memory), sized by its sizeLimit if any.
+fn mount_tmpfs(dir: &Path, size_bytes: Option<f64>) -> Result<()> {
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    let options = match size_bytes {
+        Some(size) => format!("mode=0777,size={}", size as u64),
+        None => "mode=0777".to_string(),
+    };
+    let options = std::ffi::CString::new(options)?;
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "cannot mount a tmpfs on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// Unmounts whatever is mounted under `dir` (deepest first), e.g. tmpfs emptyDirs.

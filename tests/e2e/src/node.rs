@@ -8,6 +8,7 @@
 //! agent's containerd and deletes the bridge.
 
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::registry::TestRegistry;
@@ -23,46 +24,97 @@ pub struct TestNode {
     pub node_name: String,
     bridge: String,
     agent_dir: PathBuf,
+    /// The agent flags both kinds of node pass.
+    agent_args: Vec<String>,
+    /// A `krust agent` process of its own (see [`TestNode::start_separate_agent`]).
+    agent: Option<Child>,
+    /// Registry hosts config, token file, separate agent's data dir and log.
+    work: tempfile::TempDir,
 }
 
+/// The bearer token the separate agent joins with.
+const AGENT_TOKEN: &str = "krust-e2e-agent-token";
+
 impl TestNode {
-    /// Starts the registry (with the test images), the server with its agent, and
-    /// waits until the Node is Ready.
+    /// Starts the registry (with the test images), the server with its embedded
+    /// agent, and waits until the Node is Ready.
     pub fn start() -> TestNode {
+        Self::start_with(false)
+    }
+
+    /// Like [`TestNode::start`], but the agent is a `krust agent` process of its own
+    /// that joins with a bearer token (`--server`, `--token`, `--ca-file`).
+    pub fn start_separate_agent() -> TestNode {
+        Self::start_with(true)
+    }
+
+    fn start_with(separate: bool) -> TestNode {
         let registry = TestRegistry::start_with_test_images();
         let tag: u32 = rand_u32();
         let node_name = format!("node-{:06x}", tag & 0xff_ffff);
         let bridge = format!("kt{:06x}", tag & 0xff_ffff);
         let pod_cidr = format!("10.42.{}.0/24", 1 + (tag >> 24) % 250);
-        let hosts = tempfile::Builder::new()
-            .prefix("krust-registry-hosts-")
+        let work = tempfile::Builder::new()
+            .prefix("krust-e2e-node-")
             .tempdir()
-            .expect("temp dir")
-            .keep();
+            .expect("temp dir");
         let registry_config = registry
-            .write_hosts_config(&hosts)
+            .write_hosts_config(&work.path().join("registries"))
             .expect("cannot write the registry hosts config");
+        let agent_args = vec![
+            format!("--node-name={node_name}"),
+            format!("--cni-bridge={bridge}"),
+            format!("--pod-cidr={pod_cidr}"),
+            format!("--registry-config={}", registry_config.display()),
+            format!("--kubelet-port={}", crate::free_port()),
+            "--node-ip=127.0.0.1".to_string(),
+            format!(
+                "--pod-manifest-path={}",
+                work.path().join("manifests").display()
+            ),
+        ];
+        let token_file = work.path().join("tokens.csv");
+        std::fs::write(
+            &token_file,
+            format!("{AGENT_TOKEN},krust-e2e-agent,agent-uid,\"system:masters\"\n"),
+        )
+        .expect("cannot write the token file");
+        let mut extra_args = vec![format!("--token-auth-file={}", token_file.display())];
+        if !separate {
+            extra_args.extend(agent_args.iter().cloned());
+        }
         let server = TestServer::start_with(ServerOptions {
-            agent: true,
-            extra_args: vec![
-                format!("--node-name={node_name}"),
-                format!("--cni-bridge={bridge}"),
-                format!("--pod-cidr={pod_cidr}"),
-                format!("--registry-config={}", registry_config.display()),
-            ],
+            agent: !separate,
+            extra_args,
             ..Default::default()
         });
-        let agent_dir = server.data_dir().join("agent");
-        let node = TestNode {
+        let agent_dir = if separate {
+            work.path().join("agent")
+        } else {
+            server.data_dir().join("agent")
+        };
+        let mut node = TestNode {
             server,
             registry,
             node_name,
             bridge,
             agent_dir,
+            agent_args,
+            agent: None,
+            work,
         };
-        let name = node.node_name.clone();
+        if separate {
+            node.start_agent();
+        }
+        node.wait_ready();
+        node
+    }
+
+    /// Waits until the Node is Ready.
+    pub fn wait_ready(&self) {
+        let name = self.node_name.clone();
         crate::wait_until(&format!("node {name} is Ready"), NODE_READY_TIMEOUT, || {
-            let out = node.server.kubectl([
+            let out = self.server.kubectl([
                 "get",
                 "node",
                 &name,
@@ -71,7 +123,51 @@ impl TestNode {
             ]);
             String::from_utf8_lossy(&out.stdout).trim() == "True"
         });
-        node
+    }
+
+    /// Starts the separate `krust agent` process (again).
+    pub fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.path().join("agent.log"))
+            .expect("cannot open the agent log");
+        let child = Command::new(crate::krust_bin())
+            .arg("agent")
+            .arg(format!("--server={}", self.server.url()))
+            .arg(format!("--token={AGENT_TOKEN}"))
+            .arg(format!(
+                "--ca-file={}",
+                self.server.data_dir().join("tls/ca.crt").display()
+            ))
+            .arg(format!("--agent-data-dir={}", self.agent_dir.display()))
+            .args(&self.agent_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start krust agent");
+        self.agent = Some(child);
+    }
+
+    /// Kills the separate agent process (SIGKILL); its containerd and containers stay.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The agent's static pod manifest directory (created on first use).
+    pub fn manifest_dir(&self) -> PathBuf {
+        let dir = self.work.path().join("manifests");
+        std::fs::create_dir_all(&dir).expect("cannot create the manifest dir");
+        dir
+    }
+
+    /// The separate agent's log.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("agent.log")).unwrap_or_default()
     }
 
     /// A test image's full reference in the node's registry (e.g. `krust/busybox:1`).
@@ -87,6 +183,10 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
+        if std::thread::panicking() && self.agent.is_some() {
+            eprintln!("--- krust agent log ---\n{}", self.agent_log());
+        }
+        self.kill_agent();
         self.server.kill9();
         let agent_dir = self.agent_dir.clone();
         let bridge = self.bridge.clone();
@@ -99,6 +199,10 @@ impl Drop for TestNode {
                 "krust-e2e: teardown of {} failed: {error:#}",
                 agent_dir.display()
             );
+        }
+        if std::thread::panicking() && std::env::var_os("KRUST_E2E_KEEP").is_some() {
+            let work = std::mem::replace(&mut self.work, tempfile::tempdir().expect("temp dir"));
+            eprintln!("krust-e2e: kept {}", work.keep().display());
         }
     }
 }

@@ -1,0 +1,148 @@
+//! `krust-bench pod-startup`: N pods created at once on one real node (the server's
+//! embedded agent with its own containerd), time from each create call to the pod's
+//! Ready condition as seen through a watch; plus the memory of the server process
+//! (API server, controllers and agent together), of containerd and of the shims.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use krust_e2e::node::TestNode;
+use kube::Api;
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+
+use crate::{percentile, rss_mb};
+
+/// How long all pods may take to become Ready.
+const ALL_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// RSS of every containerd shim serving the node's containerd (MB).
+fn shims_rss_mb(socket: &str) -> (usize, f64) {
+    let mut count = 0;
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("containerd-shim") && cmdline.contains(socket) {
+            count += 1;
+            total += rss_mb(pid);
+        }
+    }
+    (count, total)
+}
+
+pub async fn run(pods: usize) -> Result<()> {
+    let node = tokio::task::spawn_blocking(TestNode::start).await?;
+    let client = node.server.client().await;
+    let server_pid = node.server.pid().context("the server is not running")?;
+    let containerd_dir = node.agent_dir().join("containerd");
+    let containerd_pid: u32 = std::fs::read_to_string(containerd_dir.join("containerd.pid"))?
+        .trim()
+        .parse()?;
+    let socket = containerd_dir.join("containerd.sock").display().to_string();
+    let idle_server = rss_mb(server_pid);
+    let idle_containerd = rss_mb(containerd_pid);
+
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    let version = api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut watch = api.watch(&WatchParams::default(), &version).await?.boxed();
+    let image = node.image("krust/busybox:1");
+    let created = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let started = Instant::now();
+    let mut creates = Vec::new();
+    for i in 0..pods {
+        let api = api.clone();
+        let created = created.clone();
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("bench-{i}") },
+            "spec": {
+                "nodeName": node.node_name,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{ "name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
+                                 "command": ["sleep", "3600"] }],
+            },
+        }))?;
+        creates.push(tokio::spawn(async move {
+            let at = Instant::now();
+            api.create(&PostParams::default(), &pod).await?;
+            created
+                .lock()
+                .expect("lock")
+                .insert(format!("bench-{i}"), at);
+            anyhow::Ok(())
+        }));
+    }
+    for create in creates {
+        create.await??;
+    }
+    let mut ready_at: HashMap<String, Instant> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + ALL_READY_TIMEOUT;
+    while ready_at.len() < pods {
+        let event = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .with_context(|| {
+                format!("only {} of {pods} pods were Ready in time", ready_at.len())
+            })?;
+        match event {
+            Some(Ok(WatchEvent::Added(pod))) | Some(Ok(WatchEvent::Modified(pod))) => {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                if is_ready(&pod) && !ready_at.contains_key(&name) {
+                    ready_at.insert(name, Instant::now());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => bail!("the watch failed: {error}"),
+            None => bail!("the watch ended"),
+        }
+    }
+    let all_ready = started.elapsed();
+    let created = created.lock().expect("lock").clone();
+    let mut latencies: Vec<f64> = ready_at
+        .iter()
+        .map(|(name, at)| at.duration_since(created[name]).as_secs_f64() * 1000.0)
+        .collect();
+    latencies.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let busy_server = rss_mb(server_pid);
+    let busy_containerd = rss_mb(containerd_pid);
+    let (shims, shims_mb) = shims_rss_mb(&socket);
+
+    println!("| figure | value | target (issue 5) |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| {pods} pods, create to Ready p50 / p99 (ms) | {:.0} / {:.0} | p50 < 400, p99 < 1500 |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "| all {pods} Ready after (s) | {:.1} | |",
+        all_ready.as_secs_f64()
+    );
+    println!("| RSS idle: krust server with agent (MB) | {idle_server:.1} | agent < 30 |");
+    println!("| RSS with {pods} pods: krust server with agent (MB) | {busy_server:.1} | |");
+    println!(
+        "| RSS containerd idle / with {pods} pods (MB) | {idle_containerd:.1} / {busy_containerd:.1} | |"
+    );
+    println!("| RSS of {shims} shims together (MB) | {shims_mb:.1} | |");
+    // Dropping the node removes the pods' sandboxes through CRI.
+    tokio::task::spawn_blocking(move || drop(node)).await?;
+    Ok(())
+}
