@@ -255,7 +255,8 @@ async fn preemption_evicts_lower_priority_pods_and_spares_pdb_protected_ones() {
         .pod(
             "vip",
             "2",
-            json!({"spec": {"priority": 1000, "priorityClassName": "high"}}),
+            // Priority from the class only (the scheduler resolves it if admission did not).
+            json!({"spec": {"priorityClassName": "high"}}),
         )
         .await;
     // The plain pod goes (its node has no PDB to violate); the guarded one stays.
