@@ -109,7 +109,13 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
-    start_controllers(&kubeconfig_path, !args.disable_scheduler).await?;
+    // A stable identity for this server's scheduler: after a restart it takes its own
+    // Lease back at once instead of waiting for it to expire.
+    let scheduler_identity = (!args.disable_scheduler).then(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}_krust-server-{}", host.trim(), args.port)
+    });
+    start_controllers(&kubeconfig_path, scheduler_identity).await?;
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;
     Ok(server)
@@ -118,7 +124,10 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
 /// Starts the controller manager (and the scheduler, unless disabled) in this process.
 /// Like upstream's, they talk to the API server only through the API, with the admin
 /// kubeconfig's identity.
-async fn start_controllers(kubeconfig_path: &Path, with_scheduler: bool) -> Result<()> {
+async fn start_controllers(
+    kubeconfig_path: &Path,
+    scheduler_identity: Option<String>,
+) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
         .context("cannot read the admin kubeconfig for the controllers")?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -126,10 +135,10 @@ async fn start_controllers(kubeconfig_path: &Path, with_scheduler: bool) -> Resu
         .context("cannot load the admin kubeconfig for the controllers")?;
     let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
     // The scheduler, leader-elected like a separate `krust scheduler` would be.
-    if with_scheduler {
+    if let Some(identity) = scheduler_identity {
         let scheduler_client = client.clone();
         tokio::spawn(async move {
-            if let Err(error) = crate::scheduler::run_elected(scheduler_client).await {
+            if let Err(error) = crate::scheduler::run_elected(scheduler_client, identity).await {
                 tracing::error!(%error, "the scheduler stopped");
             }
         });

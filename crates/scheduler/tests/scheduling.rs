@@ -309,3 +309,21 @@ async fn a_waiting_pod_gets_the_room_a_deleted_pod_leaves() {
         .unwrap();
     assert_eq!(cluster.bound_node("second").await, "only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_schedules_again_without_waiting_for_its_old_lease() {
+    let mut cluster = Cluster::start(vec![node("n", "2")]).await;
+    cluster.pod("before", "0", json!({})).await;
+    assert_eq!(cluster.bound_node("before").await, "n");
+    tokio::task::block_in_place(|| cluster.server.restart());
+    let restarted = std::time::Instant::now();
+    cluster.client = cluster.server.client().await;
+    cluster.pod("after", "0", json!({})).await;
+    assert_eq!(cluster.bound_node("after").await, "n");
+    // The Lease lasts 15 s: a new identity would have had to wait for it to expire.
+    assert!(
+        restarted.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        restarted.elapsed()
+    );
+}
