@@ -91,7 +91,10 @@ pub async fn run(replicas: i32, nodes: usize) -> Result<()> {
     let _nodes = HollowNodes::start(
         client.clone(),
         templates,
-        HollowOptions { bind_pending: true, ..Default::default() },
+        HollowOptions {
+            bind_pending: true,
+            ..Default::default()
+        },
     )
     .await;
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -164,7 +164,10 @@ async fn daemon_pods_follow_the_nodes() {
     // A node that starts matching gets a pod; a new node gets pods.
     label_node(&nodes, "ds-c", json!("worker")).await;
     wait_nodes(&pods, "agent", &["ds-a", "ds-c"]).await;
-    let options = HollowOptions { bind_pending: true, ..Default::default() };
+    let options = HollowOptions {
+        bind_pending: true,
+        ..Default::default()
+    };
     let _late = HollowNodes::start(
         cluster.client.clone(),
         vec![NodeTemplate::new("ds-d").label("role", "worker")],

@@ -31,7 +31,10 @@ async fn setup(namespace: &str) -> Setup {
     let nodes = HollowNodes::start(
         client.clone(),
         vec![node],
-        HollowOptions { bind_pending: true, ..Default::default() },
+        HollowOptions {
+            bind_pending: true,
+            ..Default::default()
+        },
     )
     .await;
     let namespaces: Api<Namespace> = Api::all(client.clone());

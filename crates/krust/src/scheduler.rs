@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 
 use crate::SchedulerArgs;
 
-/// Runs the scheduler under leader election until the future is dropped.
-pub async fn run_elected(client: kube::Client) -> Result<()> {
-    let identity = krust_leader::default_identity();
+/// Runs the scheduler under leader election until the future is dropped, as the
+/// candidate `identity`.
+pub async fn run_elected(client: kube::Client, identity: String) -> Result<()> {
     let elector = krust_leader::LeaderElector::new(
         client.clone(),
         "kube-system",
@@ -54,7 +54,7 @@ pub fn run(args: SchedulerArgs) -> Result<()> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("cannot handle SIGTERM")?;
         tokio::select! {
-            result = run_elected(client) => result,
+            result = run_elected(client, krust_leader::default_identity()) => result,
             _ = terminate.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }

@@ -116,13 +116,19 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
+    // A stable identity for this server's scheduler: after a restart it takes its own
+    // Lease back at once instead of waiting for it to expire.
+    let scheduler_identity = (!args.disable_scheduler).then(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}_krust-server-{}", host.trim(), args.port)
+    });
     let controller_options = krust_controllers::Options {
         root_ca_pem: Some(pki.ca.cert_pem.clone()),
         cluster_cidr: args.cluster_cidr,
         node_monitor_grace_period: args.node_monitor_grace_period,
         ..Default::default()
     };
-    start_controllers(&kubeconfig_path, controller_options, !args.disable_scheduler).await?;
+    start_controllers(&kubeconfig_path, controller_options, scheduler_identity).await?;
     if !args.disable_agent {
         crate::agent::start_embedded(&args.agent, &data_dir, &kubeconfig_path).await?;
     }
@@ -137,7 +143,7 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
 async fn start_controllers(
     kubeconfig_path: &Path,
     options: krust_controllers::Options,
-    with_scheduler: bool,
+    scheduler_identity: Option<String>,
 ) -> Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
         .context("cannot read the admin kubeconfig for the controllers")?;
@@ -146,10 +152,10 @@ async fn start_controllers(
         .context("cannot load the admin kubeconfig for the controllers")?;
     let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
     // The scheduler, leader-elected like a separate `krust scheduler` would be.
-    if with_scheduler {
+    if let Some(identity) = scheduler_identity {
         let scheduler_client = client.clone();
         tokio::spawn(async move {
-            if let Err(error) = crate::scheduler::run_elected(scheduler_client).await {
+            if let Err(error) = crate::scheduler::run_elected(scheduler_client, identity).await {
                 tracing::error!(%error, "the scheduler stopped");
             }
         });

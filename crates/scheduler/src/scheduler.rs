@@ -636,6 +636,63 @@ fn publish(shared: &Shared, pod: &Pod, type_: EventType, reason: &str, action: &
 mod tests {
     use super::*;
 
+    use crate::cache::tests::{node, pod};
+
+    fn state_with_nodes(nodes: &[(&str, &str)]) -> State {
+        let mut state = State::default();
+        for (name, cpu) in nodes {
+            state.cache.upsert_node(node(name, cpu, json!({})));
+        }
+        state
+    }
+
+    fn attempt(state: &mut State, pod: Arc<PodInfo>) -> Outcome {
+        let now = Instant::now();
+        state.queue.add_or_update(pod, now);
+        let (pod, attempts) = state.queue.pop(now).unwrap();
+        schedule_one(state, pod, attempts, now)
+    }
+
+    #[test]
+    fn a_placed_pod_is_assumed_at_once_so_the_next_one_sees_its_room_taken() {
+        let mut state = state_with_nodes(&[("n", "1")]);
+        let Outcome::Bind { node, .. } = attempt(&mut state, pod("a", "1", json!({}))) else {
+            panic!("a fits")
+        };
+        assert_eq!(node, "n");
+        assert!(state.cache.is_assumed("default/a"));
+        let Outcome::Failed(failure) = attempt(&mut state, pod("b", "1", json!({}))) else {
+            panic!("b must not fit")
+        };
+        assert!(
+            failure
+                .message
+                .starts_with("0/1 nodes are available: 1 Insufficient cpu.")
+        );
+        assert!(failure.write_condition);
+        assert_eq!(state.queue.lengths(), (0, 0, 1));
+    }
+
+    #[test]
+    fn a_nominated_pod_keeps_its_room_from_less_important_pods() {
+        let mut state = state_with_nodes(&[("n", "1")]);
+        let vip = pod("vip", "1", json!({"spec": {"priority": 100}}));
+        state
+            .nominated
+            .insert(vip.key.clone(), ("n".into(), vip.clone()));
+        let low = pod(
+            "low",
+            "1",
+            json!({"spec": {"priority": 1, "preemptionPolicy": "Never"}}),
+        );
+        assert!(matches!(attempt(&mut state, low), Outcome::Failed(_)));
+        let Outcome::Bind { node, .. } = attempt(&mut state, vip) else {
+            panic!("the nominated pod fits its node")
+        };
+        assert_eq!(node, "n");
+        assert!(state.nominated.is_empty());
+    }
+
     #[test]
     fn ties_are_broken_among_the_best() {
         for _ in 0..20 {

@@ -46,7 +46,10 @@ impl Workloads {
         let nodes = HollowNodes::start(
             client.clone(),
             templates,
-            HollowOptions { bind_pending: true, ..Default::default() },
+            HollowOptions {
+                bind_pending: true,
+                ..Default::default()
+            },
         )
         .await;
         let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -32,7 +32,10 @@ impl Cluster {
             .await
             .unwrap();
         let client = server.client().await;
-        let options = HollowOptions { bind_pending: true, ..Default::default() };
+        let options = HollowOptions {
+            bind_pending: true,
+            ..Default::default()
+        };
         let nodes = HollowNodes::start(client.clone(), nodes, options).await;
         Cluster {
             server,
