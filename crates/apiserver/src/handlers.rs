@@ -1148,46 +1148,63 @@ impl Api {
             return Err(ApiError::path_not_found());
         }
         let key = call.key();
-        let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
-        let old = from_kv(&current)?;
-        let old_scale = scale_of(call.resource, &old)?;
-        let new_scale = match patch {
-            Some((media, document)) => {
-                let scale_resource =
-                    resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
-                apply_patch(scale_resource, media, &old_scale, document)?
+        let mut attempts = 0;
+        loop {
+            let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+            let old = from_kv(&current)?;
+            let old_scale = scale_of(call.resource, &old)?;
+            let (new_scale, expected) = match patch {
+                Some((media, document)) => {
+                    let scale_resource =
+                        resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+                    let patched = apply_patch(scale_resource, media, &old_scale, document)?;
+                    // Only a resourceVersion the patch itself names is a precondition;
+                    // the one carried over from the current Scale is not.
+                    (
+                        patched,
+                        patch_resource_version(document).map(str::to_string),
+                    )
+                }
+                None => {
+                    let body =
+                        request::decode_body(body, &request::media_type(Some(&call.content_type)))?;
+                    let expected = Some(meta_str(&body, "resourceVersion").to_string());
+                    (body, expected)
+                }
+            };
+            let expected = expected.filter(|rv| !rv.is_empty());
+            let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
+            if replicas < 0 {
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    call.name(),
+                    vec![Cause::new(
+                        "FieldValueInvalid",
+                        "spec.replicas",
+                        format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                    )],
+                ));
             }
-            None => request::decode_body(body, &request::media_type(Some(&call.content_type)))?,
-        };
-        let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
-        if replicas < 0 {
-            return Err(ApiError::invalid(
-                "autoscaling",
-                "Scale",
-                call.name(),
-                vec![Cause::new(
-                    "FieldValueInvalid",
-                    "spec.replicas",
-                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-                )],
-            ));
-        }
-        if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str()
-            && !rv.is_empty()
-            && parse_rv(rv)? != current.mod_revision
-        {
-            return Err(call.modified());
-        }
-        let mut updated = old.clone();
-        updated["spec"]["replicas"] = json!(replicas);
-        // Written like a main-resource update, recorded in managedFields as `scale`.
-        match self
-            .write_update(call, &key, &current, &old, updated, Tracking::Update)
-            .await
-        {
-            Ok(object) => Ok(json_response(200, &scale_of(call.resource, &object)?)),
-            Err(UpdateError::Conflict) => Err(call.modified()),
-            Err(UpdateError::Api(error)) => Err(error),
+            if let Some(rv) = &expected
+                && parse_rv(rv)? != current.mod_revision
+            {
+                return Err(call.modified());
+            }
+            let mut updated = old.clone();
+            updated["spec"]["replicas"] = json!(replicas);
+            // Written like a main-resource update, recorded in managedFields as `scale`.
+            match self
+                .write_update(call, &key, &current, &old, updated, Tracking::Update)
+                .await
+            {
+                Ok(object) => return Ok(json_response(200, &scale_of(call.resource, &object)?)),
+                Err(UpdateError::Conflict) if expected.is_none() && attempts < CONFLICT_RETRIES => {
+                    attempts += 1;
+                }
+                Err(UpdateError::Conflict) => return Err(call.modified()),
+                Err(UpdateError::Api(error)) => return Err(error),
+            }
         }
     }
 

@@ -316,3 +316,69 @@ async fn bad_requests_get_upstreams_status_codes() {
         assert_eq!(code, 200, "{public}");
     }
 }
+
+/// A scale patch names no resourceVersion, so writes racing with it are retried, not
+/// answered 409; a scale update that names a stale resourceVersion is a conflict.
+#[tokio::test]
+async fn scale_patches_retry_races_and_stale_scale_updates_conflict() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+
+    let server = TestServer::start();
+    let client = server.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment = serde_json::from_value(json!({
+        "metadata": {"name": "racy"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "racy"}},
+            "template": {"metadata": {"labels": {"app": "racy"}},
+                         "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let stale = deployments.get_scale("racy").await.unwrap();
+
+    // Another writer changes the Deployment all the time while the scale patches run.
+    let writer = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let patch = json!({"metadata": {"annotations": {"tick": i.to_string()}}});
+                let _ = deployments
+                    .patch("racy", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+            }
+        })
+    };
+    for replicas in 1..=20 {
+        let patch = json!({"spec": {"replicas": replicas}});
+        let scale = deployments
+            .patch_scale("racy", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("scale patch to {replicas} failed: {e}"));
+        assert_eq!(scale.spec.unwrap().replicas, Some(replicas));
+    }
+    writer.await.unwrap();
+
+    let error = deployments
+        .replace_scale("racy", &PostParams::default(), &stale)
+        .await
+        .expect_err("a stale resourceVersion must conflict");
+    assert!(
+        matches!(&error, kube::Error::Api(status) if status.code == 409),
+        "{error}"
+    );
+    let replicas = deployments
+        .get("racy")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas;
+    assert_eq!(replicas, Some(20), "the stale update changed nothing");
+}
