@@ -231,11 +231,25 @@ impl<K: Cacheable> Cache<K> {
 }
 
 /// The shared caches of one controller manager: one [`Cache`] per type, created and
-/// started on first use. Cloning gives another handle to the same caches.
+/// started on first use. Cloning gives another handle to the same caches; when the
+/// last handle is dropped (the controller manager stopped, e.g. on losing its Lease),
+/// their watches stop.
 #[derive(Clone)]
 pub struct Caches {
     client: Client,
     caches: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+    watches: Arc<Watches>,
+}
+
+/// The watch tasks of the caches, aborted when dropped.
+struct Watches(Mutex<Vec<tokio::task::AbortHandle>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for watch in self.0.lock().unwrap().drain(..) {
+            watch.abort();
+        }
+    }
 }
 
 impl Caches {
@@ -243,6 +257,7 @@ impl Caches {
         Caches {
             client,
             caches: Arc::new(Mutex::new(HashMap::new())),
+            watches: Arc::new(Watches(Mutex::new(Vec::new()))),
         }
     }
 
@@ -258,7 +273,8 @@ impl Caches {
         let entry = caches.entry(TypeId::of::<K>()).or_insert_with(|| {
             let cache = Arc::new(Cache::<K>::new());
             let api = Api::<K>::all(self.client.clone());
-            tokio::spawn(cache.clone().run(api, watcher::Config::default()));
+            let watch = tokio::spawn(cache.clone().run(api, watcher::Config::default()));
+            self.watches.0.lock().unwrap().push(watch.abort_handle());
             cache as Arc<dyn Any + Send + Sync>
         });
         entry

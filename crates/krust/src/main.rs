@@ -8,10 +8,10 @@
 //! (`error: ...`); command line mistakes exit with status 2.
 
 mod agent;
+mod components;
 mod hostaddrs;
 mod kubeconfig;
 mod pki;
-mod scheduler;
 mod server;
 mod tokens;
 
@@ -38,6 +38,9 @@ enum Command {
     Agent(AgentArgs),
     /// Run the scheduler against a cluster (leader-elected on the kube-system/kube-scheduler Lease).
     Scheduler(SchedulerArgs),
+    /// Run the controllers against a cluster (leader-elected on the
+    /// kube-system/kube-controller-manager Lease).
+    ControllerManager(ControllerManagerArgs),
 }
 
 /// Flags of `krust agent`.
@@ -70,6 +73,47 @@ pub struct SchedulerArgs {
     /// The kubeconfig to reach the API server with.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: PathBuf,
+}
+
+/// Flags of `krust controller-manager`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ControllerManagerArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+
+    /// The cluster CA (PEM) to publish in every namespace as the kube-root-ca.crt
+    /// ConfigMap (the server's tls/ca.crt); not published without it.
+    #[arg(long, value_name = "FILE")]
+    pub root_ca_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub controllers: ControllerFlags,
+}
+
+/// Flags of the controllers, in `krust server` and `krust controller-manager`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ControllerFlags {
+    /// IPv4 range the nodes' pod CIDRs (a /24 each) are taken from.
+    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
+
+    /// How long a node may go without renewing its Lease before it is marked
+    /// NotReady (Unknown) and its pods start being evicted, e.g. 40s, 500ms, 2m.
+    #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+}
+
+impl ControllerFlags {
+    /// The controllers' options from these flags and the cluster CA.
+    pub fn options(&self, root_ca_pem: Option<String>) -> krust_controllers::Options {
+        krust_controllers::Options {
+            root_ca_pem,
+            cluster_cidr: self.cluster_cidr,
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            ..Default::default()
+        }
+    }
 }
 
 /// Flags of `krust server`.
@@ -113,6 +157,11 @@ pub struct ServerArgs {
     #[arg(long)]
     pub disable_scheduler: bool,
 
+    /// Do not run the controllers in this process (run `krust controller-manager`
+    /// elsewhere).
+    #[arg(long)]
+    pub disable_controllers: bool,
+
     /// Do not run the node agent inside the server (no pods run on this machine).
     #[arg(long)]
     pub disable_agent: bool,
@@ -128,14 +177,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
     pub service_node_port_range: krust_api::cidr::PortRange,
 
-    /// IPv4 range the nodes' pod CIDRs (a /24 each) are taken from.
-    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
-    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
-
-    /// How long a node may go without renewing its Lease before it is marked
-    /// NotReady (Unknown) and its pods start being evicted, e.g. 40s, 500ms, 2m.
-    #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = parse_duration)]
-    pub node_monitor_grace_period: std::time::Duration,
+    #[command(flatten)]
+    pub controllers: ControllerFlags,
 }
 
 /// Parses a duration as Go writes them for the flags upstream has: `40s`, `500ms`,
@@ -158,6 +201,21 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(number * millis))
 }
 
+/// `krust controller-manager`: the controllers on their own, leader-elected.
+fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()> {
+    let root_ca_pem = match &args.root_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the root CA {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let options = args.controllers.options(root_ca_pem);
+    components::run_standalone("krust-controllers", &args.kubeconfig, |client| {
+        components::controller_manager(client, krust_leader::default_identity(), options)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -167,7 +225,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args),
-        Command::Scheduler(args) => scheduler::run(args),
+        Command::Scheduler(args) => {
+            components::run_standalone("krust-scheduler", &args.kubeconfig, |client| {
+                components::scheduler(client, krust_leader::default_identity())
+            })
+        }
+        Command::ControllerManager(args) => controller_manager(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -238,7 +301,7 @@ mod tests {
         assert_eq!(args.bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(args.port, 6443);
         assert_eq!(
-            args.node_monitor_grace_period,
+            args.controllers.node_monitor_grace_period,
             std::time::Duration::from_secs(40)
         );
         assert_eq!(args.service_cluster_ip_range.to_string(), "10.43.0.0/16");

@@ -116,19 +116,20 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     let server = krust_apiserver::serve(config)
         .await
         .with_context(|| format!("cannot start the API server on {bind}"))?;
-    // A stable identity for this server's scheduler: after a restart it takes its own
-    // Lease back at once instead of waiting for it to expire.
-    let scheduler_identity = (!args.disable_scheduler).then(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}_krust-server-{}", host.trim(), args.port)
-    });
-    let controller_options = krust_controllers::Options {
-        root_ca_pem: Some(pki.ca.cert_pem.clone()),
-        cluster_cidr: args.cluster_cidr,
-        node_monitor_grace_period: args.node_monitor_grace_period,
-        ..Default::default()
-    };
-    start_controllers(&kubeconfig_path, controller_options, scheduler_identity).await?;
+    // A stable identity for this server's scheduler and controller manager: after a
+    // restart they take their own Leases back at once instead of waiting for them to
+    // expire.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}_krust-server-{}", host.trim(), args.port);
+    let controller_options = args.controllers.options(Some(pki.ca.cert_pem.clone()));
+    start_controllers(
+        &kubeconfig_path,
+        controller_options,
+        identity,
+        !args.disable_scheduler,
+        !args.disable_controllers,
+    )
+    .await?;
     if !args.disable_agent {
         crate::agent::start_embedded(&args.agent, &data_dir, &kubeconfig_path).await?;
     }
@@ -137,31 +138,32 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     Ok(server)
 }
 
-/// Starts the controller manager (and the scheduler, unless disabled) in this process.
+/// Starts the controller manager and the scheduler (unless disabled) in this process.
 /// Like upstream's, they talk to the API server only through the API, with the admin
 /// kubeconfig's identity.
 async fn start_controllers(
     kubeconfig_path: &Path,
     options: krust_controllers::Options,
-    scheduler_identity: Option<String>,
+    identity: String,
+    with_scheduler: bool,
+    with_controllers: bool,
 ) -> Result<()> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path)
-        .context("cannot read the admin kubeconfig for the controllers")?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .context("cannot load the admin kubeconfig for the controllers")?;
-    let client = kube::Client::try_from(config).context("cannot build the controllers' client")?;
+    let client = crate::components::client_from_kubeconfig(kubeconfig_path).await?;
     // The scheduler, leader-elected like a separate `krust scheduler` would be.
-    if let Some(identity) = scheduler_identity {
-        let scheduler_client = client.clone();
+    if with_scheduler {
+        let scheduler = crate::components::scheduler(client.clone(), identity.clone());
         tokio::spawn(async move {
-            if let Err(error) = crate::scheduler::run_elected(scheduler_client, identity).await {
+            if let Err(error) = scheduler.await {
                 tracing::error!(%error, "the scheduler stopped");
             }
         });
     }
+    if !with_controllers {
+        return Ok(());
+    }
     tokio::spawn(async move {
-        if let Err(error) = krust_controllers::run_with(client, options).await {
+        let controllers = crate::components::controller_manager(client, identity, options);
+        if let Err(error) = controllers.await {
             tracing::error!(%error, "the controllers stopped");
         }
     });
