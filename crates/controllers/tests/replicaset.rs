@@ -115,6 +115,14 @@ async fn a_replica_set_adopts_matching_orphans_and_releases_pods_it_no_longer_se
             "spec": {"containers": [{"name": "app", "image": "busybox:1"}]},
         }))
         .await;
+    // Ready (and oldest) before the ReplicaSet exists: should the controller see its own
+    // new pods before the orphan and count one too many, upstream's ranking deletes a
+    // new, less ready pod, never the orphan.
+    let pods = cluster.api::<Pod>();
+    eventually("the orphan is ready", || async {
+        is_ready(&pods.get("orphan").await.unwrap())
+    })
+    .await;
     // A pod another controller owns is not taken.
     let other: ConfigMap = cluster.create(json!({"metadata": {"name": "other"}})).await;
     let foreign: Pod = cluster
