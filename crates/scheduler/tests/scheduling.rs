@@ -72,10 +72,9 @@ async fn failure_is_explained_and_the_pod_fits_once_a_node_is_added() {
         preemption: 0/5 nodes are available: 2 No preemption victims found for incoming pod, 3 Preemption is not helpful for scheduling.";
     // The node watch may lag behind the pod watch; the message settles once it caught up.
     assert_eq!(cluster.wait_message("big", expected).await, expected);
-    assert_eq!(
-        cluster.event_note("big", "FailedScheduling").await,
-        expected
-    );
+    cluster
+        .wait_event_note("big", "FailedScheduling", |note| note == expected)
+        .await;
     let pod = cluster.pods().get("big").await.unwrap();
     assert_eq!(pod.spec.unwrap().node_name, None);
 

@@ -138,16 +138,28 @@ impl Cluster {
 
     /// Waits for an events.k8s.io event about the pod with `reason`; returns its note.
     pub async fn event_note(&self, pod: &str, reason: &str) -> String {
+        self.wait_event_note(pod, reason, |_| true).await
+    }
+
+    /// Waits for an event of `reason` about `pod` whose note `accept` takes; returns
+    /// the note. (A pod may get several, e.g. while the node watch catches up.)
+    pub async fn wait_event_note(
+        &self,
+        pod: &str,
+        reason: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         wait_for(&format!("a {reason} event for {pod}"), || async {
             let list = events.list(&ListParams::default()).await.unwrap();
             list.items
                 .into_iter()
-                .find(|e| {
+                .filter(|e| {
                     e.reason.as_deref() == Some(reason)
                         && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
                 })
                 .map(|e| e.note.unwrap_or_default())
+                .find(|note| accept(note))
         })
         .await
     }
