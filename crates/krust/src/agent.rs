@@ -28,13 +28,21 @@ pub fn run(args: AgentArgs) -> Result<()> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("cannot handle SIGTERM")?;
         tokio::select! {
-            result = krust_kubelet::run(config, client) => result,
+            result = run_node(config, client) => result,
             _ = terminate.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     result
+}
+
+/// Everything that runs on a node: the kubelet and the node's share of the network
+/// (pod network, service proxy, NetworkPolicy, cluster DNS). Returns when one of them
+/// fails; each runs until the process stops.
+async fn run_node(config: krust_kubelet::AgentConfig, client: kube::Client) -> Result<()> {
+    tokio::try_join!(krust_kubelet::run(config, client.clone()),)?;
+    Ok(())
 }
 
 /// A client for `--server` with the bearer token, trusting `--ca-file` (or, without
@@ -94,7 +102,7 @@ pub async fn start_embedded(
     let client =
         kube::Client::try_from(client_config).context("cannot build the agent's client")?;
     tokio::spawn(async move {
-        if let Err(error) = krust_kubelet::run(config, client).await {
+        if let Err(error) = run_node(config, client).await {
             tracing::error!(error = format!("{error:#}"), "the node agent stopped");
         }
     });

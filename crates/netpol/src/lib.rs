@@ -1,0 +1,1 @@
+//! NetworkPolicy enforcement on one node (`krust-netpol`), in an nftables table of its own.
