@@ -738,7 +738,7 @@ impl Api {
         if let Some(sub) = call.subresource.as_deref() {
             return match sub {
                 "binding" => self.bind(call, body).await,
-                "eviction" => self.evict(call).await,
+                "eviction" => self.evict(call, body).await,
                 _ => Err(ApiError::method_not_allowed(format!(
                     "create is not supported on {}/{sub}",
                     call.resource.plural
@@ -1274,16 +1274,118 @@ impl Api {
         ))
     }
 
-    /// `pods/<name>/eviction`: deletes the pod gracefully.
-    async fn evict(&self, call: &Call) -> ApiResult<Response<Body>> {
+    /// `pods/<name>/eviction`: deletes the pod gracefully unless that would break
+    /// its PodDisruptionBudget ([`crate::eviction`]); the body is a policy/v1
+    /// Eviction whose `deleteOptions` apply to the deletion.
+    async fn evict(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        let mut options = DeleteOptions::default();
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let eviction =
+                request::decode_body(body, &request::media_type(Some(&call.content_type)))?;
+            if let Some(name) = eviction["metadata"]["name"].as_str()
+                && name != call.name()
+            {
+                return Err(ApiError::bad_request(
+                    "name in URL does not match name in Eviction object",
+                ));
+            }
+            if eviction["deleteOptions"].is_object() {
+                let bytes = serde_json::to_vec(&eviction["deleteOptions"]).unwrap_or_default();
+                options = DeleteOptions::parse(&call.query, &bytes, "application/json")?;
+            }
+        }
+        let dry_run = options.dry_run || call.query.dry_run()?;
         let key = call.key();
-        let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
-        self.delete_object(call, &key, current, &DeleteOptions::default())
-            .await?;
-        Ok(json_response(
-            201,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        let budgets_resource = resources::find("policy", "v1", "poddisruptionbudgets")
+            .ok_or_else(|| ApiError::internal("poddisruptionbudgets are not served"))?;
+        let budgets_prefix = format!(
+            "{}{}/",
+            budgets_resource.key_prefix(),
+            call.namespace.as_deref().unwrap_or("")
+        );
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+            let pod = from_kv(&current)?;
+            let budgets = self
+                .store
+                .list(&budgets_prefix, krust_store::ListOptions::default())
+                .await?
+                .kvs;
+            let values = budgets.iter().map(from_kv).collect::<ApiResult<Vec<_>>>()?;
+            let verdict = crate::eviction::decide(&pod, &values, Utc::now())?;
+            if let crate::eviction::Verdict::SpendDisruption { budget, updated } = verdict
+                && !dry_run
+            {
+                let stored = &budgets[budget];
+                match self
+                    .store
+                    .update(&stored.key, encode_for_store(&updated), stored.mod_revision)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(krust_store::Error::Conflict { .. }) => continue,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            let current = match dry_run {
+                true => current,
+                false => self.mark_disruption_target(&key, current).await?,
+            };
+            self.delete_object(call, &key, current, &options).await?;
+            return Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
+        Err(ApiError::too_many_requests(
+            "the pod's disruption budget changed too often; try the eviction again",
         ))
+    }
+
+    /// Adds the DisruptionTarget condition to a running pod that is about to be
+    /// evicted, retrying on conflict; returns the pod as stored afterwards.
+    async fn mark_disruption_target(
+        &self,
+        key: &str,
+        mut current: KeyValue,
+    ) -> ApiResult<KeyValue> {
+        for _ in 0..CONFLICT_RETRIES {
+            let mut pod = from_kv(&current)?;
+            let phase = pod["status"]["phase"].as_str().unwrap_or("");
+            if matches!(phase, "Succeeded" | "Failed") {
+                return Ok(current);
+            }
+            let mut conditions: Vec<Value> = pod["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["type"] != "DisruptionTarget")
+                .cloned()
+                .collect();
+            conditions.push(crate::eviction::disruption_condition(Utc::now()));
+            pod["status"]["conditions"] = Value::Array(conditions);
+            metadata_mut(&mut pod).remove("resourceVersion");
+            let value = encode_for_store(&pod);
+            match self
+                .store
+                .update(key, value.clone(), current.mod_revision)
+                .await
+            {
+                Ok(revision) => {
+                    current.value = value;
+                    current.mod_revision = revision;
+                    return Ok(current);
+                }
+                Err(krust_store::Error::Conflict { .. }) => {
+                    current = self
+                        .read(key)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("", "pods", meta_str(&pod, "name")))?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(current)
     }
 
     async fn delete(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {

@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
 pub mod errors;
+pub mod eviction;
 pub mod handlers;
 pub mod kubelet_proxy;
 pub mod openapi;

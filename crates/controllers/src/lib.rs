@@ -21,6 +21,8 @@
 //! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every
 //!   Service with a selector, from the pods it selects; [`endpointslicemirroring`]:
 //!   EndpointSlices mirroring the hand-written Endpoints of Services without one;
+//! - [`disruption`]: the status of every PodDisruptionBudget (healthy pods, allowed
+//!   disruptions), which evictions read;
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
 //!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
@@ -43,6 +45,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod endpointslicemirroring;
@@ -126,6 +129,7 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         caches.clone(),
         options.root_ca_pem.clone(),
     ));
+    tasks.spawn(disruption::run(caches.clone()));
     tasks.spawn(endpoints::run(caches.clone()));
     tasks.spawn(endpointslice::run(caches.clone()));
     tasks.spawn(endpointslicemirroring::run(caches.clone()));
