@@ -2383,6 +2383,14 @@ pub fn canonical_quantity(text: &str) -> String {
     )
 }
 
+/// A resource quantity in nano units (`100m` is 100_000_000), for comparing and
+/// adding quantities exactly; None when the text is not a quantity or too large.
+pub fn quantity_nanos(text: &str) -> Option<i128> {
+    let (mantissa, exponent, _) = parse_quantity(text)?;
+    let shift = u32::try_from(exponent.checked_add(9)?).ok()?;
+    mantissa.checked_mul(10i128.checked_pow(shift)?)
+}
+
 /// Parses a quantity into `mantissa * 10^exponent`, binary suffixes multiplied out,
 /// rounded up to nano units as upstream stores them.
 fn parse_quantity(text: &str) -> Option<(i128, i32, QuantityFormat)> {

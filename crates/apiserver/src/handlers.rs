@@ -811,6 +811,9 @@ impl Api {
         prepare_create(resource, &mut object);
         normalize_input(resource, &mut object);
         defaults::apply_defaults(resource.group, resource.kind, &mut object);
+        if let Some(ns) = &namespace {
+            self.admit_limit_ranges(resource, ns, &mut object)?;
+        }
         if tracking == Tracking::Update {
             let api_version = resource.api_version();
             apply::update_managed_fields(
@@ -1272,6 +1275,44 @@ impl Api {
             201,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
+    }
+
+    /// LimitRanger admission of a new pod or claim in namespace `ns`
+    /// ([`crate::limit_ranger`]): defaults filled in, bounds enforced (403).
+    fn admit_limit_ranges(
+        &self,
+        resource: &ResourceInfo,
+        ns: &str,
+        object: &mut Value,
+    ) -> ApiResult<()> {
+        if !resource.group.is_empty() || !matches!(resource.kind, "Pod" | "PersistentVolumeClaim") {
+            return Ok(());
+        }
+        let Some(ranges) = resources::find("", "v1", "limitranges") else {
+            return Ok(());
+        };
+        let snapshot = self
+            .cache
+            .list(&format!("{}{ns}/", ranges.key_prefix()), None);
+        if snapshot.objects.is_empty() {
+            return Ok(());
+        }
+        let ranges: Vec<Value> = snapshot
+            .objects
+            .iter()
+            .filter_map(|(_, cached)| serde_json::from_slice(&cached.json).ok())
+            .collect();
+        crate::limit_ranger::admit(resource.kind, object, &ranges).map_err(|broken| {
+            let reasons = match broken.as_slice() {
+                [one] => one.clone(),
+                many => format!("[{}]", many.join(", ")),
+            };
+            ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: {reasons}",
+                qualified(resource.group, resource.plural),
+                meta_str(object, "name")
+            ))
+        })
     }
 
     /// `pods/<name>/eviction`: deletes the pod gracefully unless that would break

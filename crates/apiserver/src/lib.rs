@@ -18,6 +18,7 @@ pub mod errors;
 pub mod eviction;
 pub mod handlers;
 pub mod kubelet_proxy;
+pub mod limit_ranger;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
