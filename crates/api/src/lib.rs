@@ -21,6 +21,7 @@ pub mod cidr;
 pub mod convert;
 pub mod defaults;
 pub mod patch;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod table;

@@ -2391,6 +2391,13 @@ pub fn quantity_nanos(text: &str) -> Option<i128> {
     mantissa.checked_mul(10i128.checked_pow(shift)?)
 }
 
+/// Writes an amount in nano units in the format (decimal, binary, exponent) of the
+/// quantity `like`, as upstream keeps the format of the first operand of a sum.
+pub fn quantity_from_nanos(nanos: i128, like: &str) -> String {
+    let format = parse_quantity(like).map_or(QuantityFormat::DecimalSi, |(_, _, format)| format);
+    format_quantity(nanos, -9, format)
+}
+
 /// Parses a quantity into `mantissa * 10^exponent`, binary suffixes multiplied out,
 /// rounded up to nano units as upstream stores them.
 fn parse_quantity(text: &str) -> Option<(i128, i32, QuantityFormat)> {

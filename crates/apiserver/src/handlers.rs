@@ -829,6 +829,8 @@ impl Api {
         let name = meta_str(&object, "name").to_string();
         if let Some(ns) = &namespace {
             self.check_namespace(call, ns).await?;
+            self.charge_quotas(resource, ns, &object, call.query.dry_run()?)
+                .await?;
         }
         if call.query.dry_run()? {
             if is_service(resource) {
@@ -1274,6 +1276,114 @@ impl Api {
         Ok(json_response(
             201,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
+
+    /// ResourceQuota admission of a new object in namespace `ns`
+    /// ([`krust_api::quota`]): every quota whose scope takes it in and that
+    /// constrains what it uses is charged (its `status.used` written) before the
+    /// object is; one that would go over `hard` refuses it with 403.
+    async fn charge_quotas(
+        &self,
+        resource: &ResourceInfo,
+        ns: &str,
+        object: &Value,
+        dry_run: bool,
+    ) -> ApiResult<()> {
+        use krust_api::quota;
+        let Some(quotas) = resources::find("", "v1", "resourcequotas") else {
+            return Ok(());
+        };
+        let prefix = format!("{}{ns}/", quotas.key_prefix());
+        if self.cache.list(&prefix, None).objects.is_empty() {
+            return Ok(());
+        }
+        let (group, plural) = (resource.group, resource.plural);
+        let delta = quota::usage(group, plural, object);
+        let forbidden = |why: String| {
+            ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: {why}",
+                qualified(group, plural),
+                meta_str(object, "name")
+            ))
+        };
+        // Quotas already charged by an earlier attempt (one that conflicted on a
+        // later quota) are not charged twice.
+        let mut charged_keys: std::collections::HashSet<String> = Default::default();
+        for _ in 0..CONFLICT_RETRIES {
+            let stored = self
+                .store
+                .list(&prefix, krust_store::ListOptions::default())
+                .await?
+                .kvs;
+            let mut charges = Vec::new();
+            for kv in stored.iter().filter(|kv| !charged_keys.contains(&kv.key)) {
+                let mut current = from_kv(kv)?;
+                if !quota::in_scope(&current, group, plural, object) {
+                    continue;
+                }
+                let name = meta_str(&current, "name").to_string();
+                if group.is_empty() && plural == "pods" {
+                    let missing = quota::missing_pod_resources(&current, object);
+                    if !missing.is_empty() {
+                        return Err(forbidden(format!(
+                            "failed quota: {name}: must specify {}",
+                            missing.join(",")
+                        )));
+                    }
+                }
+                let hard = current["spec"]["hard"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                let unknown: Vec<&String> = delta
+                    .keys()
+                    .filter(|r| {
+                        hard.contains_key(*r) && current["status"]["used"].get(r.as_str()).is_none()
+                    })
+                    .collect();
+                if !unknown.is_empty() {
+                    let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+                    return Err(forbidden(format!(
+                        "status unknown for quota: {name}, resources: {}",
+                        names.join(",")
+                    )));
+                }
+                if let Some(used) = quota::charge(&current, &delta).map_err(&forbidden)? {
+                    current["status"]["used"] = Value::Object(used);
+                    metadata_mut(&mut current).remove("resourceVersion");
+                    charges.push((kv, current));
+                }
+            }
+            if dry_run {
+                return Ok(());
+            }
+            let mut conflicted = false;
+            for (kv, charged) in charges {
+                match self
+                    .store
+                    .update(&kv.key, encode_for_store(&charged), kv.mod_revision)
+                    .await
+                {
+                    Ok(_) => {
+                        charged_keys.insert(kv.key.clone());
+                    }
+                    Err(krust_store::Error::Conflict { .. }) => {
+                        conflicted = true;
+                        break;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            if !conflicted {
+                return Ok(());
+            }
+        }
+        Err(ApiError::conflict(
+            "",
+            "resourcequotas",
+            ns,
+            "the namespace's quotas changed too often; try again",
         ))
     }
 

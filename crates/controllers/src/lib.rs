@@ -23,6 +23,7 @@
 //!   EndpointSlices mirroring the hand-written Endpoints of Services without one;
 //! - [`disruption`]: the status of every PodDisruptionBudget (healthy pods, allowed
 //!   disruptions), which evictions read;
+//! - [`resourcequota`]: the `status.used` of every ResourceQuota;
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
 //!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
@@ -56,6 +57,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod workload;
@@ -130,6 +132,7 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         options.root_ca_pem.clone(),
     ));
     tasks.spawn(disruption::run(caches.clone()));
+    tasks.spawn(resourcequota::run(caches.clone()));
     tasks.spawn(endpoints::run(caches.clone()));
     tasks.spawn(endpointslice::run(caches.clone()));
     tasks.spawn(endpointslicemirroring::run(caches.clone()));
