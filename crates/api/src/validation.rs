@@ -805,6 +805,12 @@ const KIND_VALIDATORS: &[(&str, &str, KindValidator)] = &[
     ("", "ConfigMap", validate_config_map),
     ("", "Secret", validate_secret),
     ("", "Namespace", validate_namespace),
+    (
+        "",
+        "PersistentVolumeClaim",
+        validate_persistent_volume_claim,
+    ),
+    ("", "PersistentVolume", validate_persistent_volume),
     ("apps", "Deployment", validate_deployment),
     ("apps", "ReplicaSet", validate_replica_set),
     ("apps", "StatefulSet", validate_stateful_set),
@@ -1559,6 +1565,87 @@ const MAX_DATA_SIZE: usize = 1024 * 1024;
 fn base64_decoded_len(text: &str) -> usize {
     let padding = text.bytes().rev().take_while(|&b| b == b'=').count();
     (text.len() / 4 * 3).saturating_sub(padding)
+}
+
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
+
+/// Access modes as upstream's ValidatePersistentVolumeClaimSpec checks them.
+fn validate_access_modes(spec: &Value, errs: &mut FieldErrors) {
+    let modes = array_at(spec, "accessModes");
+    if modes.is_empty() {
+        errs.required("spec.accessModes", "at least 1 access mode is required");
+    }
+    for mode in modes {
+        let mode = mode.as_str().unwrap_or("");
+        if !ACCESS_MODES.contains(&mode) {
+            errs.not_supported("spec.accessModes", mode, ACCESS_MODES);
+        }
+    }
+    if modes.len() > 1 && modes.iter().any(|m| m == "ReadWriteOncePod") {
+        errs.forbidden(
+            "spec.accessModes",
+            "may not use ReadWriteOncePod with other access modes",
+        );
+    }
+}
+
+fn validate_persistent_volume_claim(claim: &Value, errs: &mut FieldErrors) {
+    let spec = child(claim, "spec");
+    validate_access_modes(spec, errs);
+    if spec.pointer("/resources/requests/storage").is_none() {
+        errs.required("spec.resources[storage]", "");
+    }
+}
+
+fn validate_persistent_volume(volume: &Value, errs: &mut FieldErrors) {
+    let spec = child(volume, "spec");
+    validate_access_modes(spec, errs);
+    if spec.pointer("/capacity/storage").is_none() {
+        errs.required("spec.capacity", "");
+    }
+    const SOURCES: &[&str] = &[
+        "awsElasticBlockStore",
+        "azureDisk",
+        "azureFile",
+        "cephfs",
+        "cinder",
+        "csi",
+        "fc",
+        "flexVolume",
+        "flocker",
+        "gcePersistentDisk",
+        "glusterfs",
+        "hostPath",
+        "iscsi",
+        "local",
+        "nfs",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "quobyte",
+        "rbd",
+        "scaleIO",
+        "storageos",
+        "vsphereVolume",
+    ];
+    if !SOURCES.iter().any(|source| spec.get(*source).is_some()) {
+        errs.required("spec", "must specify a volume type");
+    }
+    const POLICIES: &[&str] = &["Delete", "Recycle", "Retain"];
+    if let Some(policy) = spec
+        .get("persistentVolumeReclaimPolicy")
+        .and_then(Value::as_str)
+        && !POLICIES.contains(&policy)
+    {
+        errs.not_supported("spec.persistentVolumeReclaimPolicy", policy, POLICIES);
+    }
+    if spec.get("local").is_some() && spec.pointer("/nodeAffinity/required").is_none() {
+        errs.required("spec.nodeAffinity", "Local volume requires node affinity");
+    }
 }
 
 fn validate_config_map(config_map: &Value, errs: &mut FieldErrors) {

@@ -811,6 +811,7 @@ impl Api {
         prepare_create(resource, &mut object);
         normalize_input(resource, &mut object);
         defaults::apply_defaults(resource.group, resource.kind, &mut object);
+        crate::storage_admission::admit_create(self.store.as_ref(), resource, &mut object).await?;
         if tracking == Tracking::Update {
             let api_version = resource.api_version();
             apply::update_managed_fields(

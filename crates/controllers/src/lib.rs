@@ -24,7 +24,9 @@
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
 //!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
-//!   evicted.
+//!   evicted;
+//! - [`volume`]: PersistentVolume binding and reclaim, in-use protection of claims
+//!   and volumes, and the claims of ephemeral volumes.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -55,6 +57,7 @@ pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volume;
 pub mod workload;
 pub mod workqueue;
 
@@ -134,6 +137,9 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         options.cluster_cidr,
         options.node_cidr_mask_size,
     ));
+    tasks.spawn(volume::binder::run(caches.clone()));
+    tasks.spawn(volume::protection::run(caches.clone()));
+    tasks.spawn(volume::ephemeral::run(caches.clone()));
     tasks.spawn(nodelifecycle::run(
         caches.clone(),
         options.node_monitor_grace_period,

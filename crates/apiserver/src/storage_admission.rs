@@ -1,0 +1,148 @@
+//! Upstream's storage admission plugins (plugin/pkg/admission/storage), applied on
+//! create before validation:
+//!
+//! - DefaultStorageClass: a PersistentVolumeClaim created without
+//!   `spec.storageClassName` gets the default StorageClass (the one annotated
+//!   `storageclass.kubernetes.io/is-default-class: "true"`; the newest one when
+//!   several are), and none when there is no default. An explicit `""` stays.
+//! - StorageObjectInUseProtection: every new PersistentVolumeClaim gets the
+//!   `kubernetes.io/pvc-protection` finalizer and every new PersistentVolume
+//!   `kubernetes.io/pv-protection`, which the protection controllers remove once the
+//!   object is no longer in use.
+
+use krust_api::resources::{self, ResourceInfo};
+use krust_store::{ListOptions, Store};
+use serde_json::{Value, json};
+
+use crate::errors::ApiResult;
+
+/// The annotation that marks the default StorageClass.
+pub const IS_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+
+/// Runs the storage admission plugins on an object about to be created.
+pub async fn admit_create(
+    store: &dyn Store,
+    resource: &ResourceInfo,
+    object: &mut Value,
+) -> ApiResult<()> {
+    if !resource.group.is_empty() {
+        return Ok(());
+    }
+    match resource.plural {
+        "persistentvolumeclaims" => {
+            add_finalizer(object, PVC_PROTECTION);
+            if object["spec"]["storageClassName"].is_null() {
+                let classes = storage_classes(store).await?;
+                if let Some(name) = default_class(&classes) {
+                    object["spec"]["storageClassName"] = json!(name);
+                }
+            }
+        }
+        "persistentvolumes" => add_finalizer(object, PV_PROTECTION),
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn storage_classes(store: &dyn Store) -> ApiResult<Vec<Value>> {
+    let resource = resources::builtin()
+        .iter()
+        .find(|r| r.group == "storage.k8s.io" && r.plural == "storageclasses")
+        .expect("storageclasses is a built-in resource");
+    let listed = store
+        .list(&resource.key_prefix(), ListOptions::default())
+        .await?;
+    Ok(listed
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect())
+}
+
+/// The name of the default class among `classes`: the newest one marked default
+/// (by creationTimestamp, then name), as upstream picks when several are.
+pub fn default_class(classes: &[Value]) -> Option<String> {
+    classes
+        .iter()
+        .filter(|class| {
+            class["metadata"]["annotations"][IS_DEFAULT_CLASS]
+                .as_str()
+                .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+        })
+        .max_by(|a, b| {
+            let stamp = |c: &Value| {
+                c["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let name = |c: &Value| c["metadata"]["name"].as_str().unwrap_or("").to_string();
+            (stamp(a), name(b)).cmp(&(stamp(b), name(a)))
+        })
+        .and_then(|class| class["metadata"]["name"].as_str().map(str::to_string))
+}
+
+fn add_finalizer(object: &mut Value, finalizer: &str) {
+    let metadata = &mut object["metadata"];
+    if !metadata["finalizers"].is_array() {
+        metadata["finalizers"] = json!([]);
+    }
+    let finalizers = metadata["finalizers"]
+        .as_array_mut()
+        .expect("just made an array");
+    if !finalizers.iter().any(|f| f == finalizer) {
+        finalizers.push(json!(finalizer));
+    }
+}
+
+/// The StorageClass every cluster starts with: `local-path`, the default, served by
+/// the node agents' built-in `krust.io/local-path` provisioner.
+pub fn local_path_class() -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {IS_DEFAULT_CLASS: "true"}},
+        "provisioner": "krust.io/local-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(name: &str, default: Option<&str>, created: &str) -> Value {
+        let mut class = json!({"metadata": {"name": name, "creationTimestamp": created}});
+        if let Some(value) = default {
+            class["metadata"]["annotations"] = json!({IS_DEFAULT_CLASS: value});
+        }
+        class
+    }
+
+    #[test]
+    fn the_newest_class_marked_default_is_the_default() {
+        assert_eq!(default_class(&[]), None);
+        let classes = [
+            class("plain", None, "2026-01-03T00:00:00Z"),
+            class("old", Some("true"), "2026-01-01T00:00:00Z"),
+            class("new", Some("true"), "2026-01-02T00:00:00Z"),
+            class("off", Some("false"), "2026-01-04T00:00:00Z"),
+        ];
+        assert_eq!(default_class(&classes).as_deref(), Some("new"));
+        assert_eq!(default_class(&classes[..1]), None);
+    }
+
+    #[test]
+    fn finalizers_are_added_once() {
+        let mut object = json!({"metadata": {"finalizers": ["other"]}});
+        add_finalizer(&mut object, PVC_PROTECTION);
+        add_finalizer(&mut object, PVC_PROTECTION);
+        assert_eq!(
+            object["metadata"]["finalizers"],
+            json!(["other", PVC_PROTECTION])
+        );
+    }
+}
