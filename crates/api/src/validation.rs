@@ -1314,7 +1314,27 @@ fn validate_stateful_set(stateful_set: &Value, errs: &mut FieldErrors) {
     check_nonnegative(spec, "replicas", "spec", errs);
     check_nonnegative(spec, "minReadySeconds", "spec", errs);
     validate_workload_selector(spec, "statefulset", errs);
-    validate_always_restarting_template(spec, errs);
+    // Containers may mount the claims of volumeClaimTemplates, which the controller
+    // adds to each pod as persistentVolumeClaim volumes.
+    let mut with_claims = spec.clone();
+    let claims: Vec<Value> = array_at(spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+        .map(|name| serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}))
+        .collect();
+    if !claims.is_empty()
+        && let Some(pod_spec) = with_claims
+            .pointer_mut("/template/spec")
+            .and_then(Value::as_object_mut)
+    {
+        let volumes = pod_spec
+            .entry("volumes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(volumes) = volumes.as_array_mut() {
+            volumes.extend(claims);
+        }
+    }
+    validate_always_restarting_template(&with_claims, errs);
     if let Some(policy) = spec.get("podManagementPolicy").and_then(Value::as_str)
         && !["OrderedReady", "Parallel"].contains(&policy)
     {

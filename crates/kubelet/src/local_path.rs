@@ -14,6 +14,7 @@
 //! (cached) state again, so a failed step is retried.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -27,6 +28,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::Notify;
 
 pub const PROVISIONER: &str = "krust.io/local-path";
 const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
@@ -56,24 +58,32 @@ struct Provisioner {
 pub async fn run(client: Client, node: String, data_dir: PathBuf) -> Result<()> {
     let (claims, claim_writer) = reflector::store();
     let (volumes, volume_writer) = reflector::store();
-    let claim_events = reflector::reflector(
-        claim_writer,
-        watcher(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let volume_events = reflector::reflector(
-        volume_writer,
-        watcher(
-            Api::<PersistentVolume>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
+    // The watches fill the caches on their own tasks and only say that something
+    // changed; the loop below looks at the whole state then.
+    let changed = Arc::new(Notify::new());
+    let claim_watch = tokio::spawn(
+        reflector::reflector(
+            claim_writer,
+            watcher(
+                Api::<PersistentVolumeClaim>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .for_each(notify(changed.clone())),
+    );
+    let volume_watch = tokio::spawn(
+        reflector::reflector(
+            volume_writer,
+            watcher(
+                Api::<PersistentVolume>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .for_each(notify(changed.clone())),
+    );
+    let _stop_watches = AbortOnDrop(vec![claim_watch, volume_watch]);
     let reporter = Reporter {
         controller: format!("{PROVISIONER}_{node}"),
         instance: None,
@@ -86,19 +96,36 @@ pub async fn run(client: Client, node: String, data_dir: PathBuf) -> Result<()> 
         claims,
         volumes,
     };
-    let mut changes = std::pin::pin!(futures::stream::select(claim_events, volume_events));
+    provisioner.claims.wait_until_ready().await?;
+    provisioner.volumes.wait_until_ready().await?;
+    tracing::info!(node = %provisioner.node, "the local-path provisioner is running");
     let mut resync = tokio::time::interval(RESYNC);
     loop {
         tokio::select! {
-            change = changes.next() => if change.is_none() { anyhow::bail!("the volume watches ended") },
+            _ = changed.notified() => {}
             _ = resync.tick() => {}
         }
-        // Let a burst of changes land before looking.
-        while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
-        if provisioner.claims.wait_until_ready().await.is_err() {
-            continue;
-        }
         provisioner.reconcile().await;
+    }
+}
+
+/// A watch event handler that wakes the provisioner's loop (errors are retried by
+/// the watch's backoff).
+fn notify<E>(changed: Arc<Notify>) -> impl FnMut(E) -> std::future::Ready<()> {
+    move |_| {
+        changed.notify_one();
+        std::future::ready(())
+    }
+}
+
+/// Aborts the watch tasks when the provisioner stops.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -180,11 +180,7 @@ async fn the_default_class_and_protection_finalizers_are_added_on_create() {
         .await
         .unwrap();
     let volume_uid = volume.uid().unwrap();
-    let gone = await_condition(
-        volumes.clone(),
-        &name,
-        conditions::is_deleted(&volume_uid),
-    );
+    let gone = await_condition(volumes.clone(), &name, conditions::is_deleted(&volume_uid));
     tokio::time::timeout(DEADLINE, gone)
         .await
         .expect("unbound volume kept")
@@ -510,11 +506,7 @@ async fn wait_for_first_consumer_puts_the_pod_where_its_volume_is_and_protects_t
     );
     pods.delete("user", &DeleteParams::default()).await.unwrap();
     let claim_uid = bound.uid().unwrap();
-    let gone = await_condition(
-        claims.clone(),
-        "disk",
-        conditions::is_deleted(&claim_uid),
-    );
+    let gone = await_condition(claims.clone(), "disk", conditions::is_deleted(&claim_uid));
     tokio::time::timeout(DEADLINE, gone)
         .await
         .expect("claim never went")

@@ -102,9 +102,7 @@ impl Protection {
             .await?
             .items
             .iter()
-            .any(|pod| {
-                !is_pod_finished(pod) && claims_of_pod(pod).iter().any(|name| *name == key.name)
-            });
+            .any(|pod| !is_pod_finished(pod) && claims_of_pod(pod).contains(&key.name));
         if in_use {
             tracing::debug!(claim = %key, "claim is in use by a pod; keeping its protection");
             return Ok(Outcome::Done);
