@@ -1315,7 +1315,13 @@ fn validate_stateful_set(stateful_set: &Value, errs: &mut FieldErrors) {
     check_nonnegative(spec, "minReadySeconds", "spec", errs);
     validate_workload_selector(spec, "statefulset", errs);
     // Containers may mount the claims of volumeClaimTemplates, which the controller
-    // adds to each pod as persistentVolumeClaim volumes.
+    // adds to each pod as persistentVolumeClaim volumes: they count as volumes here,
+    // but (as upstream) the templates themselves are not validated.
+    let own_volumes = array_at(
+        child(spec, "template").get("spec").unwrap_or(null()),
+        "volumes",
+    )
+    .len();
     let mut with_claims = spec.clone();
     let claims: Vec<Value> = array_at(spec, "volumeClaimTemplates")
         .iter()
@@ -1334,7 +1340,17 @@ fn validate_stateful_set(stateful_set: &Value, errs: &mut FieldErrors) {
             volumes.extend(claims);
         }
     }
-    validate_always_restarting_template(&with_claims, errs);
+    let mut template_errors = FieldErrors::new();
+    validate_always_restarting_template(&with_claims, &mut template_errors);
+    let added = |field: &str| {
+        field
+            .strip_prefix("spec.template.spec.volumes[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|index| index.parse::<usize>().ok())
+            .is_some_and(|index| index >= own_volumes)
+    };
+    template_errors.0.retain(|cause| !added(&cause.field));
+    errs.extend(template_errors);
     if let Some(policy) = spec.get("podManagementPolicy").and_then(Value::as_str)
         && !["OrderedReady", "Parallel"].contains(&policy)
     {
@@ -2341,6 +2357,46 @@ mod tests {
         assert_eq!(
             invalid_message("", "Pod", "p", &causes[..1]),
             "Pod \"p\" is invalid: spec.containers: Required value"
+        );
+    }
+
+    #[test]
+    fn claims_and_volumes_need_modes_sizes_and_a_source() {
+        let fields = |kind: &str, spec: Value| -> Vec<String> {
+            let object = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x", "namespace": "d"}, "spec": spec});
+            let mut fields: Vec<String> = validate_object("", kind, &object)
+                .into_iter()
+                .map(|c| format!("{} {}", c.field, c.message))
+                .collect();
+            fields.sort();
+            fields
+        };
+        let good = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        assert!(fields("PersistentVolumeClaim", good).is_empty());
+        assert_eq!(
+            fields(
+                "PersistentVolumeClaim",
+                json!({"accessModes": ["ReadWriteOncePod", "ReadOnlyMany"]})
+            ),
+            [
+                "spec.accessModes Forbidden: may not use ReadWriteOncePod with other access modes",
+                "spec.resources[storage] Required value",
+            ]
+        );
+        assert_eq!(
+            fields(
+                "PersistentVolume",
+                json!({"accessModes": [], "capacity": {"storage": "1Gi"}})
+            ),
+            [
+                "spec Required value: must specify a volume type",
+                "spec.accessModes Required value: at least 1 access mode is required",
+            ]
+        );
+        let local = json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}, "local": {"path": "/d"}});
+        assert_eq!(
+            fields("PersistentVolume", local),
+            ["spec.nodeAffinity Required value: Local volume requires node affinity"]
         );
     }
 }
