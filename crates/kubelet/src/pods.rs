@@ -880,7 +880,7 @@ impl Agent {
             list.iter().flatten().map(|s| expand(s, &vars)).collect()
         };
         let pods_dir = self.config.data_dir.join("pods");
-        let mut mounts = volumes::mounts(&pods_dir, pod, container, self)?;
+        let mut mounts = volumes::mounts(&pods_dir, pod, container, self, &vars)?;
         // The termination message file, read back when the container ends.
         let term_path = container
             .termination_message_path

@@ -1,7 +1,9 @@
 //! Pod volumes on the host: emptyDir, configMap, secret, downwardAPI, projected,
 //! hostPath and persistentVolumeClaim (a bound claim's `local` or `hostPath`
 //! volume, mounted where it is; an unbound claim keeps the pod waiting), each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
-//! a container gets from its volumeMounts.
+//! a container gets from its volumeMounts (subPath, subPathExpr expanded from the
+//! container's environment, readOnly). A claim's directory is given to the pod's
+//! fsGroup.
 //!
 //! Files from the API (configMap, secret, downwardAPI, projected) are written the way
 //! upstream's atomic writer does: into a fresh timestamped directory, then the
@@ -377,12 +379,14 @@ fn count_files(dir: &Path) -> usize {
         .sum()
 }
 
-/// The bind mounts of one container, from its volumeMounts.
+/// The bind mounts of one container, from its volumeMounts; `env` (the container's
+/// environment) expands `$(VAR)` in subPathExpr.
 pub fn mounts(
     pods_dir: &Path,
     pod: &Pod,
     container: &Container,
     objects: &dyn Objects,
+    env: &std::collections::HashMap<&str, &str>,
 ) -> Result<Vec<api::Mount>> {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -413,7 +417,13 @@ pub fn mounts(
             }
             None => volume_dir(pods_dir, uid, &volume.name),
         };
-        if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        let expanded = mount
+            .sub_path_expr
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|expr| crate::pods::expand(expr, env));
+        let sub_path = expanded.as_deref().or(mount.sub_path.as_deref());
+        if let Some(sub) = sub_path.filter(|s| !s.is_empty()) {
             if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
                 bail!("subPath {sub:?} must be relative and must not contain '..'");
             }

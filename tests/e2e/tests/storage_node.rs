@@ -1,6 +1,8 @@
 //! Persistent storage on a real node (real containerd): claims of the default
 //! `local-path` class are provisioned on the node the scheduler picks, a pod's data
-//! outlives it and is read back by the next pod, readOnly mounts refuse writes, a
+//! outlives it and is read back by the next pod, readOnly mounts refuse writes,
+//! subPathExpr picks a directory per pod, an ephemeral volume's claim lives and dies
+//! with its pod, a
 //! StatefulSet's ordinals keep their own data across pod deletion, Delete removes the
 //! volume's directory while Retain keeps it, and a claim no local directory can serve
 //! says why. One function, one containerd start-up.
@@ -161,6 +163,110 @@ fn claims_keep_data_across_pods_and_are_reclaimed_by_policy() {
     );
     wait_phase(&node, "reader", "Succeeded");
     assert_eq!(kubectl(&node, &["logs", "reader"]), "hello");
+
+    // subPathExpr: each pod its own directory in the volume, named from its env.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: expr}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "echo mine > /own/file"]
+    env:
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    volumeMounts: [{{name: data, mountPath: /own, subPathExpr: "$(POD_NAME)"}}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: data}}
+"#,
+            image = node.image("krust/busybox:1")
+        ),
+    );
+    wait_phase(&node, "expr", "Succeeded");
+    assert_eq!(
+        std::fs::read_to_string(format!("{path}/expr/file")).unwrap(),
+        "mine\n"
+    );
+    kubectl(&node, &["delete", "pod", "expr", "--wait=true"]);
+
+    // An ephemeral volume: its claim is made for the pod and goes with it.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: scratch}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "echo temp > /scratch/file && cat /scratch/file"]
+    volumeMounts: [{{name: work, mountPath: /scratch}}]
+  volumes:
+  - name: work
+    ephemeral:
+      volumeClaimTemplate:
+        spec:
+          accessModes: [ReadWriteOnce]
+          resources: {{requests: {{storage: 8Mi}}}}
+"#,
+            image = node.image("krust/busybox:1")
+        ),
+    );
+    wait_phase(&node, "scratch", "Succeeded");
+    assert_eq!(kubectl(&node, &["logs", "scratch"]), "temp");
+    let owner = "-o=jsonpath={.metadata.ownerReferences[0].name}";
+    assert_eq!(
+        kubectl(&node, &["get", "pvc", "scratch-work", owner]),
+        "scratch"
+    );
+    let scratch_volume = kubectl(
+        &node,
+        &[
+            "get",
+            "pvc",
+            "scratch-work",
+            "-o=jsonpath={.spec.volumeName}",
+        ],
+    );
+    kubectl(&node, &["delete", "pod", "scratch", "--wait=true"]);
+    wait_until(
+        "the ephemeral claim and its volume go with the pod",
+        TIMEOUT,
+        || {
+            kubectl(
+                &node,
+                &[
+                    "get",
+                    "pvc",
+                    "scratch-work",
+                    "--ignore-not-found",
+                    "-o=name",
+                ],
+            )
+            .is_empty()
+                && kubectl(
+                    &node,
+                    &[
+                        "get",
+                        "pv",
+                        &scratch_volume,
+                        "--ignore-not-found",
+                        "-o=name",
+                    ],
+                )
+                .is_empty()
+        },
+    );
 
     // A StatefulSet's ordinals keep their own data across pod deletion.
     apply(
