@@ -52,6 +52,9 @@ struct Provisioner {
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     recorder: Recorder,
+    /// Claims already told why they cannot be provisioned (by uid), so the resync
+    /// does not repeat the Event.
+    refused: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Runs the node's provisioner until the process ends.
@@ -95,6 +98,7 @@ pub async fn run(client: Client, node: String, data_dir: PathBuf) -> Result<()> 
         dir: volumes_dir(&data_dir),
         claims,
         volumes,
+        refused: Default::default(),
     };
     provisioner.claims.wait_until_ready().await?;
     provisioner.volumes.wait_until_ready().await?;
@@ -190,8 +194,10 @@ impl Provisioner {
                 "failed to provision volume: {PROVISIONER} cannot offer access mode {mode}: a directory on one node supports only {}; ask for one of those",
                 SUPPORTED_MODES.join(" or ")
             );
-            self.event(claim, EventType::Warning, "ProvisioningFailed", note)
-                .await;
+            if self.refused.lock().unwrap().insert(uid.clone()) {
+                self.event(claim, EventType::Warning, "ProvisioningFailed", note)
+                    .await;
+            }
             return Ok(());
         }
         let class_name = spec.storage_class_name.clone().unwrap_or_default();

@@ -48,6 +48,9 @@ fn claim_path(namespace: &str, claim_name: &str, objects: &dyn Objects) -> Resul
     let Some(claim) = objects.claim(namespace, claim_name) else {
         bail!("persistentvolumeclaim {claim_name:?} not found");
     };
+    if claim.metadata.deletion_timestamp.is_some() {
+        bail!("persistentvolumeclaim {claim_name:?} is being deleted");
+    }
     let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
     let volume_name = claim
         .spec
