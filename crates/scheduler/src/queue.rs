@@ -45,6 +45,7 @@ impl ClusterEvent {
         match self {
             ClusterEvent::NodeAdd | ClusterEvent::NodeUpdate => true,
             ClusterEvent::AssignedPodDelete => [
+                volume_binding::RESTRICTIONS,
                 node_resources::NAME,
                 node_ports::NAME,
                 inter_pod_affinity::NAME,

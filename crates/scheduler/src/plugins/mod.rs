@@ -90,6 +90,7 @@ pub const FILTERS: &[Filter] = &[
     node_affinity::filter,
     node_ports::filter,
     node_resources::filter,
+    volume_binding::restrictions_filter,
     volume_binding::filter,
     topology_spread::filter,
     inter_pod_affinity::filter,

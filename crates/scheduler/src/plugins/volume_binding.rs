@@ -6,6 +6,9 @@
 //! binder. Before the pod is bound, [`claims_to_annotate`] names the unbound
 //! WaitForFirstConsumer claims that get `volume.kubernetes.io/selected-node`, which
 //! tells the binder and the provisioner where the volume has to live.
+//!
+//! [`restrictions_filter`] is VolumeRestrictions' ReadWriteOncePod rule: such a
+//! claim is used by one pod at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -158,6 +161,54 @@ pub fn check(objects: &VolumeObjects, pod: &Pod, node: &Node) -> Result<(), Unfi
     Ok(())
 }
 
+/// VolumeRestrictions' ReadWriteOncePod rule: a claim with that access mode serves one
+/// pod at a time, wherever the other pod runs.
+pub const RESTRICTIONS: &str = "VolumeRestrictions";
+
+/// Why the pod cannot use its ReadWriteOncePod claims now, if it cannot.
+pub fn check_read_write_once_pod(cycle: &Cycle) -> Result<(), Unfit> {
+    let pod = &cycle.pod.pod;
+    let objects = &cycle.cluster.volumes;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
+    let exclusive: Vec<String> = pod_claims(pod)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            objects
+                .claims
+                .get(&format!("{namespace}/{name}"))
+                .and_then(|c| c.spec.as_ref()?.access_modes.as_ref())
+                .is_some_and(|modes| modes.iter().any(|m| m == "ReadWriteOncePod"))
+        })
+        .collect();
+    if exclusive.is_empty() {
+        return Ok(());
+    }
+    let taken = cycle
+        .cluster
+        .node_infos()
+        .iter()
+        .flat_map(|n| &n.pods)
+        .any(|other| {
+            other.key != cycle.pod.key
+                && other.namespace == namespace
+                && pod_claims(&other.pod)
+                    .iter()
+                    .any(|(name, _)| exclusive.contains(name))
+        });
+    if taken {
+        return Err(Unfit::unresolvable(
+            RESTRICTIONS,
+            "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode",
+        ));
+    }
+    Ok(())
+}
+
+pub fn restrictions_filter(cycle: &Cycle, _: &NodeInfo) -> Result<(), Unfit> {
+    check_read_write_once_pod(cycle)
+}
+
 pub fn filter(cycle: &Cycle, node: &NodeInfo) -> Result<(), Unfit> {
     match node.node.as_ref() {
         Some(n) => check(&cycle.cluster.volumes, &cycle.pod.pod, n),
@@ -300,5 +351,36 @@ mod tests {
             "node(s) had volume node affinity conflict"
         );
         assert!(claims_to_annotate(&objects, &pod("bound")).is_empty());
+    }
+
+    #[test]
+    fn a_read_write_once_pod_claim_serves_one_pod() {
+        use crate::cache::{ClusterCache, PodInfo};
+        let mut cluster = ClusterCache::default();
+        cluster.upsert_node(Arc::new(node("n1")));
+        let mut exclusive: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "solo", "namespace": "ns"},
+            "spec": {"accessModes": ["ReadWriteOncePod"], "storageClassName": "wait"},
+        }))
+        .unwrap();
+        cluster
+            .volumes
+            .claims
+            .insert("ns/solo".into(), Arc::new(exclusive.clone()));
+        let first = PodInfo::new(Arc::new(pod("solo")), |_| None);
+        let mut second_pod = pod("solo");
+        second_pod.metadata.name = Some("q".into());
+        let second = PodInfo::new(Arc::new(second_pod), |_| None);
+        assert!(check_read_write_once_pod(&Cycle::new(&second, &cluster)).is_ok());
+        cluster.assume(Arc::new(first), "n1");
+        let unfit = check_read_write_once_pod(&Cycle::new(&second, &cluster)).unwrap_err();
+        assert_eq!(unfit.plugin, RESTRICTIONS);
+        // ReadWriteOnce claims may be shared by pods.
+        exclusive.spec.as_mut().unwrap().access_modes = Some(vec!["ReadWriteOnce".into()]);
+        cluster
+            .volumes
+            .claims
+            .insert("ns/solo".into(), Arc::new(exclusive));
+        assert!(check_read_write_once_pod(&Cycle::new(&second, &cluster)).is_ok());
     }
 }
