@@ -950,6 +950,14 @@ impl Api {
             metadata_mut(&mut merged).insert("generation".into(), json!(generation + 1));
         }
         self.validate(resource, &merged)?;
+        crate::storage_admission::admit_update(
+            self.store.as_ref(),
+            resource,
+            call.subresource.as_deref(),
+            old,
+            &merged,
+        )
+        .await?;
         let mut unchanged = merged.clone();
         set_resource_version(&mut unchanged, current.mod_revision);
         if unchanged == *old {

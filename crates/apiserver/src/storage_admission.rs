@@ -9,12 +9,17 @@
 //!   `kubernetes.io/pvc-protection` finalizer and every new PersistentVolume
 //!   `kubernetes.io/pv-protection`, which the protection controllers remove once the
 //!   object is no longer in use.
+//! - PersistentVolumeClaimResize: a claim's storage request may grow only when the
+//!   claim is bound and its class has `allowVolumeExpansion: true`, and never shrink
+//!   below what the claim has (`status.capacity`).
 
 use krust_api::resources::{self, ResourceInfo};
 use krust_store::{ListOptions, Store};
 use serde_json::{Value, json};
 
-use crate::errors::ApiResult;
+use krust_api::Cause;
+
+use crate::errors::{ApiError, ApiResult};
 
 /// The annotation that marks the default StorageClass.
 pub const IS_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
@@ -42,6 +47,68 @@ pub async fn admit_create(
         }
         "persistentvolumes" => add_finalizer(object, PV_PROTECTION),
         _ => {}
+    }
+    Ok(())
+}
+
+/// Runs the storage admission plugins on an update of `old` to `new`.
+pub async fn admit_update(
+    store: &dyn Store,
+    resource: &ResourceInfo,
+    subresource: Option<&str>,
+    old: &Value,
+    new: &Value,
+) -> ApiResult<()> {
+    if !resource.group.is_empty()
+        || resource.plural != "persistentvolumeclaims"
+        || subresource.is_some()
+    {
+        return Ok(());
+    }
+    let request = |claim: &Value| {
+        claim["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .and_then(krust_api::volume::quantity_bytes)
+            .unwrap_or(0.0)
+    };
+    let (before, after) = (request(old), request(new));
+    if after == before {
+        return Ok(());
+    }
+    let name = new["metadata"]["name"].as_str().unwrap_or("");
+    let capacity = new["status"]["capacity"]["storage"]
+        .as_str()
+        .and_then(krust_api::volume::quantity_bytes);
+    if let Some(capacity) = capacity
+        && after < capacity
+    {
+        let cause = Cause::new(
+            "FieldValueForbidden",
+            "spec.resources.requests.storage",
+            "Forbidden: field can not be less than status.capacity",
+        );
+        return Err(ApiError::invalid(
+            "",
+            "PersistentVolumeClaim",
+            name,
+            vec![cause],
+        ));
+    }
+    if after < before {
+        return Ok(());
+    }
+    let class_name = new["spec"]["storageClassName"].as_str().unwrap_or("");
+    let expandable = !class_name.is_empty()
+        && storage_classes(store).await?.iter().any(|class| {
+            class["metadata"]["name"] == class_name && class["allowVolumeExpansion"] == json!(true)
+        });
+    let bound = new["spec"]["volumeName"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty());
+    if !bound || !expandable {
+        return Err(ApiError::forbidden(format!(
+            "persistentvolumeclaims \"{name}\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize; set allowVolumeExpansion: true on StorageClass {class_name:?}"
+        )));
     }
     Ok(())
 }

@@ -140,6 +140,7 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
     tasks.spawn(volume::binder::run(caches.clone()));
     tasks.spawn(volume::protection::run(caches.clone()));
     tasks.spawn(volume::ephemeral::run(caches.clone()));
+    tasks.spawn(volume::expand::run(caches.clone()));
     tasks.spawn(nodelifecycle::run(
         caches.clone(),
         options.node_monitor_grace_period,

@@ -4,8 +4,8 @@
 //! subPathExpr picks a directory per pod, an ephemeral volume's claim lives and dies
 //! with its pod, a
 //! StatefulSet's ordinals keep their own data across pod deletion, Delete removes the
-//! volume's directory while Retain keeps it, and a claim no local directory can serve
-//! says why. One function, one containerd start-up.
+//! volume's directory while Retain keeps it, a class that allows expansion grows a
+//! claim (others refuse), and a claim no local directory can serve says why. One function, one containerd start-up.
 
 use std::time::Duration;
 
@@ -317,6 +317,17 @@ spec:
     wait_value(&node, &["logs", "web-0"], "web-0");
 
     // Delete: the claim goes (once no pod uses it), then the volume and its directory.
+    // The default class does not allow expansion: the API says so and changes nothing.
+    let grow = r#"{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}"#;
+    let out = node.server.kubectl(["patch", "pvc", "data", "-p", grow]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("only dynamically provisioned pvc can be resized"),
+        "{error}"
+    );
+    let request = "-o=jsonpath={.spec.resources.requests.storage}";
+    assert_eq!(kubectl(&node, &["get", "pvc", "data", request]), "64Mi");
     kubectl(&node, &["delete", "pod", "reader", "--wait=true"]);
     kubectl(&node, &["delete", "pvc", "data", "--wait=true"]);
     wait_until("the Delete volume is removed", TIMEOUT, || {
@@ -340,6 +351,7 @@ metadata: {name: keep}
 provisioner: krust.io/local-path
 reclaimPolicy: Retain
 volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: true
 "#,
     );
     apply(&node, &claim("kept", "keep", "ReadWriteOnce"));
@@ -355,6 +367,27 @@ volumeBindingMode: WaitForFirstConsumer
     let kept_path = kubectl(
         &node,
         &["get", "pv", &kept, "-o=jsonpath={.spec.local.path}"],
+    );
+    // Expansion: allowed by this class, to the volume and the claim's capacity;
+    // shrinking below the capacity is refused.
+    let grow = r#"{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}"#;
+    let out = node.server.kubectl(["patch", "pvc", "kept", "-p", grow]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let capacity = "-o=jsonpath={.status.capacity.storage}";
+    wait_value(&node, &["get", "pvc", "kept", capacity], "128Mi");
+    let size = "-o=jsonpath={.spec.capacity.storage}";
+    assert_eq!(kubectl(&node, &["get", "pv", &kept, size]), "128Mi");
+    let shrink = r#"{"spec":{"resources":{"requests":{"storage":"64Mi"}}}}"#;
+    let out = node.server.kubectl(["patch", "pvc", "kept", "-p", shrink]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("field can not be less than status.capacity"),
+        "{error}"
     );
     kubectl(&node, &["delete", "pod", "keeper", "--wait=true"]);
     kubectl(&node, &["delete", "pvc", "kept", "--wait=true"]);

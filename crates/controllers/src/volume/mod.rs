@@ -8,10 +8,12 @@
 //!   pod uses the claim, and `kubernetes.io/pv-protection` once the volume is not
 //!   bound;
 //! - [`ephemeral`]: creates the claim of every `ephemeral` pod volume, owned by the
-//!   pod (the garbage collector deletes it with the pod).
+//!   pod (the garbage collector deletes it with the pod);
+//! - [`expand`]: grows `krust.io/local-path` volumes when their claim asks for more.
 
 pub mod binder;
 pub mod ephemeral;
+pub mod expand;
 pub mod protection;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
