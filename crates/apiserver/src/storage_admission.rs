@@ -65,6 +65,20 @@ pub async fn admit_update(
     {
         return Ok(());
     }
+    let name = new["metadata"]["name"].as_str().unwrap_or("");
+    if !spec_change_allowed(&old["spec"], &new["spec"]) {
+        let cause = Cause::new(
+            "FieldValueForbidden",
+            "spec",
+            "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+        );
+        return Err(ApiError::invalid(
+            "",
+            "PersistentVolumeClaim",
+            name,
+            vec![cause],
+        ));
+    }
     let request = |claim: &Value| {
         claim["spec"]["resources"]["requests"]["storage"]
             .as_str()
@@ -75,7 +89,6 @@ pub async fn admit_update(
     if after == before {
         return Ok(());
     }
-    let name = new["metadata"]["name"].as_str().unwrap_or("");
     let capacity = new["status"]["capacity"]["storage"]
         .as_str()
         .and_then(krust_api::volume::quantity_bytes);
@@ -111,6 +124,29 @@ pub async fn admit_update(
         )));
     }
     Ok(())
+}
+
+/// Whether a claim's spec may change from `old` to `new`: only the storage request,
+/// the volume attributes class, and volumeName while it is still unset.
+fn spec_change_allowed(old: &Value, new: &Value) -> bool {
+    let strip = |spec: &Value, keep_volume_name: bool| {
+        let mut spec = spec.clone();
+        if let Some(map) = spec.as_object_mut() {
+            map.remove("volumeAttributesClassName");
+            if !keep_volume_name {
+                map.remove("volumeName");
+            }
+            if let Some(requests) = map.get_mut("resources").and_then(Value::as_object_mut) {
+                requests.remove("requests");
+                if requests.is_empty() {
+                    map.remove("resources");
+                }
+            }
+        }
+        spec
+    };
+    let volume_name_was_set = old["volumeName"].as_str().is_some_and(|v| !v.is_empty());
+    strip(old, volume_name_was_set) == strip(new, volume_name_was_set)
 }
 
 async fn storage_classes(store: &dyn Store) -> ApiResult<Vec<Value>> {
@@ -200,6 +236,23 @@ mod tests {
         ];
         assert_eq!(default_class(&classes).as_deref(), Some("new"));
         assert_eq!(default_class(&classes[..1]), None);
+    }
+
+    #[test]
+    fn only_requests_and_an_unset_volume_name_may_change() {
+        let spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        let mut grown = spec.clone();
+        grown["resources"]["requests"]["storage"] = json!("2Gi");
+        assert!(spec_change_allowed(&spec, &grown));
+        let mut named = spec.clone();
+        named["volumeName"] = json!("pv1");
+        assert!(spec_change_allowed(&spec, &named));
+        let mut renamed = named.clone();
+        renamed["volumeName"] = json!("pv2");
+        assert!(!spec_change_allowed(&named, &renamed));
+        let mut modes = spec.clone();
+        modes["accessModes"] = json!(["ReadWriteMany"]);
+        assert!(!spec_change_allowed(&spec, &modes));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim,
 use k8s_openapi::api::storage::v1::StorageClass;
 use krust_e2e::TestServer;
 use krust_e2e::hollow::{HollowNodes, HollowOptions, NodeTemplate};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -395,6 +395,25 @@ async fn claims_that_cannot_be_served_say_why_in_events() {
         "{error}"
     );
     assert!(claims.get_opt("bad-mode").await.unwrap().is_none());
+
+    // A claim's access modes cannot change after creation.
+    let patch = json!({"spec": {"accessModes": ["ReadWriteOnce"]}});
+    let error = claims
+        .patch("nothing", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 422 && e.message.contains("spec is immutable")),
+        "{error}"
+    );
+    let modes = claims
+        .get("nothing")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .access_modes;
+    assert_eq!(modes, Some(vec!["ReadWriteMany".to_string()]));
 }
 
 fn pod_with_claim(name: &str, claim: &str) -> Pod {
