@@ -258,6 +258,13 @@ async fn static_volumes_bind_and_are_reclaimed_by_policy() {
         .unwrap();
     let released = wait_volume(&volumes, &small, "Released").await;
     assert!(released.spec.unwrap().claim_ref.is_some());
+    assert!(
+        released
+            .status
+            .unwrap()
+            .last_phase_transition_time
+            .is_some()
+    );
 
     // Delete on a volume no provisioner made: upstream marks it Failed.
     let doomed = unique("doomed");
@@ -518,7 +525,25 @@ async fn wait_for_first_consumer_puts_the_pod_where_its_volume_is_and_protects_t
         .unwrap();
     let terminating = claims.get("disk").await.unwrap();
     assert!(terminating.metadata.deletion_timestamp.is_some());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // An idle claim deleted after it goes at once: by then the protection
+    // controller has looked at the claim in use too, and kept it.
+    let idle = claims
+        .create(
+            &PostParams::default(),
+            &claim("idle", Some(""), &["ReadWriteOnce"], "1Gi"),
+        )
+        .await
+        .unwrap();
+    claims
+        .delete("idle", &DeleteParams::default())
+        .await
+        .unwrap();
+    let idle_uid = idle.uid().unwrap();
+    let idle_gone = await_condition(claims.clone(), "idle", conditions::is_deleted(&idle_uid));
+    tokio::time::timeout(DEADLINE, idle_gone)
+        .await
+        .expect("an idle claim was kept")
+        .unwrap();
     assert!(
         claims.get_opt("disk").await.unwrap().is_some(),
         "a claim in use was removed"

@@ -171,6 +171,11 @@ pub fn find_volume<'a>(
         .min_by(|a, b| volume_capacity(a).total_cmp(&volume_capacity(b)))
 }
 
+/// The time a volume entered its phase, as upstream writes it (whole seconds).
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 impl Binder {
     async fn sync_claim(&self, key: &ObjectKey) -> anyhow::Result<Outcome> {
         let Some(claim) = self.claims.get(&key.namespace, &key.name) else {
@@ -343,7 +348,7 @@ impl Binder {
             }
         }
         if volume_phase(volume) != "Bound" {
-            let patch = json!({"status": {"phase": "Bound"}});
+            let patch = json!({"status": {"phase": "Bound", "lastPhaseTransitionTime": now()}});
             volumes
                 .patch_status(&volume_name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
@@ -479,7 +484,9 @@ impl Binder {
         phase: &str,
         message: Option<&str>,
     ) -> anyhow::Result<()> {
-        let patch = json!({"status": {"phase": phase, "message": message}});
+        let patch = json!({"status": {
+            "phase": phase, "message": message, "lastPhaseTransitionTime": now(),
+        }});
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         match volumes
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
