@@ -811,6 +811,7 @@ impl Api {
         prepare_create(resource, &mut object);
         normalize_input(resource, &mut object);
         defaults::apply_defaults(resource.group, resource.kind, &mut object);
+        crate::storage_admission::admit_create(self.store.as_ref(), resource, &mut object).await?;
         if let Some(ns) = &namespace {
             self.admit_limit_ranges(resource, ns, &mut object)?;
         }
@@ -954,6 +955,14 @@ impl Api {
             metadata_mut(&mut merged).insert("generation".into(), json!(generation + 1));
         }
         self.validate(resource, &merged)?;
+        crate::storage_admission::admit_update(
+            self.store.as_ref(),
+            resource,
+            call.subresource.as_deref(),
+            old,
+            &merged,
+        )
+        .await?;
         let mut unchanged = merged.clone();
         set_resource_version(&mut unchanged, current.mod_revision);
         if unchanged == *old {

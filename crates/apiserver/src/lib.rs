@@ -24,6 +24,7 @@ pub mod protobuf;
 pub mod request;
 pub mod server;
 pub mod service_alloc;
+pub mod storage_admission;
 pub mod tls;
 pub mod watch;
 

@@ -27,7 +27,9 @@
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
 //!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
-//!   evicted.
+//!   evicted;
+//! - [`volume`]: PersistentVolume binding and reclaim, in-use protection of claims
+//!   and volumes, and the claims of ephemeral volumes.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -60,6 +62,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volume;
 pub mod workload;
 pub mod workqueue;
 
@@ -141,6 +144,10 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         options.cluster_cidr,
         options.node_cidr_mask_size,
     ));
+    tasks.spawn(volume::binder::run(caches.clone()));
+    tasks.spawn(volume::protection::run(caches.clone()));
+    tasks.spawn(volume::ephemeral::run(caches.clone()));
+    tasks.spawn(volume::expand::run(caches.clone()));
     tasks.spawn(nodelifecycle::run(
         caches.clone(),
         options.node_monitor_grace_period,

@@ -27,19 +27,38 @@ pub const RECOUNT_PERIOD: Duration = Duration::from_secs(10);
 pub async fn run(caches: Caches) -> anyhow::Result<()> {
     let quotas: Arc<Cache<ResourceQuota>> = caches.get();
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
+    // As upstream: a quota is recounted when its spec is new or changed (not on the
+    // status writes of admission and this controller, which would race with caches
+    // that have not yet seen the object just charged), when something it may count
+    // goes or finishes, and periodically.
     tokio::spawn(forward(
         quotas.subscribe(),
         queue.clone(),
-        |change: &Change<ResourceQuota>| vec![ObjectKey::of(change.object().as_ref())],
+        |change: &Change<ResourceQuota>| {
+            let quota = change.object();
+            let hard = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+            let recorded = quota.status.as_ref().and_then(|s| s.hard.as_ref());
+            match change {
+                Change::Applied(_) if hard != recorded => vec![ObjectKey::of(quota.as_ref())],
+                _ => Vec::new(),
+            }
+        },
     ));
     macro_rules! recount_on {
-        ($kind:ty) => {
+        ($kind:ty, $releases:expr) => {
             let cache: Arc<Cache<$kind>> = caches.get();
             let quotas = quotas.clone();
             tokio::spawn(forward(
                 cache.subscribe(),
                 queue.clone(),
                 move |change: &Change<$kind>| {
+                    let released = match change {
+                        Change::Deleted(_) => true,
+                        Change::Applied(object) => $releases(object.as_ref()),
+                    };
+                    if !released {
+                        return Vec::new();
+                    }
                     let namespace = change.object().metadata.namespace.as_deref().unwrap_or("");
                     quotas
                         .list_namespace(namespace)
@@ -50,9 +69,10 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
             ));
         };
     }
-    recount_on!(Pod);
-    recount_on!(Service);
-    recount_on!(PersistentVolumeClaim);
+    recount_on!(Pod, |pod: &Pod| crate::workload::is_pod_finished(pod)
+        || pod.metadata.deletion_timestamp.is_some());
+    recount_on!(Service, |_: &Service| false);
+    recount_on!(PersistentVolumeClaim, |_: &PersistentVolumeClaim| false);
     quotas.wait_synced().await;
     let controller = Arc::new(Controller {
         caches: caches.clone(),
