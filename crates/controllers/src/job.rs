@@ -319,10 +319,27 @@ impl JobController {
         } else {
             None
         };
+        let policy_met = match indexed {
+            true => success_policy_met(&spec, &completed),
+            false => None,
+        };
         let success = find_condition(&status, "SuccessCriteriaMet").is_some()
+            || policy_met.is_some()
             || match completions {
                 Some(completions) => succeeded >= completions,
                 None => succeeded > 0 && active.is_empty(),
+            };
+        let (success_reason, success_message) =
+            match (&policy_met, find_condition(&status, "SuccessCriteriaMet")) {
+                (_, Some(met)) => (
+                    met.reason.clone().unwrap_or_default(),
+                    met.message.clone().unwrap_or_default(),
+                ),
+                (Some(message), None) => ("SuccessPolicy".to_string(), message.clone()),
+                (None, None) => (
+                    "CompletionsReached".to_string(),
+                    "Reached expected number of succeeded pods".to_string(),
+                ),
             };
 
         let mut outcome = Outcome::Done;
@@ -346,8 +363,8 @@ impl JobController {
                 set_condition(
                     &mut status,
                     "SuccessCriteriaMet",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
+                    &success_reason,
+                    &success_message,
                     now,
                 );
             }
@@ -359,8 +376,8 @@ impl JobController {
                 set_condition(
                     &mut status,
                     "Complete",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
+                    &success_reason,
+                    &success_message,
                     now,
                 );
                 status.completion_time = Some(to_time(now));
@@ -981,6 +998,32 @@ fn plan_indexes<'a>(
     (excess, wanted)
 }
 
+/// The first rule of an Indexed Job's `successPolicy` that the completed indexes
+/// meet, as upstream's message ("Matched rules at index N"): all of
+/// `succeededIndexes` done, or `succeededCount` of them (of all indexes without a
+/// list).
+fn success_policy_met(
+    spec: &k8s_openapi::api::batch::v1::JobSpec,
+    completed: &BTreeSet<i32>,
+) -> Option<String> {
+    let rules = &spec.success_policy.as_ref()?.rules;
+    rules.iter().enumerate().find_map(|(index, rule)| {
+        let met = match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(indexes), count) => {
+                let wanted = parse_indexes(indexes);
+                let done = wanted.intersection(completed).count() as i32;
+                match count {
+                    Some(count) => done >= count,
+                    None => !wanted.is_empty() && done == wanted.len() as i32,
+                }
+            }
+            (None, Some(count)) => completed.len() as i32 >= count,
+            (None, None) => false,
+        };
+        met.then(|| format!("Matched rules at index {index}"))
+    })
+}
+
 /// Parses `completedIndexes` (`"1,3-5,7"`); malformed parts are skipped.
 pub fn parse_indexes(text: &str) -> BTreeSet<i32> {
     let mut indexes = BTreeSet::new();
@@ -1040,6 +1083,32 @@ mod tests {
 
     fn policy(rules: serde_json::Value) -> Option<PodFailurePolicy> {
         Some(serde_json::from_value(json!({"rules": rules})).unwrap())
+    }
+
+    #[test]
+    fn success_policy_rules_match_indexes_and_counts() {
+        let spec = |rules: serde_json::Value| -> k8s_openapi::api::batch::v1::JobSpec {
+            serde_json::from_value(
+                serde_json::json!({"template": {}, "successPolicy": {"rules": rules}}),
+            )
+            .unwrap()
+        };
+        let done = parse_indexes("0,2-3");
+        let by_list =
+            spec(serde_json::json!([{"succeededIndexes": "0-1"}, {"succeededIndexes": "2-3"}]));
+        assert_eq!(
+            success_policy_met(&by_list, &done),
+            Some("Matched rules at index 1".into())
+        );
+        let by_count = spec(
+            serde_json::json!([{"succeededCount": 4}, {"succeededIndexes": "0-3", "succeededCount": 3}]),
+        );
+        assert_eq!(
+            success_policy_met(&by_count, &done),
+            Some("Matched rules at index 1".into())
+        );
+        let unmet = spec(serde_json::json!([{"succeededIndexes": "0-1"}, {"succeededCount": 4}]));
+        assert_eq!(success_policy_met(&unmet, &done), None);
     }
 
     #[test]

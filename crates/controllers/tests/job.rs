@@ -417,3 +417,61 @@ async fn an_ignore_rule_does_not_count_disrupted_pods() {
         "backoffLimit 0 is not reached: {sturdy}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_job_succeeds_early_by_its_success_policy() {
+    let cluster = Cluster::start(nodes("job-policy")).await;
+    cluster.namespace("policy").await;
+    let jobs: Api<Job> = cluster.api("policy");
+    create(
+        &jobs,
+        job(
+            "leader",
+            None,
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+                   "successPolicy": {"rules": [{"succeededIndexes": "0"}]}}),
+        ),
+    )
+    .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = cluster.api("policy");
+    wait_for("three running pods", DEADLINE, || async {
+        cluster
+            .pods("policy", "app=leader")
+            .await
+            .iter()
+            .filter(|p| phase(p) == "Running")
+            .count()
+            == 3
+    })
+    .await;
+    // Only index 0 finishes; the rule asks for nothing more.
+    let leader = cluster
+        .pods("policy", "batch.kubernetes.io/job-completion-index=0")
+        .await
+        .remove(0);
+    merge_patch(
+        &pods,
+        &leader.name_any(),
+        json!({"metadata": {"annotations": {EXIT_CODE_ANNOTATION: "0"}}}),
+    )
+    .await;
+    let done = wait_condition(&jobs, "leader", "Complete", DEADLINE).await;
+    let met = condition(&done, "SuccessCriteriaMet").expect("SuccessCriteriaMet first");
+    assert_eq!(met["reason"], "SuccessPolicy", "{done}");
+    assert_eq!(met["message"], "Matched rules at index 0", "{done}");
+    assert_eq!(
+        condition(&done, "Complete").unwrap()["reason"],
+        "SuccessPolicy"
+    );
+    assert_eq!(done["succeeded"], 1, "{done}");
+    assert_eq!(done["completedIndexes"], "0", "{done}");
+    // The other indexes were stopped.
+    wait_for("the other pods to be stopped", DEADLINE, || async {
+        cluster
+            .pods("policy", "app=leader")
+            .await
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some() || phase(p) != "Running")
+    })
+    .await;
+}
