@@ -52,6 +52,8 @@ use crate::workqueue::{Outcome, WorkQueue, run_workers};
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 /// Label and annotation: the completion index of a pod of an Indexed Job.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// On the pods of a Job with backoffLimitPerIndex: how often their index failed before.
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
 /// Labels every pod of a Job carries (and their legacy, unprefixed twins).
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -132,6 +134,8 @@ enum Verdict {
     Failed(Option<String>),
     /// Not counted at all (an `Ignore` rule, or a surplus success of an index).
     Ignored,
+    /// Counted as a failure that fails its index at once (a `FailIndex` rule).
+    FailIndex,
 }
 
 impl JobController {
@@ -187,6 +191,9 @@ impl JobController {
         let mut status = job.status.clone().unwrap_or_default();
         let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
         let mut completed = parse_indexes(status.completed_indexes.as_deref().unwrap_or(""));
+        // With backoffLimitPerIndex: the indexes that failed for good.
+        let per_index_limit = spec.backoff_limit_per_index.filter(|_| indexed);
+        let mut failed_indexes = parse_indexes(status.failed_indexes.as_deref().unwrap_or(""));
 
         // 1. Record newly finished pods as uncounted before their finalizers go.
         let listed: HashSet<String> = uncounted
@@ -228,6 +235,18 @@ impl JobController {
                 }
                 Verdict::Failed(message) => {
                     fail_job_message = fail_job_message.or(message);
+                    if let (Some(limit), Some(index)) = (per_index_limit, pod_index(pod))
+                        && index_failure_count(pod) + 1 > limit
+                    {
+                        failed_indexes.insert(index);
+                    }
+                    uncounted.failed.get_or_insert_with(Vec::new).push(pod_uid);
+                    recorded = true;
+                }
+                Verdict::FailIndex => {
+                    if let Some(index) = pod_index(pod) {
+                        failed_indexes.insert(index);
+                    }
                     uncounted.failed.get_or_insert_with(Vec::new).push(pod_uid);
                     recorded = true;
                 }
@@ -239,6 +258,9 @@ impl JobController {
             status.uncounted_terminated_pods = Some(uncounted.clone());
             if indexed {
                 status.completed_indexes = Some(format_indexes(&completed));
+            }
+            if per_index_limit.is_some() {
+                status.failed_indexes = Some(format_indexes(&failed_indexes));
             }
             if let Some(message) = &fail_job_message
                 && find_condition(&status, "FailureTarget").is_none()
@@ -275,6 +297,9 @@ impl JobController {
         if indexed {
             status.completed_indexes = Some(format_indexes(&completed));
         }
+        if per_index_limit.is_some() {
+            status.failed_indexes = Some(format_indexes(&failed_indexes));
+        }
 
         // 4. Decide what the job needs now.
         let released: HashSet<String> = release.iter().filter_map(|pod| pod.uid()).collect();
@@ -306,7 +331,7 @@ impl JobController {
                 condition.reason.clone().unwrap_or_default(),
                 condition.message.clone().unwrap_or_default(),
             ))
-        } else if failed + restarts > spec.backoff_limit.unwrap_or(6) {
+        } else if per_index_limit.is_none() && failed + restarts > spec.backoff_limit.unwrap_or(6) {
             Some((
                 "BackoffLimitExceeded".to_string(),
                 "Job has reached the specified backoff limit".to_string(),
@@ -315,6 +340,23 @@ impl JobController {
             Some((
                 "DeadlineExceeded".to_string(),
                 "Job was active longer than specified deadline".to_string(),
+            ))
+        } else if per_index_limit.is_some()
+            && spec
+                .max_failed_indexes
+                .is_some_and(|max| failed_indexes.len() as i32 > max)
+        {
+            Some((
+                "MaxFailedIndexesExceeded".to_string(),
+                "Job has exceeded the specified maximal number of failed indexes".to_string(),
+            ))
+        } else if per_index_limit.is_some()
+            && !failed_indexes.is_empty()
+            && (completed.len() + failed_indexes.len()) as i32 >= completions.unwrap_or(0)
+        {
+            Some((
+                "FailedIndexes".to_string(),
+                "Job has failed indexes".to_string(),
             ))
         } else {
             None
@@ -430,10 +472,11 @@ impl JobController {
             let parallelism = spec.parallelism.unwrap_or(1).max(0);
             let delay = remaining_backoff(&pods, &spec.pod_failure_policy, now);
             if indexed {
+                let settled: BTreeSet<i32> = completed.union(&failed_indexes).copied().collect();
                 let (excess, wanted) = plan_indexes(
                     completions.unwrap_or(0),
                     parallelism,
-                    &completed,
+                    &settled,
                     &active,
                     holding,
                 );
@@ -443,7 +486,9 @@ impl JobController {
                     Some(delay) if !wanted.is_empty() => outcome = Outcome::RequeueAfter(delay),
                     _ => {
                         for index in wanted {
-                            self.create_pod(&key, &job, &pods_api, Some(index)).await?;
+                            let failures = index_failures(&pods, index);
+                            self.create_pod(&key, &job, &pods_api, Some((index, failures)))
+                                .await?;
                             active_count += 1;
                         }
                     }
@@ -547,9 +592,10 @@ impl JobController {
         key: &ObjectKey,
         job: &Job,
         pods: &Api<Pod>,
-        index: Option<i32>,
+        indexed: Option<(i32, i32)>,
     ) -> anyhow::Result<()> {
         let spec = job.spec.as_ref().context("the job has no spec")?;
+        let index = indexed.map(|(index, _)| index);
         let uid = job.uid().unwrap_or_default();
         let name = job.name_any();
         let mut labels = vec![
@@ -571,11 +617,15 @@ impl JobController {
             .finalizers
             .get_or_insert_with(Vec::new)
             .push(TRACKING_FINALIZER.to_string());
-        if let Some(index) = index {
-            pod.metadata
+        if let Some((index, failures)) = indexed {
+            let annotations = pod
+                .metadata
                 .annotations
-                .get_or_insert_with(Default::default)
-                .insert(COMPLETION_INDEX.to_string(), index.to_string());
+                .get_or_insert_with(Default::default);
+            annotations.insert(COMPLETION_INDEX.to_string(), index.to_string());
+            if spec.backoff_limit_per_index.is_some() {
+                annotations.insert(INDEX_FAILURE_COUNT.to_string(), failures.to_string());
+            }
             if let Some(pod_spec) = pod.spec.as_mut() {
                 if pod_spec.hostname.is_none() {
                     pod_spec.hostname = Some(format!("{name}-{index}"));
@@ -813,6 +863,7 @@ fn verdict(
         };
         return match rule.action.as_str() {
             "Ignore" => Verdict::Ignored,
+            "FailIndex" => Verdict::FailIndex,
             "FailJob" => Verdict::Failed(Some(format!(
                 "{why} for pod {}/{} matching FailJob rule at index {index}",
                 pod.namespace().unwrap_or_default(),
@@ -996,6 +1047,26 @@ fn plan_indexes<'a>(
         .take(room.min(MAX_CREATIONS_PER_SYNC))
         .collect();
     (excess, wanted)
+}
+
+/// The failures of an index before this pod, as the pod carries them.
+fn index_failure_count(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The failures of `index` so far: one more than the count its latest failed pod
+/// carried (0 when none failed).
+fn index_failures(pods: &[Arc<Pod>], index: i32) -> i32 {
+    pods.iter()
+        .filter(|pod| pod_index(pod) == Some(index) && pod_phase(pod) == "Failed")
+        .map(|pod| index_failure_count(pod) + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The first rule of an Indexed Job's `successPolicy` that the completed indexes
