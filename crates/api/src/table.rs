@@ -2391,6 +2391,12 @@ pub fn quantity_nanos(text: &str) -> Option<i128> {
     mantissa.checked_mul(10i128.checked_pow(shift)?)
 }
 
+/// A resource quantity as a number (`100m` is 0.1, `1Ki` is 1024), for arithmetic
+/// where nano precision is not needed; None when the text is not a quantity.
+pub fn quantity_value(text: &str) -> Option<f64> {
+    quantity_nanos(text).map(|nanos| nanos as f64 / 1e9)
+}
+
 /// Writes an amount in nano units in the format (decimal, binary, exponent) of the
 /// quantity `like`, as upstream keeps the format of the first operand of a sum.
 pub fn quantity_from_nanos(nanos: i128, like: &str) -> String {

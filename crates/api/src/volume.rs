@@ -7,29 +7,7 @@ use serde_json::Value;
 
 /// A storage quantity ("10Gi", "500M", "1e9") in bytes; None when malformed.
 pub fn quantity_bytes(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let factor = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "m" => 1e-3,
-        _ => return None,
-    };
-    number.parse::<f64>().ok().map(|n| n * factor)
+    crate::table::quantity_value(text)
 }
 
 /// The volume's `spec.capacity.storage` in bytes (0 when missing).
