@@ -24,11 +24,16 @@ pub fn run(args: AgentArgs) -> Result<()> {
             );
         }
         let client = client_for(&args)?;
+        let network = NodeNetwork {
+            options: args.net.clone(),
+            cluster_cidr: args.cluster_cidr,
+            service_cidr: args.service_cidr,
+        };
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("cannot handle SIGTERM")?;
         tokio::select! {
-            result = run_node(config, client) => result,
+            result = run_node(config, network, client) => result,
             _ = terminate.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
@@ -37,11 +42,42 @@ pub fn run(args: AgentArgs) -> Result<()> {
     result
 }
 
+/// The cluster-wide network settings a node needs besides its own flags.
+#[derive(Clone, Debug)]
+pub struct NodeNetwork {
+    pub options: krust_net::NetOptions,
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
+    pub service_cidr: krust_api::cidr::Ipv4Cidr,
+}
+
 /// Everything that runs on a node: the kubelet and the node's share of the network
-/// (pod network, service proxy, NetworkPolicy, cluster DNS). Returns when one of them
-/// fails; each runs until the process stops.
-async fn run_node(config: krust_kubelet::AgentConfig, client: kube::Client) -> Result<()> {
-    tokio::try_join!(krust_kubelet::run(config, client.clone()),)?;
+/// (pod network, service proxy, NetworkPolicy). Returns when one of them fails; each
+/// runs until the process stops.
+async fn run_node(
+    mut config: krust_kubelet::AgentConfig,
+    network: NodeNetwork,
+    client: kube::Client,
+) -> Result<()> {
+    let std::net::IpAddr::V4(node_ip) = config.node_ip else {
+        anyhow::bail!(
+            "--node-ip {}: the pod network needs an IPv4 node address",
+            config.node_ip
+        );
+    };
+    let backend = network.options.flannel_backend;
+    config.pod_mtu = krust_net::pod_mtu(backend, node_ip);
+    let net = krust_net::NetConfig {
+        node_name: config.node_name.clone(),
+        node_ip,
+        bridge: config.cni_bridge.clone(),
+        cluster_cidr: network.cluster_cidr,
+        service_cidr: network.service_cidr,
+        backend,
+    };
+    tokio::try_join!(
+        krust_kubelet::run(config, client.clone()),
+        krust_net::run(net, client.clone()),
+    )?;
     Ok(())
 }
 
@@ -87,6 +123,7 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Option<Vec<Vec<u8>>> {
 /// Runs in the background: a failure is logged and does not stop the control plane.
 pub async fn start_embedded(
     options: &krust_kubelet::AgentOptions,
+    network: NodeNetwork,
     data_dir: &Path,
     kubeconfig_path: &Path,
 ) -> Result<()> {
@@ -102,7 +139,7 @@ pub async fn start_embedded(
     let client =
         kube::Client::try_from(client_config).context("cannot build the agent's client")?;
     tokio::spawn(async move {
-        if let Err(error) = run_node(config, client).await {
+        if let Err(error) = run_node(config, network, client).await {
             tracing::error!(error = format!("{error:#}"), "the node agent stopped");
         }
     });

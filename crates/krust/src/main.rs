@@ -65,6 +65,18 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub agent: krust_kubelet::AgentOptions,
+
+    #[command(flatten)]
+    pub net: krust_net::NetOptions,
+
+    /// The cluster's pod network (as the server's --cluster-cidr): traffic leaving it
+    /// is masqueraded.
+    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
+
+    /// The cluster's Service range (as the server's --service-cluster-ip-range).
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub service_cidr: krust_api::cidr::Ipv4Cidr,
 }
 
 /// Flags of `krust scheduler`.
@@ -168,6 +180,10 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub agent: krust_kubelet::AgentOptions,
+
+    #[command(flatten)]
+    pub net: krust_net::NetOptions,
+
     /// IPv4 range Services get their ClusterIPs from; its first address is the
     /// `kubernetes` Service's.
     #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
@@ -331,7 +347,7 @@ mod tests {
         };
         assert_eq!(args.token, "t");
         assert_eq!(args.agent.node_name.as_deref(), Some("n1"));
-        assert_eq!(args.agent.pod_cidr, "10.42.0.0/24");
+        assert_eq!(args.agent.pod_cidr, None);
     }
 
     #[test]

@@ -131,7 +131,12 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     )
     .await?;
     if !args.disable_agent {
-        crate::agent::start_embedded(&args.agent, &data_dir, &kubeconfig_path).await?;
+        let network = crate::agent::NodeNetwork {
+            options: args.net.clone(),
+            cluster_cidr: args.controllers.cluster_cidr,
+            service_cidr: args.service_cluster_ip_range,
+        };
+        crate::agent::start_embedded(&args.agent, network, &data_dir, &kubeconfig_path).await?;
     }
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;

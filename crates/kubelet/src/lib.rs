@@ -49,9 +49,10 @@ pub struct AgentOptions {
     #[arg(long, value_name = "DIR")]
     pub registry_config: Option<PathBuf>,
 
-    /// The pod network of this node (until the server allocates podCIDRs).
-    #[arg(long, default_value = "10.42.0.0/24", value_name = "CIDR")]
-    pub pod_cidr: String,
+    /// The pod network of this node (default: the podCIDR the server's node IPAM
+    /// gives the Node).
+    #[arg(long, value_name = "CIDR")]
+    pub pod_cidr: Option<String>,
 
     /// Name of the Linux bridge pods attach to (at most 15 characters).
     #[arg(long, default_value = "krust0", value_name = "NAME")]
@@ -86,7 +87,10 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub runtime_endpoint: Option<PathBuf>,
     pub registry_config: Option<PathBuf>,
-    pub pod_cidr: String,
+    /// The node's pod CIDR from `--pod-cidr`; None: wait for the Node's spec.podCIDR.
+    pub pod_cidr: Option<String>,
+    /// The MTU of pod interfaces (None: the CNI default), lower under an overlay.
+    pub pod_mtu: Option<u32>,
     pub cni_bridge: String,
     pub cni_bin_dir: PathBuf,
     pub cluster_dns: String,
@@ -112,7 +116,9 @@ impl AgentOptions {
                 self.cni_bridge
             );
         }
-        validate_cidr(&self.pod_cidr)?;
+        if let Some(cidr) = &self.pod_cidr {
+            validate_cidr(cidr)?;
+        }
         Ok(AgentConfig {
             node_name: node_name.to_lowercase(),
             data_dir: self
@@ -125,6 +131,7 @@ impl AgentOptions {
                 .map(|e| PathBuf::from(e.strip_prefix("unix://").unwrap_or(e))),
             registry_config: self.registry_config.clone(),
             pod_cidr: self.pod_cidr.clone(),
+            pod_mtu: None,
             cni_bridge: self.cni_bridge.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
             cluster_dns: self.cluster_dns.clone(),
@@ -159,24 +166,29 @@ fn hostname() -> Result<String> {
     Ok(name.trim().to_string())
 }
 
-/// The CNI network config: a bridge with host-local addresses from the pod CIDR.
-pub fn render_cni_config(config: &AgentConfig) -> String {
+/// The CNI network config: a bridge with host-local addresses from the pod CIDR,
+/// and portmap for hostPort.
+pub fn render_cni_config(config: &AgentConfig, pod_cidr: &str) -> String {
+    let mut bridge = serde_json::json!({
+        "type": "bridge",
+        "bridge": config.cni_bridge,
+        "isGateway": true,
+        "ipMasq": false,
+        "hairpinMode": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{ "subnet": pod_cidr }]],
+            "routes": [{ "dst": "0.0.0.0/0" }],
+            "dataDir": config.data_dir.join("cni/ipam"),
+        },
+    });
+    if let Some(mtu) = config.pod_mtu {
+        bridge["mtu"] = mtu.into();
+    }
     serde_json::to_string_pretty(&serde_json::json!({
         "cniVersion": "0.4.0",
         "name": "krust",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": config.cni_bridge,
-            "isGateway": true,
-            "ipMasq": false,
-            "hairpinMode": true,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": config.pod_cidr }]],
-                "routes": [{ "dst": "0.0.0.0/0" }],
-                "dataDir": config.data_dir.join("cni/ipam"),
-            },
-        }],
+        "plugins": [bridge, { "type": "portmap", "capabilities": { "portMappings": true } }],
     }))
     .expect("a JSON value always serializes")
 }
@@ -191,10 +203,11 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
     }
     let cni_conf_dir = config.data_dir.join("cni/net.d");
     std::fs::create_dir_all(&cni_conf_dir)?;
-    std::fs::write(
-        cni_conf_dir.join("10-krust.conflist"),
-        render_cni_config(&config),
-    )?;
+    // Written once the pod CIDR is known (containerd loads it when it appears).
+    let cni_conf_file = cni_conf_dir.join("10-krust.conflist");
+    if let Some(cidr) = &config.pod_cidr {
+        std::fs::write(&cni_conf_file, render_cni_config(&config, cidr))?;
+    }
 
     let mut supervisor = None;
     let socket = match &config.runtime_endpoint {
@@ -241,6 +254,14 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
     };
     node::register(&client, &config, &version).await?;
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), version));
+    let pod_cidr = match &config.pod_cidr {
+        Some(cidr) => cidr.clone(),
+        None => node::wait_for_pod_cidr(&client, &config.node_name).await?,
+    };
+    let conflist = render_cni_config(&config, &pod_cidr);
+    if std::fs::read_to_string(&cni_conf_file).ok().as_deref() != Some(conflist.as_str()) {
+        std::fs::write(&cni_conf_file, conflist)?;
+    }
     let static_pods = config.pod_manifest_path.clone().map(|dir| {
         tokio::spawn(static_pods::run(
             client.clone(),
@@ -314,7 +335,7 @@ mod tests {
             agent_data_dir: None,
             container_runtime_endpoint: None,
             registry_config: None,
-            pod_cidr: "10.42.0.0".into(),
+            pod_cidr: Some("10.42.0.0".into()),
             cni_bridge: "krust0".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
@@ -325,7 +346,7 @@ mod tests {
         let error = options.resolve(Path::new("/tmp")).unwrap_err();
         assert!(error.to_string().contains("--pod-cidr"), "{error}");
         let long_bridge = AgentOptions {
-            pod_cidr: "10.42.0.0/24".into(),
+            pod_cidr: Some("10.42.0.0/24".into()),
             cni_bridge: "a-very-long-bridge-name".into(),
             ..options
         };
@@ -340,7 +361,7 @@ mod tests {
             agent_data_dir: Some("/data".into()),
             container_runtime_endpoint: Some("unix:///run/x.sock".into()),
             registry_config: None,
-            pod_cidr: "10.42.7.0/24".into(),
+            pod_cidr: Some("10.42.7.0/24".into()),
             cni_bridge: "kr7".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
@@ -351,7 +372,12 @@ mod tests {
         let config = options.resolve(Path::new("/tmp")).unwrap();
         assert_eq!(config.node_name, "n1");
         assert_eq!(config.runtime_endpoint, Some(PathBuf::from("/run/x.sock")));
-        let cni: serde_json::Value = serde_json::from_str(&render_cni_config(&config)).unwrap();
+        let mut config = config;
+        config.pod_mtu = Some(1450);
+        let cni: serde_json::Value =
+            serde_json::from_str(&render_cni_config(&config, "10.42.7.0/24")).unwrap();
+        assert_eq!(cni["plugins"][0]["mtu"], 1450);
+        assert_eq!(cni["plugins"][1]["type"], "portmap");
         assert_eq!(cni["plugins"][0]["bridge"], "kr7");
         assert_eq!(
             cni["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],

@@ -45,8 +45,15 @@ pub async fn register(
                 "beta.kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
             },
         },
-        "spec": { "podCIDR": config.pod_cidr, "podCIDRs": [config.pod_cidr] },
     }))?;
+    let mut node = node;
+    if let Some(cidr) = &config.pod_cidr {
+        node.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            pod_cidr: Some(cidr.clone()),
+            pod_cidrs: Some(vec![cidr.clone()]),
+            ..Default::default()
+        });
+    }
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = %config.node_name, "registered the node"),
         Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -67,6 +74,45 @@ pub async fn register(
         .await
         .with_context(|| format!("cannot set the status of node {}", config.node_name))?;
     Ok(())
+}
+
+/// Waits until the Node has a pod CIDR (given by the server's node IPAM) and
+/// returns it.
+pub async fn wait_for_pod_cidr(client: &kube::Client, node_name: &str) -> Result<String> {
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let config =
+        kube::runtime::watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let stream = kube::runtime::watcher(nodes, config)
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(stream);
+    let mut logged = false;
+    while let Some(node) = stream.next().await {
+        match node {
+            Ok(node) => {
+                if let Some(cidr) = node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.pod_cidr.clone())
+                    .filter(|c| !c.is_empty())
+                {
+                    tracing::info!(pod_cidr = %cidr, "the node has its pod CIDR");
+                    return Ok(cidr);
+                }
+                if !logged {
+                    tracing::info!(
+                        "waiting for the node's podCIDR from the controller manager's node IPAM \
+                         (or pass --pod-cidr)"
+                    );
+                    logged = true;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "the watch of this Node failed; retrying"),
+        }
+    }
+    anyhow::bail!("the watch of node {node_name} ended before it had a pod CIDR")
 }
 
 /// Renews the Lease every 10 s and refreshes the Node's status; runs until aborted.
@@ -229,7 +275,7 @@ mod tests {
             agent_data_dir: Some("/".into()),
             container_runtime_endpoint: None,
             registry_config: None,
-            pod_cidr: "10.42.0.0/24".into(),
+            pod_cidr: Some("10.42.0.0/24".into()),
             cni_bridge: "krust0".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),

@@ -54,7 +54,7 @@ pub struct ClusterNode {
     pub netns: String,
     /// The node's address on the test bridge (its InternalIP).
     pub ip: Ipv4Addr,
-    /// The node's pod CIDR.
+    /// The node's pod CIDR (given by the server's node IPAM; known once Ready).
     pub pod_cidr: String,
     /// The host end of the node's veth pair.
     host_veth: String,
@@ -167,7 +167,6 @@ impl TestCluster {
                 &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
             );
             in_netns(&netns, &["ip", "link", "set", "eth0", "up"]);
-            let pod_cidr = format!("10.42.{}.0/24", index + 1);
             let mut args = vec![
                 format!("--server={}", cluster.server.url()),
                 format!("--token={AGENT_TOKEN}"),
@@ -178,7 +177,6 @@ impl TestCluster {
                 format!("--agent-data-dir={}", dir.join("agent").display()),
                 format!("--node-name={name}"),
                 format!("--node-ip={ip}"),
-                format!("--pod-cidr={pod_cidr}"),
                 format!("--registry-config={}", registry_config.display()),
             ];
             args.extend(options.agent_args.iter().cloned());
@@ -186,7 +184,7 @@ impl TestCluster {
                 name,
                 netns,
                 ip,
-                pod_cidr,
+                pod_cidr: String::new(),
                 host_veth,
                 dir,
                 args,
@@ -195,6 +193,26 @@ impl TestCluster {
             cluster.start_agent(index);
         }
         cluster.wait_all_ready();
+        for index in 0..cluster.nodes.len() {
+            let name = cluster.nodes[index].name.clone();
+            let mut cidr = String::new();
+            crate::wait_until(
+                &format!("node {name} has a pod CIDR"),
+                CLUSTER_READY_TIMEOUT,
+                || {
+                    let out = cluster.server.kubectl([
+                        "get",
+                        "node",
+                        &name,
+                        "-o",
+                        "jsonpath={.spec.podCIDR}",
+                    ]);
+                    cidr = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                    !cidr.is_empty()
+                },
+            );
+            cluster.nodes[index].pod_cidr = cidr;
+        }
         cluster
     }
 
@@ -238,8 +256,10 @@ impl TestCluster {
             .append(true)
             .open(node.dir.join("agent.log"))
             .expect("cannot open the agent log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &node.netns])
+        // nsenter enters only the network namespace; `ip netns exec` would also
+        // remount /sys and with it hide the cgroup hierarchies containers need.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns))
             .arg(crate::krust_bin())
             .arg("agent")
             .args(&node.args)
@@ -247,7 +267,7 @@ impl TestCluster {
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("cannot start krust agent under ip netns exec");
+            .expect("cannot start krust agent under nsenter");
         node.agent = Some(child);
     }
 
@@ -255,7 +275,7 @@ impl TestCluster {
     /// stop timeout); its containerd and containers stay.
     pub fn stop_agent(&mut self, index: usize) {
         if let Some(mut child) = self.nodes[index].agent.take() {
-            // `ip netns exec` execs the agent: the pid is the agent's.
+            // nsenter execs the agent: the pid is the agent's.
             crate::signal(&child, libc::SIGTERM);
             if crate::wait_timeout(&mut child, crate::STOP_TIMEOUT).is_none() {
                 let _ = child.kill();
@@ -347,7 +367,7 @@ fn teardown_node(node: &ClusterNode) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(krust_kubelet::teardown(&data_dir, "cni0"))
+        runtime.block_on(krust_kubelet::teardown(&data_dir, "krust0"))
     })
     .join();
     match result {

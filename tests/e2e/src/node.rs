@@ -65,6 +65,9 @@ impl TestNode {
             format!("--node-name={node_name}"),
             format!("--cni-bridge={bridge}"),
             format!("--pod-cidr={pod_cidr}"),
+            // Many test nodes share the host's namespace: no routes or tables of
+            // the pod network there.
+            "--flannel-backend=none".to_string(),
             format!("--registry-config={}", registry_config.display()),
             format!("--kubelet-port={}", crate::free_port()),
             "--node-ip=127.0.0.1".to_string(),
