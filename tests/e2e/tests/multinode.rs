@@ -51,3 +51,56 @@ fn a_node_cut_off_becomes_not_ready_and_recovers_when_healed() {
     cluster.heal(0);
     cluster.wait_node_ready(0, true);
 }
+
+/// `kill -9` of the server, then a start on the same data dir: a pod running on an
+/// agent node keeps running (same container, no restart) and the node stays Ready.
+#[test]
+fn running_pods_survive_a_server_kill_and_restart() {
+    let mut cluster = TestCluster::start(1);
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "steady"},
+        "spec": {"containers": [{"name": "web", "image": cluster.image("krust/httpd:1")}]},
+    });
+    let out = cluster
+        .server
+        .kubectl_stdin(["apply", "-f", "-"], &pod.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |cluster: &TestCluster, path: &str| {
+        let out = cluster.server.kubectl([
+            "get",
+            "pod",
+            "steady",
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let timeout = std::time::Duration::from_secs(90);
+    krust_e2e::wait_until("pod steady is Ready", timeout, || {
+        field(&cluster, ".status.conditions[?(@.type==\"Ready\")].status") == "True"
+    });
+    let container = field(&cluster, ".status.containerStatuses[0].containerID");
+    assert!(!container.is_empty());
+
+    cluster.server.kill9();
+    cluster.server.restart();
+    cluster.wait_all_ready();
+    krust_e2e::wait_until("pod steady is Ready after the restart", timeout, || {
+        field(&cluster, ".status.conditions[?(@.type==\"Ready\")].status") == "True"
+    });
+    assert_eq!(
+        field(&cluster, ".status.containerStatuses[0].containerID"),
+        container,
+        "the container was replaced\n{}",
+        cluster.agent_logs()
+    );
+    assert_eq!(
+        field(&cluster, ".status.containerStatuses[0].restartCount"),
+        "0"
+    );
+}
