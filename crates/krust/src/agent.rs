@@ -74,9 +74,20 @@ async fn run_node(
         service_cidr: network.service_cidr,
         backend,
     };
+    let netpol = krust_netpol::NetpolConfig {
+        node_name: config.node_name.clone(),
+        bridge: config.cni_bridge.clone(),
+    };
+    let enforce_policies = !network.options.disable_network_policy;
     tokio::try_join!(
         krust_kubelet::run(config, client.clone()),
         krust_net::run(net, client.clone()),
+        async {
+            match enforce_policies {
+                true => krust_netpol::run(netpol, client.clone()).await,
+                false => Ok(()),
+            }
+        },
     )?;
     Ok(())
 }

@@ -49,7 +49,7 @@ pub async fn nft(script: &str) -> Result<()> {
     let output = child.wait_with_output().await?;
     if !output.status.success() {
         bail!(
-            "nft rejected the pod network rules: {}",
+            "nft rejected the rules: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
@@ -64,4 +64,9 @@ pub fn run_quietly(program: &str, args: &[&str]) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Deletes the nftables table `ip <table>` if it is there; for cleanup on the way out.
+pub fn delete_table_quietly(table: &str) {
+    run_quietly("nft", &["delete", "table", "ip", table]);
 }

@@ -45,6 +45,10 @@ pub struct NetOptions {
     /// routes, masquerade or safety routes are touched).
     #[arg(long, value_enum, default_value = "vxlan", value_name = "BACKEND")]
     pub flannel_backend: Backend,
+
+    /// Do not enforce NetworkPolicies on this node.
+    #[arg(long)]
+    pub disable_network_policy: bool,
 }
 
 /// What the pod network of a node runs with.
@@ -180,18 +184,5 @@ pub async fn run(config: NetConfig, client: kube::Client) -> Result<()> {
 pub fn teardown(bridge: &str) {
     command::run_quietly("ip", &["link", "del", vxlan::DEVICE]);
     command::run_quietly("ip", &["route", "flush", "proto", routes::PROTO]);
-    let mut child = match std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(_) => return,
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        let _ = stdin.write_all(masquerade::delete_script(bridge).as_bytes());
-    }
-    let _ = child.wait();
+    command::delete_table_quietly(&masquerade::table(bridge));
 }

@@ -27,12 +27,6 @@ pub fn script(bridge: &str, cluster_cidr: Ipv4Cidr) -> String {
     )
 }
 
-/// The script that removes the table (nothing when it is not there).
-pub fn delete_script(bridge: &str) -> String {
-    let table = table(bridge);
-    format!("table ip {table}\ndelete table ip {table}\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

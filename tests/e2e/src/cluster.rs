@@ -312,6 +312,99 @@ impl TestCluster {
             .expect("cannot run ip netns exec")
     }
 
+    /// Creates or updates an object with `kubectl apply`; panics if refused.
+    pub fn apply(&self, object: &serde_json::Value) {
+        let out = self
+            .server
+            .kubectl_stdin(["apply", "-f", "-"], &object.to_string());
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A field of pod `name` in `namespace` (a kubectl jsonpath like `.status.podIP`).
+    pub fn pod_field(&self, namespace: &str, name: &str, path: &str) -> String {
+        let out = self.server.kubectl([
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            name,
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts pod `name` in `namespace` on node `node` with `image` (its own command
+    /// unless `command` is given) and `labels`, and waits until it runs; returns its IP.
+    pub fn run_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: usize,
+        image: &str,
+        labels: serde_json::Value,
+    ) -> String {
+        self.apply(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "nodeName": self.nodes[node].name,
+                "containers": [{"name": "c", "image": self.image(image)}],
+            },
+        }));
+        let mut ip = String::new();
+        crate::wait_until(&format!("pod {name} runs"), CLUSTER_READY_TIMEOUT, || {
+            ip = self.pod_field(namespace, name, ".status.podIP");
+            !ip.is_empty() && self.pod_field(namespace, name, ".status.phase") == "Running"
+        });
+        ip
+    }
+
+    /// Runs `script` (busybox sh) in pod `name` in `namespace` on node `node` with
+    /// `labels`, waits for it to succeed and returns its log; panics with the log when
+    /// it fails.
+    pub fn run_script(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: usize,
+        labels: serde_json::Value,
+        script: &str,
+    ) -> String {
+        self.apply(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "nodeName": self.nodes[node].name,
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": self.image("krust/busybox:1"),
+                                "command": ["sh", "-c", script]}],
+            },
+        }));
+        let mut phase = String::new();
+        crate::wait_until(
+            &format!("pod {name} finishes"),
+            CLUSTER_READY_TIMEOUT,
+            || {
+                phase = self.pod_field(namespace, name, ".status.phase");
+                phase == "Succeeded" || phase == "Failed"
+            },
+        );
+        let log = self.server.kubectl(["logs", "-n", namespace, name]);
+        let log = String::from_utf8_lossy(&log.stdout).to_string();
+        assert_eq!(
+            phase,
+            "Succeeded",
+            "pod {name} failed; its log:\n{log}\n{}",
+            self.agent_logs()
+        );
+        log
+    }
+
     /// A test image's full reference in the cluster's registry.
     pub fn image(&self, name: &str) -> String {
         self.registry.image(name)

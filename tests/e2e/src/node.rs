@@ -197,6 +197,7 @@ impl Drop for TestNode {
             .enable_all()
             .build()
             .expect("tokio runtime");
+        krust_netpol::teardown(&bridge);
         if let Err(error) = runtime.block_on(krust_kubelet::teardown(&agent_dir, &bridge)) {
             eprintln!(
                 "krust-e2e: teardown of {} failed: {error:#}",

@@ -7,58 +7,6 @@ use std::time::Duration;
 
 use krust_e2e::cluster::{ClusterOptions, TestCluster};
 
-const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn apply(cluster: &TestCluster, object: serde_json::Value) {
-    let out = cluster
-        .server
-        .kubectl_stdin(["apply", "-f", "-"], &object.to_string());
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn pod_field(cluster: &TestCluster, pod: &str, path: &str) -> String {
-    let out = cluster
-        .server
-        .kubectl(["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Runs `script` in a busybox pod on node `node` and waits for it to succeed;
-/// returns its log.
-fn run_to_success(cluster: &TestCluster, name: &str, node: usize, script: &str) -> String {
-    apply(
-        cluster,
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {
-                "nodeName": cluster.nodes[node].name,
-                "restartPolicy": "Never",
-                "containers": [{"name": "c", "image": cluster.image("krust/busybox:1"),
-                                "command": ["sh", "-c", script]}],
-            },
-        }),
-    );
-    let mut phase = String::new();
-    krust_e2e::wait_until(&format!("pod {name} finishes"), TIMEOUT, || {
-        phase = pod_field(cluster, name, ".status.phase");
-        phase == "Succeeded" || phase == "Failed"
-    });
-    let log = cluster.server.kubectl(["logs", name]);
-    let log = String::from_utf8_lossy(&log.stdout).to_string();
-    assert_eq!(
-        phase,
-        "Succeeded",
-        "pod {name} failed; its log:\n{log}\n{}",
-        cluster.agent_logs()
-    );
-    log
-}
-
 fn pods_reach_each_other_across_nodes(backend: &str) {
     let cluster = TestCluster::start_with(
         2,
@@ -72,30 +20,16 @@ fn pods_reach_each_other_across_nodes(backend: &str) {
     assert!(a.pod_cidr.starts_with("10.42."), "{}", a.pod_cidr);
     assert_ne!(a.pod_cidr, b.pod_cidr);
 
-    apply(
-        &cluster,
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web"},
-            "spec": {
-                "nodeName": cluster.nodes[0].name,
-                "containers": [{"name": "web", "image": cluster.image("krust/httpd:1")}],
-            },
-        }),
-    );
-    let mut web_ip = String::new();
-    krust_e2e::wait_until("pod web has an IP and runs", TIMEOUT, || {
-        web_ip = pod_field(&cluster, "web", ".status.podIP");
-        !web_ip.is_empty() && pod_field(&cluster, "web", ".status.phase") == "Running"
-    });
+    let web_ip = cluster.run_pod("default", "web", 0, "krust/httpd:1", serde_json::json!({}));
     let prefix = a.pod_cidr.trim_end_matches("0/24");
     assert!(web_ip.starts_with(prefix), "{web_ip} not in {}", a.pod_cidr);
 
     // From the other node, by pod IP, without NAT on the way.
-    let log = run_to_success(
-        &cluster,
+    let log = cluster.run_script(
+        "default",
         "client",
         1,
+        serde_json::json!({}),
         &format!(
             "for i in $(seq 30); do timeout 3 wget -q -O - http://{web_ip}:8080/ && exit 0; sleep 1; done; exit 1"
         ),
@@ -106,10 +40,11 @@ fn pods_reach_each_other_across_nodes(backend: &str) {
     // the reply finds its way back.
     let registry = cluster.image("x");
     let registry = registry.split('/').next().unwrap();
-    let log = run_to_success(
-        &cluster,
+    let log = cluster.run_script(
+        "default",
         "egress",
         1,
+        serde_json::json!({}),
         &format!("timeout 5 wget -q -O - http://{registry}/v2/ && echo reached"),
     );
     assert!(log.contains("reached"), "{log}");
@@ -128,10 +63,14 @@ fn pods_reach_each_other_across_nodes(backend: &str) {
         .server
         .kubectl(["delete", "node", &a.name, "--wait=false"]);
     assert!(out.status.success());
-    krust_e2e::wait_until("the deleted node's route is gone", TIMEOUT, || {
-        let routes = cluster.exec_on_node(1, &["ip", "route", "show", "proto", "75"]);
-        !String::from_utf8_lossy(&routes.stdout).contains(&a.pod_cidr)
-    });
+    krust_e2e::wait_until(
+        "the deleted node's route is gone",
+        Duration::from_secs(30),
+        || {
+            let routes = cluster.exec_on_node(1, &["ip", "route", "show", "proto", "75"]);
+            !String::from_utf8_lossy(&routes.stdout).contains(&a.pod_cidr)
+        },
+    );
 }
 
 #[test]
