@@ -12,6 +12,7 @@
 //! - [`validation`]: names, labels and object metadata, reported as field causes.
 //! - [`defaults`]: the fields kube-apiserver fills in on create and update.
 //! - [`cidr`]: IPv4 address ranges and port ranges (Service and node IPAM).
+//! - [`volume`]: whether a PersistentVolume can serve a claim; storage quantities.
 //! - [`table`]: server-side printing (`as=Table`) with upstream's columns.
 //!
 //! A newcomer starts at [`resources::ResourceInfo`].
@@ -21,10 +22,12 @@ pub mod cidr;
 pub mod convert;
 pub mod defaults;
 pub mod patch;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod table;
 pub mod validation;
+pub mod volume;
 
 /// API groups served by kube-apiserver itself; any other group belongs to custom
 /// resources (their printing and selector errors are worded differently).

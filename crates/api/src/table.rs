@@ -2383,6 +2383,27 @@ pub fn canonical_quantity(text: &str) -> String {
     )
 }
 
+/// A resource quantity in nano units (`100m` is 100_000_000), for comparing and
+/// adding quantities exactly; None when the text is not a quantity or too large.
+pub fn quantity_nanos(text: &str) -> Option<i128> {
+    let (mantissa, exponent, _) = parse_quantity(text)?;
+    let shift = u32::try_from(exponent.checked_add(9)?).ok()?;
+    mantissa.checked_mul(10i128.checked_pow(shift)?)
+}
+
+/// A resource quantity as a number (`100m` is 0.1, `1Ki` is 1024), for arithmetic
+/// where nano precision is not needed; None when the text is not a quantity.
+pub fn quantity_value(text: &str) -> Option<f64> {
+    quantity_nanos(text).map(|nanos| nanos as f64 / 1e9)
+}
+
+/// Writes an amount in nano units in the format (decimal, binary, exponent) of the
+/// quantity `like`, as upstream keeps the format of the first operand of a sum.
+pub fn quantity_from_nanos(nanos: i128, like: &str) -> String {
+    let format = parse_quantity(like).map_or(QuantityFormat::DecimalSi, |(_, _, format)| format);
+    format_quantity(nanos, -9, format)
+}
+
 /// Parses a quantity into `mantissa * 10^exponent`, binary suffixes multiplied out,
 /// rounded up to nano units as upstream stores them.
 fn parse_quantity(text: &str) -> Option<(i128, i32, QuantityFormat)> {

@@ -805,6 +805,12 @@ const KIND_VALIDATORS: &[(&str, &str, KindValidator)] = &[
     ("", "ConfigMap", validate_config_map),
     ("", "Secret", validate_secret),
     ("", "Namespace", validate_namespace),
+    (
+        "",
+        "PersistentVolumeClaim",
+        validate_persistent_volume_claim,
+    ),
+    ("", "PersistentVolume", validate_persistent_volume),
     ("apps", "Deployment", validate_deployment),
     ("apps", "ReplicaSet", validate_replica_set),
     ("apps", "StatefulSet", validate_stateful_set),
@@ -1308,7 +1314,43 @@ fn validate_stateful_set(stateful_set: &Value, errs: &mut FieldErrors) {
     check_nonnegative(spec, "replicas", "spec", errs);
     check_nonnegative(spec, "minReadySeconds", "spec", errs);
     validate_workload_selector(spec, "statefulset", errs);
-    validate_always_restarting_template(spec, errs);
+    // Containers may mount the claims of volumeClaimTemplates, which the controller
+    // adds to each pod as persistentVolumeClaim volumes: they count as volumes here,
+    // but (as upstream) the templates themselves are not validated.
+    let own_volumes = array_at(
+        child(spec, "template").get("spec").unwrap_or(null()),
+        "volumes",
+    )
+    .len();
+    let mut with_claims = spec.clone();
+    let claims: Vec<Value> = array_at(spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+        .map(|name| serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}))
+        .collect();
+    if !claims.is_empty()
+        && let Some(pod_spec) = with_claims
+            .pointer_mut("/template/spec")
+            .and_then(Value::as_object_mut)
+    {
+        let volumes = pod_spec
+            .entry("volumes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(volumes) = volumes.as_array_mut() {
+            volumes.extend(claims);
+        }
+    }
+    let mut template_errors = FieldErrors::new();
+    validate_always_restarting_template(&with_claims, &mut template_errors);
+    let added = |field: &str| {
+        field
+            .strip_prefix("spec.template.spec.volumes[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|index| index.parse::<usize>().ok())
+            .is_some_and(|index| index >= own_volumes)
+    };
+    template_errors.0.retain(|cause| !added(&cause.field));
+    errs.extend(template_errors);
     if let Some(policy) = spec.get("podManagementPolicy").and_then(Value::as_str)
         && !["OrderedReady", "Parallel"].contains(&policy)
     {
@@ -1559,6 +1601,87 @@ const MAX_DATA_SIZE: usize = 1024 * 1024;
 fn base64_decoded_len(text: &str) -> usize {
     let padding = text.bytes().rev().take_while(|&b| b == b'=').count();
     (text.len() / 4 * 3).saturating_sub(padding)
+}
+
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
+
+/// Access modes as upstream's ValidatePersistentVolumeClaimSpec checks them.
+fn validate_access_modes(spec: &Value, errs: &mut FieldErrors) {
+    let modes = array_at(spec, "accessModes");
+    if modes.is_empty() {
+        errs.required("spec.accessModes", "at least 1 access mode is required");
+    }
+    for mode in modes {
+        let mode = mode.as_str().unwrap_or("");
+        if !ACCESS_MODES.contains(&mode) {
+            errs.not_supported("spec.accessModes", mode, ACCESS_MODES);
+        }
+    }
+    if modes.len() > 1 && modes.iter().any(|m| m == "ReadWriteOncePod") {
+        errs.forbidden(
+            "spec.accessModes",
+            "may not use ReadWriteOncePod with other access modes",
+        );
+    }
+}
+
+fn validate_persistent_volume_claim(claim: &Value, errs: &mut FieldErrors) {
+    let spec = child(claim, "spec");
+    validate_access_modes(spec, errs);
+    if spec.pointer("/resources/requests/storage").is_none() {
+        errs.required("spec.resources[storage]", "");
+    }
+}
+
+fn validate_persistent_volume(volume: &Value, errs: &mut FieldErrors) {
+    let spec = child(volume, "spec");
+    validate_access_modes(spec, errs);
+    if spec.pointer("/capacity/storage").is_none() {
+        errs.required("spec.capacity", "");
+    }
+    const SOURCES: &[&str] = &[
+        "awsElasticBlockStore",
+        "azureDisk",
+        "azureFile",
+        "cephfs",
+        "cinder",
+        "csi",
+        "fc",
+        "flexVolume",
+        "flocker",
+        "gcePersistentDisk",
+        "glusterfs",
+        "hostPath",
+        "iscsi",
+        "local",
+        "nfs",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "quobyte",
+        "rbd",
+        "scaleIO",
+        "storageos",
+        "vsphereVolume",
+    ];
+    if !SOURCES.iter().any(|source| spec.get(*source).is_some()) {
+        errs.required("spec", "must specify a volume type");
+    }
+    const POLICIES: &[&str] = &["Delete", "Recycle", "Retain"];
+    if let Some(policy) = spec
+        .get("persistentVolumeReclaimPolicy")
+        .and_then(Value::as_str)
+        && !POLICIES.contains(&policy)
+    {
+        errs.not_supported("spec.persistentVolumeReclaimPolicy", policy, POLICIES);
+    }
+    if spec.get("local").is_some() && spec.pointer("/nodeAffinity/required").is_none() {
+        errs.required("spec.nodeAffinity", "Local volume requires node affinity");
+    }
 }
 
 fn validate_config_map(config_map: &Value, errs: &mut FieldErrors) {
@@ -2234,6 +2357,46 @@ mod tests {
         assert_eq!(
             invalid_message("", "Pod", "p", &causes[..1]),
             "Pod \"p\" is invalid: spec.containers: Required value"
+        );
+    }
+
+    #[test]
+    fn claims_and_volumes_need_modes_sizes_and_a_source() {
+        let fields = |kind: &str, spec: Value| -> Vec<String> {
+            let object = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x", "namespace": "d"}, "spec": spec});
+            let mut fields: Vec<String> = validate_object("", kind, &object)
+                .into_iter()
+                .map(|c| format!("{} {}", c.field, c.message))
+                .collect();
+            fields.sort();
+            fields
+        };
+        let good = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        assert!(fields("PersistentVolumeClaim", good).is_empty());
+        assert_eq!(
+            fields(
+                "PersistentVolumeClaim",
+                json!({"accessModes": ["ReadWriteOncePod", "ReadOnlyMany"]})
+            ),
+            [
+                "spec.accessModes Forbidden: may not use ReadWriteOncePod with other access modes",
+                "spec.resources[storage] Required value",
+            ]
+        );
+        assert_eq!(
+            fields(
+                "PersistentVolume",
+                json!({"accessModes": [], "capacity": {"storage": "1Gi"}})
+            ),
+            [
+                "spec Required value: must specify a volume type",
+                "spec.accessModes Required value: at least 1 access mode is required",
+            ]
+        );
+        let local = json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}, "local": {"path": "/d"}});
+        assert_eq!(
+            fields("PersistentVolume", local),
+            ["spec.nodeAffinity Required value: Local volume requires node affinity"]
         );
     }
 }

@@ -235,6 +235,11 @@ fn builtin_objects() -> Vec<(&'static str, &'static str, Value)> {
         ("", "namespaces", namespace("kube-public")),
         ("", "namespaces", namespace("kube-node-lease")),
         (
+            "storage.k8s.io",
+            "storageclasses",
+            crate::storage_admission::local_path_class(),
+        ),
+        (
             rbac,
             "clusterroles",
             cluster_role(

@@ -4,7 +4,7 @@ use krust_api::Cause;
 use serde_json::{Value, json};
 
 /// An error answer of the API: an HTTP code, a Status reason and a message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,

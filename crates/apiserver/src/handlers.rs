@@ -738,7 +738,7 @@ impl Api {
         if let Some(sub) = call.subresource.as_deref() {
             return match sub {
                 "binding" => self.bind(call, body).await,
-                "eviction" => self.evict(call).await,
+                "eviction" => self.evict(call, body).await,
                 _ => Err(ApiError::method_not_allowed(format!(
                     "create is not supported on {}/{sub}",
                     call.resource.plural
@@ -811,6 +811,10 @@ impl Api {
         prepare_create(resource, &mut object);
         normalize_input(resource, &mut object);
         defaults::apply_defaults(resource.group, resource.kind, &mut object);
+        crate::storage_admission::admit_create(self.store.as_ref(), resource, &mut object).await?;
+        if let Some(ns) = &namespace {
+            self.admit_limit_ranges(resource, ns, &mut object)?;
+        }
         if tracking == Tracking::Update {
             let api_version = resource.api_version();
             apply::update_managed_fields(
@@ -826,6 +830,8 @@ impl Api {
         let name = meta_str(&object, "name").to_string();
         if let Some(ns) = &namespace {
             self.check_namespace(call, ns).await?;
+            self.charge_quotas(resource, ns, &object, call.query.dry_run()?)
+                .await?;
         }
         if call.query.dry_run()? {
             if is_service(resource) {
@@ -949,6 +955,14 @@ impl Api {
             metadata_mut(&mut merged).insert("generation".into(), json!(generation + 1));
         }
         self.validate(resource, &merged)?;
+        crate::storage_admission::admit_update(
+            self.store.as_ref(),
+            resource,
+            call.subresource.as_deref(),
+            old,
+            &merged,
+        )
+        .await?;
         let mut unchanged = merged.clone();
         set_resource_version(&mut unchanged, current.mod_revision);
         if unchanged == *old {
@@ -1274,16 +1288,264 @@ impl Api {
         ))
     }
 
-    /// `pods/<name>/eviction`: deletes the pod gracefully.
-    async fn evict(&self, call: &Call) -> ApiResult<Response<Body>> {
-        let key = call.key();
-        let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
-        self.delete_object(call, &key, current, &DeleteOptions::default())
-            .await?;
-        Ok(json_response(
-            201,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    /// ResourceQuota admission of a new object in namespace `ns`
+    /// ([`krust_api::quota`]): every quota whose scope takes it in and that
+    /// constrains what it uses is charged (its `status.used` written) before the
+    /// object is; one that would go over `hard` refuses it with 403.
+    async fn charge_quotas(
+        &self,
+        resource: &ResourceInfo,
+        ns: &str,
+        object: &Value,
+        dry_run: bool,
+    ) -> ApiResult<()> {
+        use krust_api::quota;
+        let Some(quotas) = resources::find("", "v1", "resourcequotas") else {
+            return Ok(());
+        };
+        let prefix = format!("{}{ns}/", quotas.key_prefix());
+        if self.cache.list(&prefix, None).objects.is_empty() {
+            return Ok(());
+        }
+        let (group, plural) = (resource.group, resource.plural);
+        let delta = quota::usage(group, plural, object);
+        let forbidden = |why: String| {
+            ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: {why}",
+                qualified(group, plural),
+                meta_str(object, "name")
+            ))
+        };
+        // Quotas already charged by an earlier attempt (one that conflicted on a
+        // later quota) are not charged twice.
+        let mut charged_keys: std::collections::HashSet<String> = Default::default();
+        for _ in 0..CONFLICT_RETRIES {
+            let stored = self
+                .store
+                .list(&prefix, krust_store::ListOptions::default())
+                .await?
+                .kvs;
+            let mut charges = Vec::new();
+            for kv in stored.iter().filter(|kv| !charged_keys.contains(&kv.key)) {
+                let mut current = from_kv(kv)?;
+                if !quota::in_scope(&current, group, plural, object) {
+                    continue;
+                }
+                let name = meta_str(&current, "name").to_string();
+                if group.is_empty() && plural == "pods" {
+                    let missing = quota::missing_pod_resources(&current, object);
+                    if !missing.is_empty() {
+                        return Err(forbidden(format!(
+                            "failed quota: {name}: must specify {}",
+                            missing.join(",")
+                        )));
+                    }
+                }
+                let hard = current["spec"]["hard"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                let unknown: Vec<&String> = delta
+                    .keys()
+                    .filter(|r| {
+                        hard.contains_key(*r) && current["status"]["used"].get(r.as_str()).is_none()
+                    })
+                    .collect();
+                if !unknown.is_empty() {
+                    let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+                    return Err(forbidden(format!(
+                        "status unknown for quota: {name}, resources: {}",
+                        names.join(",")
+                    )));
+                }
+                if let Some(used) = quota::charge(&current, &delta).map_err(&forbidden)? {
+                    current["status"]["used"] = Value::Object(used);
+                    metadata_mut(&mut current).remove("resourceVersion");
+                    charges.push((kv, current));
+                }
+            }
+            if dry_run {
+                return Ok(());
+            }
+            let mut conflicted = false;
+            for (kv, charged) in charges {
+                match self
+                    .store
+                    .update(&kv.key, encode_for_store(&charged), kv.mod_revision)
+                    .await
+                {
+                    Ok(_) => {
+                        charged_keys.insert(kv.key.clone());
+                    }
+                    Err(krust_store::Error::Conflict { .. }) => {
+                        conflicted = true;
+                        break;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            if !conflicted {
+                return Ok(());
+            }
+        }
+        Err(ApiError::conflict(
+            "",
+            "resourcequotas",
+            ns,
+            "the namespace's quotas changed too often; try again",
         ))
+    }
+
+    /// LimitRanger admission of a new pod or claim in namespace `ns`
+    /// ([`crate::limit_ranger`]): defaults filled in, bounds enforced (403).
+    fn admit_limit_ranges(
+        &self,
+        resource: &ResourceInfo,
+        ns: &str,
+        object: &mut Value,
+    ) -> ApiResult<()> {
+        if !resource.group.is_empty() || !matches!(resource.kind, "Pod" | "PersistentVolumeClaim") {
+            return Ok(());
+        }
+        let Some(ranges) = resources::find("", "v1", "limitranges") else {
+            return Ok(());
+        };
+        let snapshot = self
+            .cache
+            .list(&format!("{}{ns}/", ranges.key_prefix()), None);
+        if snapshot.objects.is_empty() {
+            return Ok(());
+        }
+        let ranges: Vec<Value> = snapshot
+            .objects
+            .iter()
+            .filter_map(|(_, cached)| serde_json::from_slice(&cached.json).ok())
+            .collect();
+        crate::limit_ranger::admit(resource.kind, object, &ranges).map_err(|broken| {
+            let reasons = match broken.as_slice() {
+                [one] => one.clone(),
+                many => format!("[{}]", many.join(", ")),
+            };
+            ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: {reasons}",
+                qualified(resource.group, resource.plural),
+                meta_str(object, "name")
+            ))
+        })
+    }
+
+    /// `pods/<name>/eviction`: deletes the pod gracefully unless that would break
+    /// its PodDisruptionBudget ([`crate::eviction`]); the body is a policy/v1
+    /// Eviction whose `deleteOptions` apply to the deletion.
+    async fn evict(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        let mut options = DeleteOptions::default();
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let eviction =
+                request::decode_body(body, &request::media_type(Some(&call.content_type)))?;
+            if let Some(name) = eviction["metadata"]["name"].as_str()
+                && name != call.name()
+            {
+                return Err(ApiError::bad_request(
+                    "name in URL does not match name in Eviction object",
+                ));
+            }
+            if eviction["deleteOptions"].is_object() {
+                let bytes = serde_json::to_vec(&eviction["deleteOptions"]).unwrap_or_default();
+                options = DeleteOptions::parse(&call.query, &bytes, "application/json")?;
+            }
+        }
+        let dry_run = options.dry_run || call.query.dry_run()?;
+        let key = call.key();
+        let budgets_resource = resources::find("policy", "v1", "poddisruptionbudgets")
+            .ok_or_else(|| ApiError::internal("poddisruptionbudgets are not served"))?;
+        let budgets_prefix = format!(
+            "{}{}/",
+            budgets_resource.key_prefix(),
+            call.namespace.as_deref().unwrap_or("")
+        );
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+            let pod = from_kv(&current)?;
+            let budgets = self
+                .store
+                .list(&budgets_prefix, krust_store::ListOptions::default())
+                .await?
+                .kvs;
+            let values = budgets.iter().map(from_kv).collect::<ApiResult<Vec<_>>>()?;
+            let verdict = crate::eviction::decide(&pod, &values, Utc::now())?;
+            if let crate::eviction::Verdict::SpendDisruption { budget, updated } = verdict
+                && !dry_run
+            {
+                let stored = &budgets[budget];
+                match self
+                    .store
+                    .update(&stored.key, encode_for_store(&updated), stored.mod_revision)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(krust_store::Error::Conflict { .. }) => continue,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            let current = match dry_run {
+                true => current,
+                false => self.mark_disruption_target(&key, current).await?,
+            };
+            self.delete_object(call, &key, current, &options).await?;
+            return Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
+        Err(ApiError::too_many_requests(
+            "the pod's disruption budget changed too often; try the eviction again",
+        ))
+    }
+
+    /// Adds the DisruptionTarget condition to a running pod that is about to be
+    /// evicted, retrying on conflict; returns the pod as stored afterwards.
+    async fn mark_disruption_target(
+        &self,
+        key: &str,
+        mut current: KeyValue,
+    ) -> ApiResult<KeyValue> {
+        for _ in 0..CONFLICT_RETRIES {
+            let mut pod = from_kv(&current)?;
+            let phase = pod["status"]["phase"].as_str().unwrap_or("");
+            if matches!(phase, "Succeeded" | "Failed") {
+                return Ok(current);
+            }
+            let mut conditions: Vec<Value> = pod["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["type"] != "DisruptionTarget")
+                .cloned()
+                .collect();
+            conditions.push(crate::eviction::disruption_condition(Utc::now()));
+            pod["status"]["conditions"] = Value::Array(conditions);
+            metadata_mut(&mut pod).remove("resourceVersion");
+            let value = encode_for_store(&pod);
+            match self
+                .store
+                .update(key, value.clone(), current.mod_revision)
+                .await
+            {
+                Ok(revision) => {
+                    current.value = value;
+                    current.mod_revision = revision;
+                    return Ok(current);
+                }
+                Err(krust_store::Error::Conflict { .. }) => {
+                    current = self
+                        .read(key)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("", "pods", meta_str(&pod, "name")))?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(current)
     }
 
     async fn delete(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {

@@ -15,13 +15,16 @@ pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
 pub mod errors;
+pub mod eviction;
 pub mod handlers;
 pub mod kubelet_proxy;
+pub mod limit_ranger;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
 pub mod server;
 pub mod service_alloc;
+pub mod storage_admission;
 pub mod tls;
 pub mod watch;
 

@@ -52,6 +52,8 @@ use crate::workqueue::{Outcome, WorkQueue, run_workers};
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 /// Label and annotation: the completion index of a pod of an Indexed Job.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// On the pods of a Job with backoffLimitPerIndex: how often their index failed before.
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
 /// Labels every pod of a Job carries (and their legacy, unprefixed twins).
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -132,6 +134,8 @@ enum Verdict {
     Failed(Option<String>),
     /// Not counted at all (an `Ignore` rule, or a surplus success of an index).
     Ignored,
+    /// Counted as a failure that fails its index at once (a `FailIndex` rule).
+    FailIndex,
 }
 
 impl JobController {
@@ -187,6 +191,9 @@ impl JobController {
         let mut status = job.status.clone().unwrap_or_default();
         let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
         let mut completed = parse_indexes(status.completed_indexes.as_deref().unwrap_or(""));
+        // With backoffLimitPerIndex: the indexes that failed for good.
+        let per_index_limit = spec.backoff_limit_per_index.filter(|_| indexed);
+        let mut failed_indexes = parse_indexes(status.failed_indexes.as_deref().unwrap_or(""));
 
         // 1. Record newly finished pods as uncounted before their finalizers go.
         let listed: HashSet<String> = uncounted
@@ -228,6 +235,18 @@ impl JobController {
                 }
                 Verdict::Failed(message) => {
                     fail_job_message = fail_job_message.or(message);
+                    if let (Some(limit), Some(index)) = (per_index_limit, pod_index(pod))
+                        && index_failure_count(pod) + 1 > limit
+                    {
+                        failed_indexes.insert(index);
+                    }
+                    uncounted.failed.get_or_insert_with(Vec::new).push(pod_uid);
+                    recorded = true;
+                }
+                Verdict::FailIndex => {
+                    if let Some(index) = pod_index(pod) {
+                        failed_indexes.insert(index);
+                    }
                     uncounted.failed.get_or_insert_with(Vec::new).push(pod_uid);
                     recorded = true;
                 }
@@ -239,6 +258,9 @@ impl JobController {
             status.uncounted_terminated_pods = Some(uncounted.clone());
             if indexed {
                 status.completed_indexes = Some(format_indexes(&completed));
+            }
+            if per_index_limit.is_some() {
+                status.failed_indexes = Some(format_indexes(&failed_indexes));
             }
             if let Some(message) = &fail_job_message
                 && find_condition(&status, "FailureTarget").is_none()
@@ -275,6 +297,9 @@ impl JobController {
         if indexed {
             status.completed_indexes = Some(format_indexes(&completed));
         }
+        if per_index_limit.is_some() {
+            status.failed_indexes = Some(format_indexes(&failed_indexes));
+        }
 
         // 4. Decide what the job needs now.
         let released: HashSet<String> = release.iter().filter_map(|pod| pod.uid()).collect();
@@ -306,7 +331,7 @@ impl JobController {
                 condition.reason.clone().unwrap_or_default(),
                 condition.message.clone().unwrap_or_default(),
             ))
-        } else if failed + restarts > spec.backoff_limit.unwrap_or(6) {
+        } else if per_index_limit.is_none() && failed + restarts > spec.backoff_limit.unwrap_or(6) {
             Some((
                 "BackoffLimitExceeded".to_string(),
                 "Job has reached the specified backoff limit".to_string(),
@@ -316,13 +341,47 @@ impl JobController {
                 "DeadlineExceeded".to_string(),
                 "Job was active longer than specified deadline".to_string(),
             ))
+        } else if per_index_limit.is_some()
+            && spec
+                .max_failed_indexes
+                .is_some_and(|max| failed_indexes.len() as i32 > max)
+        {
+            Some((
+                "MaxFailedIndexesExceeded".to_string(),
+                "Job has exceeded the specified maximal number of failed indexes".to_string(),
+            ))
+        } else if per_index_limit.is_some()
+            && !failed_indexes.is_empty()
+            && (completed.len() + failed_indexes.len()) as i32 >= completions.unwrap_or(0)
+        {
+            Some((
+                "FailedIndexes".to_string(),
+                "Job has failed indexes".to_string(),
+            ))
         } else {
             None
         };
+        let policy_met = match indexed {
+            true => success_policy_met(&spec, &completed),
+            false => None,
+        };
         let success = find_condition(&status, "SuccessCriteriaMet").is_some()
+            || policy_met.is_some()
             || match completions {
                 Some(completions) => succeeded >= completions,
                 None => succeeded > 0 && active.is_empty(),
+            };
+        let (success_reason, success_message) =
+            match (&policy_met, find_condition(&status, "SuccessCriteriaMet")) {
+                (_, Some(met)) => (
+                    met.reason.clone().unwrap_or_default(),
+                    met.message.clone().unwrap_or_default(),
+                ),
+                (Some(message), None) => ("SuccessPolicy".to_string(), message.clone()),
+                (None, None) => (
+                    "CompletionsReached".to_string(),
+                    "Reached expected number of succeeded pods".to_string(),
+                ),
             };
 
         let mut outcome = Outcome::Done;
@@ -346,8 +405,8 @@ impl JobController {
                 set_condition(
                     &mut status,
                     "SuccessCriteriaMet",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
+                    &success_reason,
+                    &success_message,
                     now,
                 );
             }
@@ -359,8 +418,8 @@ impl JobController {
                 set_condition(
                     &mut status,
                     "Complete",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
+                    &success_reason,
+                    &success_message,
                     now,
                 );
                 status.completion_time = Some(to_time(now));
@@ -413,10 +472,11 @@ impl JobController {
             let parallelism = spec.parallelism.unwrap_or(1).max(0);
             let delay = remaining_backoff(&pods, &spec.pod_failure_policy, now);
             if indexed {
+                let settled: BTreeSet<i32> = completed.union(&failed_indexes).copied().collect();
                 let (excess, wanted) = plan_indexes(
                     completions.unwrap_or(0),
                     parallelism,
-                    &completed,
+                    &settled,
                     &active,
                     holding,
                 );
@@ -426,7 +486,9 @@ impl JobController {
                     Some(delay) if !wanted.is_empty() => outcome = Outcome::RequeueAfter(delay),
                     _ => {
                         for index in wanted {
-                            self.create_pod(&key, &job, &pods_api, Some(index)).await?;
+                            let failures = index_failures(&pods, index);
+                            self.create_pod(&key, &job, &pods_api, Some((index, failures)))
+                                .await?;
                             active_count += 1;
                         }
                     }
@@ -530,9 +592,10 @@ impl JobController {
         key: &ObjectKey,
         job: &Job,
         pods: &Api<Pod>,
-        index: Option<i32>,
+        indexed: Option<(i32, i32)>,
     ) -> anyhow::Result<()> {
         let spec = job.spec.as_ref().context("the job has no spec")?;
+        let index = indexed.map(|(index, _)| index);
         let uid = job.uid().unwrap_or_default();
         let name = job.name_any();
         let mut labels = vec![
@@ -554,11 +617,15 @@ impl JobController {
             .finalizers
             .get_or_insert_with(Vec::new)
             .push(TRACKING_FINALIZER.to_string());
-        if let Some(index) = index {
-            pod.metadata
+        if let Some((index, failures)) = indexed {
+            let annotations = pod
+                .metadata
                 .annotations
-                .get_or_insert_with(Default::default)
-                .insert(COMPLETION_INDEX.to_string(), index.to_string());
+                .get_or_insert_with(Default::default);
+            annotations.insert(COMPLETION_INDEX.to_string(), index.to_string());
+            if spec.backoff_limit_per_index.is_some() {
+                annotations.insert(INDEX_FAILURE_COUNT.to_string(), failures.to_string());
+            }
             if let Some(pod_spec) = pod.spec.as_mut() {
                 if pod_spec.hostname.is_none() {
                     pod_spec.hostname = Some(format!("{name}-{index}"));
@@ -796,6 +863,7 @@ fn verdict(
         };
         return match rule.action.as_str() {
             "Ignore" => Verdict::Ignored,
+            "FailIndex" => Verdict::FailIndex,
             "FailJob" => Verdict::Failed(Some(format!(
                 "{why} for pod {}/{} matching FailJob rule at index {index}",
                 pod.namespace().unwrap_or_default(),
@@ -981,6 +1049,52 @@ fn plan_indexes<'a>(
     (excess, wanted)
 }
 
+/// The failures of an index before this pod, as the pod carries them.
+fn index_failure_count(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The failures of `index` so far: one more than the count its latest failed pod
+/// carried (0 when none failed).
+fn index_failures(pods: &[Arc<Pod>], index: i32) -> i32 {
+    pods.iter()
+        .filter(|pod| pod_index(pod) == Some(index) && pod_phase(pod) == "Failed")
+        .map(|pod| index_failure_count(pod) + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The first rule of an Indexed Job's `successPolicy` that the completed indexes
+/// meet, as upstream's message ("Matched rules at index N"): all of
+/// `succeededIndexes` done, or `succeededCount` of them (of all indexes without a
+/// list).
+fn success_policy_met(
+    spec: &k8s_openapi::api::batch::v1::JobSpec,
+    completed: &BTreeSet<i32>,
+) -> Option<String> {
+    let rules = &spec.success_policy.as_ref()?.rules;
+    rules.iter().enumerate().find_map(|(index, rule)| {
+        let met = match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(indexes), count) => {
+                let wanted = parse_indexes(indexes);
+                let done = wanted.intersection(completed).count() as i32;
+                match count {
+                    Some(count) => done >= count,
+                    None => !wanted.is_empty() && done == wanted.len() as i32,
+                }
+            }
+            (None, Some(count)) => completed.len() as i32 >= count,
+            (None, None) => false,
+        };
+        met.then(|| format!("Matched rules at index {index}"))
+    })
+}
+
 /// Parses `completedIndexes` (`"1,3-5,7"`); malformed parts are skipped.
 pub fn parse_indexes(text: &str) -> BTreeSet<i32> {
     let mut indexes = BTreeSet::new();
@@ -1040,6 +1154,32 @@ mod tests {
 
     fn policy(rules: serde_json::Value) -> Option<PodFailurePolicy> {
         Some(serde_json::from_value(json!({"rules": rules})).unwrap())
+    }
+
+    #[test]
+    fn success_policy_rules_match_indexes_and_counts() {
+        let spec = |rules: serde_json::Value| -> k8s_openapi::api::batch::v1::JobSpec {
+            serde_json::from_value(
+                serde_json::json!({"template": {}, "successPolicy": {"rules": rules}}),
+            )
+            .unwrap()
+        };
+        let done = parse_indexes("0,2-3");
+        let by_list =
+            spec(serde_json::json!([{"succeededIndexes": "0-1"}, {"succeededIndexes": "2-3"}]));
+        assert_eq!(
+            success_policy_met(&by_list, &done),
+            Some("Matched rules at index 1".into())
+        );
+        let by_count = spec(
+            serde_json::json!([{"succeededCount": 4}, {"succeededIndexes": "0-3", "succeededCount": 3}]),
+        );
+        assert_eq!(
+            success_policy_met(&by_count, &done),
+            Some("Matched rules at index 1".into())
+        );
+        let unmet = spec(serde_json::json!([{"succeededIndexes": "0-1"}, {"succeededCount": 4}]));
+        assert_eq!(success_policy_met(&unmet, &done), None);
     }
 
     #[test]

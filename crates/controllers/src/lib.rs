@@ -21,10 +21,15 @@
 //! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every
 //!   Service with a selector, from the pods it selects; [`endpointslicemirroring`]:
 //!   EndpointSlices mirroring the hand-written Endpoints of Services without one;
+//! - [`disruption`]: the status of every PodDisruptionBudget (healthy pods, allowed
+//!   disruptions), which evictions read;
+//! - [`resourcequota`]: the `status.used` of every ResourceQuota;
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
 //!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
-//!   evicted.
+//!   evicted;
+//! - [`volume`]: PersistentVolume binding and reclaim, in-use protection of claims
+//!   and volumes, and the claims of ephemeral volumes.
 //!
 //! Every controller is level-triggered: watch -> cache -> [`workqueue`] ->
 //! reconcile. Events only say *which* key to look at; the handler looks at the
@@ -43,6 +48,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod endpointslicemirroring;
@@ -53,8 +59,10 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volume;
 pub mod workload;
 pub mod workqueue;
 
@@ -126,6 +134,8 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         caches.clone(),
         options.root_ca_pem.clone(),
     ));
+    tasks.spawn(disruption::run(caches.clone()));
+    tasks.spawn(resourcequota::run(caches.clone()));
     tasks.spawn(endpoints::run(caches.clone()));
     tasks.spawn(endpointslice::run(caches.clone()));
     tasks.spawn(endpointslicemirroring::run(caches.clone()));
@@ -134,6 +144,10 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         options.cluster_cidr,
         options.node_cidr_mask_size,
     ));
+    tasks.spawn(volume::binder::run(caches.clone()));
+    tasks.spawn(volume::protection::run(caches.clone()));
+    tasks.spawn(volume::ephemeral::run(caches.clone()));
+    tasks.spawn(volume::expand::run(caches.clone()));
     tasks.spawn(nodelifecycle::run(
         caches.clone(),
         options.node_monitor_grace_period,

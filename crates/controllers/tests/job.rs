@@ -417,3 +417,121 @@ async fn an_ignore_rule_does_not_count_disrupted_pods() {
         "backoffLimit 0 is not reached: {sturdy}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_job_succeeds_early_by_its_success_policy() {
+    let cluster = Cluster::start(nodes("job-policy")).await;
+    cluster.namespace("policy").await;
+    let jobs: Api<Job> = cluster.api("policy");
+    create(
+        &jobs,
+        job(
+            "leader",
+            None,
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+                   "successPolicy": {"rules": [{"succeededIndexes": "0"}]}}),
+        ),
+    )
+    .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = cluster.api("policy");
+    wait_for("three running pods", DEADLINE, || async {
+        cluster
+            .pods("policy", "app=leader")
+            .await
+            .iter()
+            .filter(|p| phase(p) == "Running")
+            .count()
+            == 3
+    })
+    .await;
+    // Only index 0 finishes; the rule asks for nothing more.
+    let leader = cluster
+        .pods("policy", "batch.kubernetes.io/job-completion-index=0")
+        .await
+        .remove(0);
+    merge_patch(
+        &pods,
+        &leader.name_any(),
+        json!({"metadata": {"annotations": {EXIT_CODE_ANNOTATION: "0"}}}),
+    )
+    .await;
+    let done = wait_condition(&jobs, "leader", "Complete", DEADLINE).await;
+    let met = condition(&done, "SuccessCriteriaMet").expect("SuccessCriteriaMet first");
+    assert_eq!(met["reason"], "SuccessPolicy", "{done}");
+    assert_eq!(met["message"], "Matched rules at index 0", "{done}");
+    assert_eq!(
+        condition(&done, "Complete").unwrap()["reason"],
+        "SuccessPolicy"
+    );
+    assert_eq!(done["succeeded"], 1, "{done}");
+    assert_eq!(done["completedIndexes"], "0", "{done}");
+    // The other indexes were stopped.
+    wait_for("the other pods to be stopped", DEADLINE, || async {
+        cluster
+            .pods("policy", "app=leader")
+            .await
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some() || phase(p) != "Running")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_that_fails_past_its_backoff_limit_per_index_fails_alone() {
+    let cluster = Cluster::start(nodes("job-per-index")).await;
+    cluster.namespace("perindex").await;
+    let jobs: Api<Job> = cluster.api("perindex");
+    create(
+        &jobs,
+        job(
+            "flaky",
+            None,
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+                   "backoffLimitPerIndex": 1}),
+        ),
+    )
+    .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = cluster.api("perindex");
+    // Indexes 0 and 2 succeed; every pod of index 1 fails.
+    let deadline = Instant::now() + DEADLINE;
+    let mut failure_counts = std::collections::BTreeSet::new();
+    loop {
+        let status = status(&jobs, "flaky").await;
+        if condition(&status, "Failed").is_some() {
+            assert_eq!(
+                condition(&status, "Failed").unwrap()["reason"],
+                "FailedIndexes",
+                "{status}"
+            );
+            assert_eq!(status["failedIndexes"], "1", "{status}");
+            assert_eq!(status["completedIndexes"], "0,2", "{status}");
+            assert_eq!(status["failed"], 2, "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never failed its index: {status}"
+        );
+        for pod in cluster.pods("perindex", "app=flaky").await {
+            let annotations = pod.annotations();
+            if phase(&pod) != "Running" || annotations.contains_key(EXIT_CODE_ANNOTATION) {
+                continue;
+            }
+            let index = annotations["batch.kubernetes.io/job-completion-index"].clone();
+            let code = if index == "1" { "1" } else { "0" };
+            if index == "1" {
+                failure_counts
+                    .insert(annotations["batch.kubernetes.io/job-index-failure-count"].clone());
+            }
+            merge_patch(
+                &pods,
+                &pod.name_any(),
+                json!({"metadata": {"annotations": {EXIT_CODE_ANNOTATION: code}}}),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The replacement of index 1 carried the failures before it.
+    assert_eq!(failure_counts.into_iter().collect::<Vec<_>>(), ["0", "1"]);
+}

@@ -12,6 +12,7 @@
 
 pub mod containerd;
 pub mod cri;
+pub mod local_path;
 pub mod node;
 pub mod oci;
 pub mod pods;
@@ -247,7 +248,13 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
             config.node_name.clone(),
         ))
     });
+    let local_path = tokio::spawn(local_path::run(
+        client.clone(),
+        config.node_name.clone(),
+        config.data_dir.clone(),
+    ));
     let result = pods::run(client, cri, config).await;
+    local_path.abort();
     heartbeat.abort();
     if let Some(static_pods) = static_pods {
         static_pods.abort();

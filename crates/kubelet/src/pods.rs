@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -47,6 +49,8 @@ struct Agent {
     pods: Store<Pod>,
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
+    claims: Store<PersistentVolumeClaim>,
+    persistent_volumes: Store<PersistentVolume>,
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
 }
 
@@ -60,6 +64,16 @@ impl volumes::Objects for Agent {
         self.secrets
             .get(&ObjectRef::new(name).within(namespace))
             .map(|s| (*s).clone())
+    }
+    fn claim(&self, namespace: &str, name: &str) -> Option<PersistentVolumeClaim> {
+        self.claims
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|c| (*c).clone())
+    }
+    fn volume(&self, name: &str) -> Option<PersistentVolume> {
+        self.persistent_volumes
+            .get(&ObjectRef::new(name))
+            .map(|v| (*v).clone())
     }
 }
 
@@ -83,6 +97,30 @@ pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<
         ),
     )
     .default_backoff();
+    let (claims, claim_writer) = reflector::store();
+    let (persistent_volumes, volume_writer) = reflector::store();
+    tokio::spawn(
+        reflector::reflector(
+            claim_writer,
+            watcher(
+                Api::<PersistentVolumeClaim>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .for_each(|_| async {}),
+    );
+    tokio::spawn(
+        reflector::reflector(
+            volume_writer,
+            watcher(
+                Api::<PersistentVolume>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .for_each(|_| async {}),
+    );
     tokio::spawn(cm_stream.for_each(|_| async {}));
     tokio::spawn(secret_stream.for_each(|_| async {}));
     config_maps.wait_until_ready().await.ok();
@@ -105,6 +143,8 @@ pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<
         pods,
         config_maps,
         secrets,
+        claims,
+        persistent_volumes,
         workers: Mutex::new(HashMap::new()),
     });
     let mut pod_stream = std::pin::pin!(pod_stream);
@@ -840,7 +880,7 @@ impl Agent {
             list.iter().flatten().map(|s| expand(s, &vars)).collect()
         };
         let pods_dir = self.config.data_dir.join("pods");
-        let mut mounts = volumes::mounts(&pods_dir, pod, container)?;
+        let mut mounts = volumes::mounts(&pods_dir, pod, container, self, &vars)?;
         // The termination message file, read back when the container ends.
         let term_path = container
             .termination_message_path
@@ -2020,6 +2060,12 @@ mod tests {
             None
         }
         fn secret(&self, _: &str, _: &str) -> Option<Secret> {
+            None
+        }
+        fn claim(&self, _: &str, _: &str) -> Option<PersistentVolumeClaim> {
+            None
+        }
+        fn volume(&self, _: &str) -> Option<PersistentVolume> {
             None
         }
     }

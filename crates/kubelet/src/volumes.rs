@@ -1,6 +1,9 @@
-//! Pod volumes on the host: emptyDir, configMap, secret, downwardAPI, projected and
-//! hostPath, each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
-//! a container gets from its volumeMounts.
+//! Pod volumes on the host: emptyDir, configMap, secret, downwardAPI, projected,
+//! hostPath and persistentVolumeClaim (a bound claim's `local` or `hostPath`
+//! volume, mounted where it is; an unbound claim keeps the pod waiting), each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
+//! a container gets from its volumeMounts (subPath, subPathExpr expanded from the
+//! container's environment, readOnly). A claim's directory is given to the pod's
+//! fsGroup.
 //!
 //! Files from the API (configMap, secret, downwardAPI, projected) are written the way
 //! upstream's atomic writer does: into a fresh timestamped directory, then the
@@ -14,7 +17,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
+};
 
 use crate::cri::api;
 
@@ -22,6 +27,57 @@ use crate::cri::api;
 pub trait Objects {
     fn config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap>;
     fn secret(&self, namespace: &str, name: &str) -> Option<Secret>;
+    fn claim(&self, namespace: &str, name: &str) -> Option<PersistentVolumeClaim>;
+    fn volume(&self, name: &str) -> Option<PersistentVolume>;
+}
+
+/// The claim a pod volume uses (its persistentVolumeClaim, or the claim
+/// `<pod>-<volume>` of an ephemeral volume) and whether the pod mounts it read-only.
+fn claim_of(pod: &Pod, volume: &Volume) -> Option<(String, bool)> {
+    if let Some(source) = &volume.persistent_volume_claim {
+        return Some((source.claim_name.clone(), source.read_only.unwrap_or(false)));
+    }
+    volume.ephemeral.as_ref().map(|_| {
+        let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+        (format!("{pod_name}-{}", volume.name), false)
+    })
+}
+
+/// The host directory of a claim's volume; an error says what the pod waits for.
+fn claim_path(namespace: &str, claim_name: &str, objects: &dyn Objects) -> Result<PathBuf> {
+    let Some(claim) = objects.claim(namespace, claim_name) else {
+        bail!("persistentvolumeclaim {claim_name:?} not found");
+    };
+    if claim.metadata.deletion_timestamp.is_some() {
+        bail!("persistentvolumeclaim {claim_name:?} is being deleted");
+    }
+    let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
+    if phase != Some("Bound") || volume_name.is_empty() {
+        bail!("persistentvolumeclaim {claim_name:?} is not bound yet");
+    }
+    let Some(volume) = objects.volume(&volume_name) else {
+        bail!("persistentvolume {volume_name:?} of claim {claim_name:?} not found");
+    };
+    let spec = volume.spec.unwrap_or_default();
+    let path = match (&spec.local, &spec.host_path) {
+        (Some(local), _) => PathBuf::from(&local.path),
+        (None, Some(host_path)) => PathBuf::from(&host_path.path),
+        _ => bail!(
+            "persistentvolume {volume_name:?} is of a kind this node cannot mount: use a local or hostPath volume"
+        ),
+    };
+    if !path.is_dir() {
+        bail!(
+            "the directory {} of persistentvolume {volume_name:?} does not exist on this node",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// The host directory of a pod's volume.
@@ -43,6 +99,10 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             let mode = default_mode(volume);
             write_atomic(&dir, &files, mode)
                 .with_context(|| format!("volume {:?}", volume.name))?;
+        } else if let Some((claim, _)) = claim_of(pod, volume) {
+            let path = claim_path(namespace, &claim, objects)
+                .with_context(|| format!("volume {:?}", volume.name))?;
+            apply_fs_group(pod, &path)?;
         } else if volume.host_path.is_none() {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create volume dir {}", dir.display()))?;
@@ -322,9 +382,17 @@ fn count_files(dir: &Path) -> usize {
         .sum()
 }
 
-/// The bind mounts of one container, from its volumeMounts.
-pub fn mounts(pods_dir: &Path, pod: &Pod, container: &Container) -> Result<Vec<api::Mount>> {
+/// The bind mounts of one container, from its volumeMounts; `env` (the container's
+/// environment) expands `$(VAR)` in subPathExpr.
+pub fn mounts(
+    pods_dir: &Path,
+    pod: &Pod,
+    container: &Container,
+    objects: &dyn Objects,
+    env: &std::collections::HashMap<&str, &str>,
+) -> Result<Vec<api::Mount>> {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let volumes = pod
         .spec
         .as_ref()
@@ -336,7 +404,13 @@ pub fn mounts(pods_dir: &Path, pod: &Pod, container: &Container) -> Result<Vec<a
         let Some(volume) = volumes.iter().find(|v| v.name == mount.name) else {
             bail!("volumeMount {:?} names no volume of the pod", mount.name);
         };
+        let claim = claim_of(pod, volume);
         let mut host = match &volume.host_path {
+            _ if claim.is_some() => {
+                let (name, _) = claim.as_ref().expect("checked");
+                claim_path(namespace, name, objects)
+                    .with_context(|| format!("volume {:?}", volume.name))?
+            }
             Some(host_path) => {
                 let path = PathBuf::from(&host_path.path);
                 if matches!(host_path.type_.as_deref(), Some("DirectoryOrCreate")) {
@@ -346,7 +420,13 @@ pub fn mounts(pods_dir: &Path, pod: &Pod, container: &Container) -> Result<Vec<a
             }
             None => volume_dir(pods_dir, uid, &volume.name),
         };
-        if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        let expanded = mount
+            .sub_path_expr
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|expr| crate::pods::expand(expr, env));
+        let sub_path = expanded.as_deref().or(mount.sub_path.as_deref());
+        if let Some(sub) = sub_path.filter(|s| !s.is_empty()) {
             if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
                 bail!("subPath {sub:?} must be relative and must not contain '..'");
             }
@@ -359,6 +439,7 @@ pub fn mounts(pods_dir: &Path, pod: &Pod, container: &Container) -> Result<Vec<a
             container_path: mount.mount_path.clone(),
             host_path: host.display().to_string(),
             readonly: mount.read_only.unwrap_or(false)
+                || claim.as_ref().is_some_and(|(_, read_only)| *read_only)
                 || volume.config_map.is_some()
                 || volume.secret.is_some()
                 || volume.downward_api.is_some()
@@ -367,6 +448,27 @@ pub fn mounts(pods_dir: &Path, pod: &Pod, container: &Container) -> Result<Vec<a
         });
     }
     Ok(mounts)
+}
+
+/// Gives a volume's directory to the pod's fsGroup (group ownership and the setgid
+/// bit, so files made in it inherit the group), as upstream does for volumes that
+/// support ownership management. Only the directory itself: its content is the
+/// user's.
+fn apply_fs_group(pod: &Pod, dir: &Path) -> Result<()> {
+    let Some(group) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group)
+    else {
+        return Ok(());
+    };
+    let group = u32::try_from(group).context("fsGroup must not be negative")?;
+    std::os::unix::fs::chown(dir, None, Some(group))
+        .with_context(|| format!("cannot give {} to fsGroup {group}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o2070))?;
+    Ok(())
 }
 
 fn is_mount_point(dir: &Path) -> bool {

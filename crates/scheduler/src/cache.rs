@@ -172,6 +172,8 @@ pub struct ClusterCache {
     pub priority_classes: HashMap<String, i32>,
     /// How many nodes report each image (ImageLocality's spread).
     pub image_nodes: HashMap<String, usize>,
+    /// Claims, volumes and classes (VolumeBinding).
+    pub volumes: crate::plugins::volume_binding::VolumeObjects,
     /// How many cached pods have pod (anti-)affinity terms.
     pods_with_affinity: usize,
 }

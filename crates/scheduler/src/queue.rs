@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{PodInfo, PodKey};
-use crate::plugins::{inter_pod_affinity, node_ports, node_resources, topology_spread};
+use crate::plugins::{
+    inter_pod_affinity, node_ports, node_resources, topology_spread, volume_binding,
+};
 
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -33,6 +35,8 @@ pub enum ClusterEvent {
     NodeUpdate,
     AssignedPodAdd,
     AssignedPodDelete,
+    /// A claim, volume or storage class changed.
+    VolumeChange,
 }
 
 impl ClusterEvent {
@@ -41,6 +45,7 @@ impl ClusterEvent {
         match self {
             ClusterEvent::NodeAdd | ClusterEvent::NodeUpdate => true,
             ClusterEvent::AssignedPodDelete => [
+                volume_binding::RESTRICTIONS,
                 node_resources::NAME,
                 node_ports::NAME,
                 inter_pod_affinity::NAME,
@@ -48,6 +53,7 @@ impl ClusterEvent {
                 PREEMPTION,
             ]
             .contains(&plugin),
+            ClusterEvent::VolumeChange => plugin == volume_binding::NAME,
             ClusterEvent::AssignedPodAdd => {
                 [inter_pod_affinity::NAME, topology_spread::NAME].contains(&plugin)
             }

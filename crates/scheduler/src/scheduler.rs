@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -121,6 +122,21 @@ pub async fn run(
         Api::<PodDisruptionBudget>::all(client.clone()),
         shared.clone(),
         on_pdb,
+    ));
+    tasks.spawn(watch_all(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        shared.clone(),
+        on_claim,
+    ));
+    tasks.spawn(watch_all(
+        Api::<PersistentVolume>::all(client.clone()),
+        shared.clone(),
+        on_volume,
+    ));
+    tasks.spawn(watch_all(
+        Api::<StorageClass>::all(client.clone()),
+        shared.clone(),
+        on_storage_class,
     ));
     tasks.spawn(watch_all(
         Api::<PriorityClass>::all(client),
@@ -307,6 +323,64 @@ fn on_priority_class(_: &Shared, state: &mut State, change: Change<PriorityClass
         }
         Change::Synced => {}
     }
+}
+
+fn on_claim(_: &Shared, state: &mut State, change: Change<PersistentVolumeClaim>) {
+    let claims = &mut state.cache.volumes.claims;
+    match change {
+        Change::Applied(claim) => {
+            let key = format!(
+                "{}/{}",
+                claim.namespace().unwrap_or_default(),
+                claim.name_any()
+            );
+            claims.insert(key, Arc::new(claim));
+        }
+        Change::Deleted(claim) => {
+            let key = format!(
+                "{}/{}",
+                claim.namespace().unwrap_or_default(),
+                claim.name_any()
+            );
+            claims.remove(&key);
+        }
+        Change::Synced => return,
+    }
+    state
+        .queue
+        .on_event(ClusterEvent::VolumeChange, Instant::now());
+}
+
+fn on_volume(_: &Shared, state: &mut State, change: Change<PersistentVolume>) {
+    let volumes = &mut state.cache.volumes.volumes;
+    match change {
+        Change::Applied(volume) => {
+            volumes.insert(volume.name_any(), Arc::new(volume));
+        }
+        Change::Deleted(volume) => {
+            volumes.remove(&volume.name_any());
+        }
+        Change::Synced => return,
+    }
+    state
+        .queue
+        .on_event(ClusterEvent::VolumeChange, Instant::now());
+}
+
+fn on_storage_class(_: &Shared, state: &mut State, change: Change<StorageClass>) {
+    let classes = &mut state.cache.volumes.classes;
+    match change {
+        Change::Applied(class) => {
+            classes.insert(class.name_any(), Arc::new(class));
+        }
+        Change::Deleted(class) => {
+            classes.remove(&class.name_any());
+        }
+        Change::Synced => return,
+    }
+    state
+        .queue
+        .on_event(ClusterEvent::VolumeChange, Instant::now());
 }
 
 /// Whether the pod is this scheduler's to place.
@@ -497,6 +571,7 @@ async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: &str, attempts: u32, sta
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
     let result = async {
+        pre_bind_volumes(shared, &pod, node).await?;
         let request = kube::core::Request::new(format!("/api/v1/namespaces/{namespace}/pods"))
             .create_subresource(
                 "binding",
@@ -540,6 +615,24 @@ async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: &str, attempts: u32, sta
             }
         }
     }
+}
+
+/// VolumeBinding's PreBind: the pod's unbound WaitForFirstConsumer claims learn the
+/// chosen node (`volume.kubernetes.io/selected-node`), so that the binder binds or
+/// the provisioner provisions a volume there.
+async fn pre_bind_volumes(shared: &Shared, pod: &PodInfo, node: &str) -> Result<(), kube::Error> {
+    let claims = {
+        let state = shared.state.lock().unwrap();
+        plugins::volume_binding::claims_to_annotate(&state.cache.volumes, &pod.pod)
+    };
+    for (namespace, name) in claims {
+        let patch =
+            json!({"metadata": {"annotations": {plugins::volume_binding::SELECTED_NODE: node}}});
+        Api::<PersistentVolumeClaim>::namespaced(shared.client.clone(), &namespace)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Writes the failure: preemption first (nominatedNodeName, victims deleted), then the

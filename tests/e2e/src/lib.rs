@@ -23,6 +23,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod hollow;
 pub mod images;
 pub mod node;
@@ -57,6 +58,8 @@ pub struct ServerOptions {
     /// Run the embedded node agent (off by default: most tests need no containers;
     /// see [`node::TestNode`]).
     pub agent: bool,
+    /// `--bind-address`; None is 127.0.0.1 (see [`cluster::TestCluster`] for another).
+    pub bind_address: Option<std::net::Ipv4Addr>,
 }
 
 /// A running `krust server` with its own data dir and port.
@@ -123,9 +126,15 @@ impl TestServer {
         self.port
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<bind address>:<port>` (127.0.0.1 unless [`ServerOptions::bind_address`]).
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.bind_ip(), self.port)
+    }
+
+    fn bind_ip(&self) -> std::net::Ipv4Addr {
+        self.options
+            .bind_address
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
     }
 
     /// Everything the server printed on stdout so far (all starts).
@@ -309,7 +318,7 @@ impl TestServer {
         let mut command = Command::new(krust_bin());
         command
             .arg("server")
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--bind-address={}", self.bind_ip()))
             .arg(format!("--port={}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir);

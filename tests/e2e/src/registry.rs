@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 /// A running registry.
 pub struct TestRegistry {
     _temp: tempfile::TempDir,
+    ip: std::net::Ipv4Addr,
     port: u16,
     child: Child,
 }
@@ -18,7 +19,13 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts a registry and pushes every test image into it.
     pub fn start_with_test_images() -> TestRegistry {
-        let registry = Self::start().expect("cannot start the test registry");
+        Self::start_with_test_images_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Like [`TestRegistry::start_with_test_images`], listening on `ip` (e.g. a test
+    /// bridge's address, so that nodes in other network namespaces can pull).
+    pub fn start_with_test_images_on(ip: std::net::Ipv4Addr) -> TestRegistry {
+        let registry = Self::start_on(ip).expect("cannot start the test registry");
         for image in crate::images::all() {
             let layout = crate::images::layout(&image).expect("cannot build a test image");
             registry
@@ -30,6 +37,11 @@ impl TestRegistry {
 
     /// Starts an empty registry and waits until it answers.
     pub fn start() -> Result<TestRegistry> {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts an empty registry on `ip` and waits until it answers.
+    pub fn start_on(ip: std::net::Ipv4Addr) -> Result<TestRegistry> {
         let temp = tempfile::Builder::new()
             .prefix("krust-registry-")
             .tempdir()?;
@@ -38,7 +50,7 @@ impl TestRegistry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n",
                 temp.path().join("data").display()
             ),
         )?;
@@ -53,6 +65,7 @@ impl TestRegistry {
             .context("cannot start docker-registry (scripts/install-deps.sh installs it)")?;
         let mut registry = TestRegistry {
             _temp: temp,
+            ip,
             port,
             child,
         };
@@ -61,19 +74,19 @@ impl TestRegistry {
             if let Some(status) = registry.child.try_wait()? {
                 bail!("docker-registry exited with {status}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect((ip, port)).is_ok() {
                 return Ok(registry);
             }
             if Instant::now() > deadline {
-                bail!("docker-registry did not listen on 127.0.0.1:{port} within 10 s");
+                bail!("docker-registry did not listen on {ip}:{port} within 10 s");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `<ip>:<port>`.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// The full reference of a repository path in this registry.

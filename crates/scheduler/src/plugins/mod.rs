@@ -16,6 +16,7 @@ pub mod node_resources;
 pub mod node_unschedulable;
 pub mod taint_toleration;
 pub mod topology_spread;
+pub mod volume_binding;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,6 +90,8 @@ pub const FILTERS: &[Filter] = &[
     node_affinity::filter,
     node_ports::filter,
     node_resources::filter,
+    volume_binding::restrictions_filter,
+    volume_binding::filter,
     topology_spread::filter,
     inter_pod_affinity::filter,
 ];
