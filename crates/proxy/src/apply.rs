@@ -35,7 +35,10 @@ impl Applier {
         self.applied = None;
         if let Err(error) = self.nft(&script).await {
             // A diff may fail where the kernel drifted from our record: rewrite it all.
-            tracing::warn!(error = format!("{error:#}"), "partial nft sync failed; full sync");
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "partial nft sync failed; full sync"
+            );
             self.nft(&desired.render(None)).await?;
         }
         self.applied = Some(desired);
@@ -44,14 +47,18 @@ impl Applier {
 
     /// Lets node ports answer on 127.0.0.1 (DNAT of loopback traffic needs it).
     pub async fn enable_route_localnet(&self) -> Result<()> {
-        self.run(&["sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"], None)
-            .await
+        self.run(
+            &["sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"],
+            None,
+        )
+        .await
     }
 
     /// Removes the proxy's table (nothing if it is not there).
     pub async fn remove_table(&mut self) -> Result<()> {
         self.applied = None;
-        self.nft(&format!("add table {TABLE}\ndelete table {TABLE}\n")).await
+        self.nft(&format!("add table {TABLE}\ndelete table {TABLE}\n"))
+            .await
     }
 
     async fn nft(&self, script: &str) -> Result<()> {
@@ -63,7 +70,11 @@ impl Applier {
         argv.extend_from_slice(command);
         let mut child = tokio::process::Command::new(argv[0])
             .args(&argv[1..])
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

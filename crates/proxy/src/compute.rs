@@ -81,11 +81,31 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeContex
 fn base_ruleset() -> Ruleset {
     let mut set = Ruleset::default();
     let base = [
-        ("nat-prerouting", "type nat hook prerouting priority dstnat;", "jump services"),
-        ("nat-output", "type nat hook output priority -100;", "jump services"),
-        ("nat-postrouting", "type nat hook postrouting priority srcnat;", "jump masquerading"),
-        ("filter-forward", "type filter hook forward priority -110;", "ct state new jump service-endpoints-check"),
-        ("filter-output", "type filter hook output priority -110;", "ct state new jump service-endpoints-check"),
+        (
+            "nat-prerouting",
+            "type nat hook prerouting priority dstnat;",
+            "jump services",
+        ),
+        (
+            "nat-output",
+            "type nat hook output priority -100;",
+            "jump services",
+        ),
+        (
+            "nat-postrouting",
+            "type nat hook postrouting priority srcnat;",
+            "jump masquerading",
+        ),
+        (
+            "filter-forward",
+            "type filter hook forward priority -110;",
+            "ct state new jump service-endpoints-check",
+        ),
+        (
+            "filter-output",
+            "type filter hook output priority -110;",
+            "ct state new jump service-endpoints-check",
+        ),
     ];
     for (name, declaration, rule) in base {
         set.chains.insert(
@@ -123,7 +143,10 @@ fn base_ruleset() -> Ruleset {
             },
         );
     }
-    set.rule("services", "ip daddr . meta l4proto . th dport vmap @service-ips");
+    set.rule(
+        "services",
+        "ip daddr . meta l4proto . th dport vmap @service-ips",
+    );
     set.rule(
         "services",
         "fib daddr type local meta l4proto . th dport vmap @service-nodeports",
@@ -137,9 +160,18 @@ fn base_ruleset() -> Ruleset {
         "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports",
     );
     set.rule("reject-chain", "reject");
-    set.rule("mark-for-masquerade", format!("meta mark set meta mark | {MASQUERADE_MARK}"));
-    set.rule("masquerading", format!("meta mark & {MASQUERADE_MARK} == 0 return"));
-    set.rule("masquerading", format!("meta mark set meta mark ^ {MASQUERADE_MARK}"));
+    set.rule(
+        "mark-for-masquerade",
+        format!("meta mark set meta mark | {MASQUERADE_MARK}"),
+    );
+    set.rule(
+        "masquerading",
+        format!("meta mark & {MASQUERADE_MARK} == 0 return"),
+    );
+    set.rule(
+        "masquerading",
+        format!("meta mark set meta mark ^ {MASQUERADE_MARK}"),
+    );
     set.rule("masquerading", "masquerade fully-random");
     set
 }
@@ -157,7 +189,9 @@ fn add_service(
     if kind == "ExternalName" {
         return;
     }
-    let Some(cluster_ip) = spec.cluster_ip.as_deref() else { return };
+    let Some(cluster_ip) = spec.cluster_ip.as_deref() else {
+        return;
+    };
     if cluster_ip == "None" || cluster_ip.is_empty() || cluster_ip.contains(':') {
         return; // headless (or IPv6, not programmed yet)
     }
@@ -187,14 +221,22 @@ fn add_service(
     };
 
     for port in spec.ports.iter().flatten() {
-        let protocol = port.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+        let protocol = port
+            .protocol
+            .as_deref()
+            .unwrap_or("TCP")
+            .to_ascii_lowercase();
         if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
             continue;
         }
         let port_name = port.name.clone().unwrap_or_default();
         let key = format!(
             "{namespace}/{name}/{protocol}/{}",
-            if port_name.is_empty() { port.port.to_string() } else { port_name.clone() }
+            if port_name.is_empty() {
+                port.port.to_string()
+            } else {
+                port_name.clone()
+            }
         );
         let endpoints = endpoints_for(slices, &port_name, &protocol, &node.node_name);
         let cluster = usable(endpoints.iter());
@@ -202,7 +244,14 @@ fn add_service(
         let cluster_chain = format!("cluster-{key}");
         let local_chain = format!("local-{key}");
         if !cluster.is_empty() {
-            add_policy_chain(set, &cluster_chain, &key, &cluster, &protocol, affinity_timeout);
+            add_policy_chain(
+                set,
+                &cluster_chain,
+                &key,
+                &cluster,
+                &protocol,
+                affinity_timeout,
+            );
         }
         if (internal_local || external_local) && !local.is_empty() {
             add_policy_chain(set, &local_chain, &key, &local, &protocol, affinity_timeout);
@@ -216,12 +265,19 @@ fn add_service(
         };
         let cluster_ip_key = format!("{cluster_ip} . {protocol} . {}", port.port);
         if internal.is_empty() {
-            let verdict = if internal_local { "drop" } else { "goto reject-chain" };
+            let verdict = if internal_local {
+                "drop"
+            } else {
+                "goto reject-chain"
+            };
             set.map_element("no-endpoint-services", cluster_ip_key, verdict.into());
         } else {
             let chain = format!("svc-{key}");
             if let Some(cidr) = node.cluster_cidr {
-                set.rule(&chain, format!("ip saddr != {cidr} jump mark-for-masquerade"));
+                set.rule(
+                    &chain,
+                    format!("ip saddr != {cidr} jump mark-for-masquerade"),
+                );
             } else {
                 set.rule(&chain, "jump mark-for-masquerade");
             }
@@ -246,7 +302,10 @@ fn add_service(
                     set.rule(&ext_chain, format!("ip saddr {cidr} goto {cluster_chain}"));
                 }
                 set.rule(&ext_chain, "fib saddr type local jump mark-for-masquerade");
-                set.rule(&ext_chain, format!("fib saddr type local goto {cluster_chain}"));
+                set.rule(
+                    &ext_chain,
+                    format!("fib saddr type local goto {cluster_chain}"),
+                );
                 if !local.is_empty() {
                     set.rule(&ext_chain, format!("goto {local_chain}"));
                 }
@@ -255,7 +314,11 @@ fn add_service(
                 set.rule(&ext_chain, format!("goto {cluster_chain}"));
             }
         }
-        let missing_verdict = if external_local { "drop" } else { "goto reject-chain" };
+        let missing_verdict = if external_local {
+            "drop"
+        } else {
+            "goto reject-chain"
+        };
         let mut entry = |map_with: &str, map_without: &str, element: String| {
             if !cluster.is_empty() {
                 set.map_element(map_with, element.clone(), format!("goto {ext_chain}"));
@@ -310,11 +373,17 @@ fn add_policy_chain(
                         elements: BTreeMap::new(),
                     },
                 );
-                set.rule(&endpoint_chain, format!("update @{affinity} {{ ip saddr }}"));
+                set.rule(
+                    &endpoint_chain,
+                    format!("update @{affinity} {{ ip saddr }}"),
+                );
             }
             set.rule(
                 &endpoint_chain,
-                format!("meta l4proto {protocol} dnat to {}:{}", endpoint.ip, endpoint.port),
+                format!(
+                    "meta l4proto {protocol} dnat to {}:{}",
+                    endpoint.ip, endpoint.port
+                ),
             );
         }
         if let Some(timeout) = affinity_timeout {
@@ -341,7 +410,10 @@ fn add_policy_chain(
 /// The set remembering which clients went to `endpoint` (its name carries the
 /// timeout, so a changed timeout makes a new set).
 fn affinity_set(key: &str, endpoint: &Endpoint, timeout: i32) -> String {
-    format!("affinity-{timeout}-{key}__{}/{}", endpoint.ip, endpoint.port)
+    format!(
+        "affinity-{timeout}-{key}__{}/{}",
+        endpoint.ip, endpoint.port
+    )
 }
 
 /// The endpoints traffic may go to, as upstream: the ready ones, or when none is
@@ -365,7 +437,10 @@ fn endpoints_for(
     for slice in slices {
         let Some(port) = slice.ports.iter().flatten().find(|p| {
             p.name.as_deref().unwrap_or_default() == port_name
-                && p.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(protocol)
+                && p.protocol
+                    .as_deref()
+                    .unwrap_or("TCP")
+                    .eq_ignore_ascii_case(protocol)
         }) else {
             continue;
         };
@@ -375,7 +450,9 @@ fn endpoints_for(
             let ready = conditions.ready.unwrap_or(true);
             let serving = conditions.serving.unwrap_or(ready);
             let terminating = conditions.terminating.unwrap_or(false);
-            let Some(ip) = endpoint.addresses.first() else { continue };
+            let Some(ip) = endpoint.addresses.first() else {
+                continue;
+            };
             found.entry((ip.clone(), number)).or_insert(Endpoint {
                 ip: ip.clone(),
                 port: number,
@@ -433,7 +510,10 @@ mod tests {
     const EXT: &str = "ext-default/web/tcp/http";
 
     fn rules<'a>(set: &'a Ruleset, chain: &str) -> &'a [String] {
-        &set.chains.get(chain).unwrap_or_else(|| panic!("no chain {chain}")).rules
+        &set.chains
+            .get(chain)
+            .unwrap_or_else(|| panic!("no chain {chain}"))
+            .rules
     }
 
     #[test]
@@ -447,7 +527,10 @@ mod tests {
             ])],
             &node(),
         );
-        assert_eq!(set.lookup("service-ips", "10.43.0.5 . tcp . 80"), Some(&*format!("goto {SVC}")));
+        assert_eq!(
+            set.lookup("service-ips", "10.43.0.5 . tcp . 80"),
+            Some(&*format!("goto {SVC}"))
+        );
         assert_eq!(
             rules(&set, SVC),
             [
@@ -457,8 +540,10 @@ mod tests {
         );
         assert_eq!(
             rules(&set, CLUSTER),
-            ["numgen random mod 2 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.5/8080, \
-              1 : goto endpoint-default/web/tcp/http__10.42.1.6/8080 }"]
+            [
+                "numgen random mod 2 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.5/8080, \
+              1 : goto endpoint-default/web/tcp/http__10.42.1.6/8080 }"
+            ]
         );
         // Hairpin: a pod reaching itself through the Service is masqueraded.
         assert_eq!(
@@ -468,9 +553,18 @@ mod tests {
                 "meta l4proto tcp dnat to 10.42.0.5:8080"
             ]
         );
-        assert!(!set.chains.keys().any(|c| c.contains("10.42.1.7")), "not ready: not served");
-        assert_eq!(set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"), None);
-        assert_eq!(rules(&set, "masquerading").last().unwrap(), "masquerade fully-random");
+        assert!(
+            !set.chains.keys().any(|c| c.contains("10.42.1.7")),
+            "not ready: not served"
+        );
+        assert_eq!(
+            set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            None
+        );
+        assert_eq!(
+            rules(&set, "masquerading").last().unwrap(),
+            "masquerade fully-random"
+        );
     }
 
     #[test]
@@ -488,11 +582,18 @@ mod tests {
     #[test]
     fn terminating_endpoints_serve_only_when_none_is_ready() {
         let terminating = ("10.42.0.8", "node-a", false, true, true);
-        let set = compute(&[service(cluster_ip_spec())], &[slice(&[terminating])], &node());
+        let set = compute(
+            &[service(cluster_ip_spec())],
+            &[slice(&[terminating])],
+            &node(),
+        );
         assert!(rules(&set, CLUSTER)[0].contains("10.42.0.8/8080"));
         let set = compute(
             &[service(cluster_ip_spec())],
-            &[slice(&[terminating, ("10.42.0.9", "node-a", true, true, false)])],
+            &[slice(&[
+                terminating,
+                ("10.42.0.9", "node-a", true, true, false),
+            ])],
             &node(),
         );
         assert!(!rules(&set, CLUSTER)[0].contains("10.42.0.8"));
@@ -511,7 +612,8 @@ mod tests {
     #[test]
     fn headless_and_external_name_get_no_rules() {
         let base = compute(&[], &[], &node());
-        let headless = service(json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}));
+        let headless =
+            service(json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}));
         let external = service(json!({"type": "ExternalName", "externalName": "example.com"}));
         let endpoints = slice(&[("10.42.0.5", "node-a", true, true, false)]);
         assert_eq!(compute(&[headless, external], &[endpoints], &node()), base);
@@ -532,8 +634,14 @@ mod tests {
         let collection = &set.collections[affinity];
         assert_eq!(collection.kind, CollectionKind::DynamicSet);
         assert!(collection.declaration.contains("timeout 60s"));
-        assert_eq!(rules(&set, CLUSTER)[0], format!("ip saddr @{affinity} goto {endpoint}"));
-        assert_eq!(rules(&set, endpoint)[1], format!("update @{affinity} {{ ip saddr }}"));
+        assert_eq!(
+            rules(&set, CLUSTER)[0],
+            format!("ip saddr @{affinity} goto {endpoint}")
+        );
+        assert_eq!(
+            rules(&set, endpoint)[1],
+            format!("update @{affinity} {{ ip saddr }}")
+        );
     }
 
     fn node_port_spec(policy: &str) -> serde_json::Value {
@@ -548,15 +656,26 @@ mod tests {
             &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
             &node(),
         );
-        assert_eq!(set.lookup("service-nodeports", "tcp . 30080"), Some(&*format!("goto {EXT}")));
+        assert_eq!(
+            set.lookup("service-nodeports", "tcp . 30080"),
+            Some(&*format!("goto {EXT}"))
+        );
         assert_eq!(
             rules(&set, EXT),
-            ["jump mark-for-masquerade".to_string(), format!("goto {CLUSTER}")]
+            [
+                "jump mark-for-masquerade".to_string(),
+                format!("goto {CLUSTER}")
+            ]
         );
-        assert_eq!(rules(&set, "services")[1],
-            "fib daddr type local meta l4proto . th dport vmap @service-nodeports");
+        assert_eq!(
+            rules(&set, "services")[1],
+            "fib daddr type local meta l4proto . th dport vmap @service-nodeports"
+        );
         let empty = compute(&[service(node_port_spec("Cluster"))], &[], &node());
-        assert_eq!(empty.lookup("no-endpoint-nodeports", "tcp . 30080"), Some("goto reject-chain"));
+        assert_eq!(
+            empty.lookup("no-endpoint-nodeports", "tcp . 30080"),
+            Some("goto reject-chain")
+        );
         assert_eq!(empty.lookup("service-nodeports", "tcp . 30080"), None);
     }
 
@@ -579,16 +698,29 @@ mod tests {
                 format!("goto {LOCAL}"),
             ]
         );
-        assert!(!rules(&set, EXT).iter().any(|r| r == "jump mark-for-masquerade"));
-        assert!(rules(&set, LOCAL)[0].contains("10.42.0.5") && !rules(&set, LOCAL)[0].contains("10.42.1.6"));
+        assert!(
+            !rules(&set, EXT)
+                .iter()
+                .any(|r| r == "jump mark-for-masquerade")
+        );
+        assert!(
+            rules(&set, LOCAL)[0].contains("10.42.0.5")
+                && !rules(&set, LOCAL)[0].contains("10.42.1.6")
+        );
         // No local endpoint: outside clients are dropped, pods still served.
         let remote_only = compute(
             &[service(node_port_spec("Local"))],
             &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
             &node(),
         );
-        assert_eq!(remote_only.lookup("no-endpoint-nodeports", "tcp . 30080"), Some("drop"));
-        assert_eq!(remote_only.lookup("service-nodeports", "tcp . 30080"), Some(&*format!("goto {EXT}")));
+        assert_eq!(
+            remote_only.lookup("no-endpoint-nodeports", "tcp . 30080"),
+            Some("drop")
+        );
+        assert_eq!(
+            remote_only.lookup("service-nodeports", "tcp . 30080"),
+            Some(&*format!("goto {EXT}"))
+        );
         assert!(!remote_only.chains.contains_key(LOCAL));
     }
 
@@ -611,7 +743,10 @@ mod tests {
             &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
             &node(),
         );
-        assert_eq!(remote_only.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"), Some("drop"));
+        assert_eq!(
+            remote_only.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            Some("drop")
+        );
     }
 
     #[test]
@@ -619,26 +754,151 @@ mod tests {
         let mut spec = node_port_spec("Cluster");
         spec["type"] = json!("LoadBalancer");
         let mut svc = service(spec);
-        svc.status = serde_json::from_value(
-            json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.2"}]}}),
-        )
-        .unwrap();
+        svc.status =
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.2"}]}}))
+                .unwrap();
         let set = compute(
             &[svc],
             &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
             &node(),
         );
-        assert_eq!(set.lookup("service-ips", "198.18.0.2 . tcp . 80"), Some(&*format!("goto {EXT}")));
-        assert_eq!(set.lookup("service-nodeports", "tcp . 30080"), Some(&*format!("goto {EXT}")));
+        assert_eq!(
+            set.lookup("service-ips", "198.18.0.2 . tcp . 80"),
+            Some(&*format!("goto {EXT}"))
+        );
+        assert_eq!(
+            set.lookup("service-nodeports", "tcp . 30080"),
+            Some(&*format!("goto {EXT}"))
+        );
     }
 
     #[test]
     fn slices_of_other_services_and_ports_are_ignored() {
         let mut other = slice(&[("10.42.0.5", "node-a", true, true, false)]);
-        other.metadata.labels.as_mut().unwrap().insert("kubernetes.io/service-name".into(), "db".into());
+        other
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("kubernetes.io/service-name".into(), "db".into());
         let mut wrong_port = slice(&[("10.42.0.6", "node-a", true, true, false)]);
         wrong_port.ports.as_mut().unwrap()[0].name = Some("metrics".into());
         let set = compute(&[service(cluster_ip_spec())], &[other, wrong_port], &node());
-        assert_eq!(set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"), Some("goto reject-chain"));
+        assert_eq!(
+            set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            Some("goto reject-chain")
+        );
+    }
+}
+
+/// The rendered scripts checked by the real `nft -c -f` (check mode: parses and
+/// validates against the kernel, programs nothing; needs root).
+#[cfg(test)]
+mod nft_check {
+    use super::*;
+    use serde_json::json;
+
+    fn every_kind() -> (Vec<Service>, Vec<EndpointSlice>) {
+        let service = |name: &str, spec: serde_json::Value, status: serde_json::Value| -> Service {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"}, "spec": spec, "status": status,
+            }))
+            .unwrap()
+        };
+        let slice = |name: &str, endpoints: serde_json::Value| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("{name}-x"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                          {"name": "dns", "port": 53, "protocol": "UDP"}],
+                "endpoints": endpoints,
+            }))
+            .unwrap()
+        };
+        let ports = json!([{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                           {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]);
+        let ready = json!([
+            {"addresses": ["10.42.0.5"], "nodeName": "node-a", "conditions": {"ready": true}},
+            {"addresses": ["10.42.1.6"], "conditions": {"ready": true}},
+        ]);
+        let services = vec![
+            service(
+                "plain",
+                json!({"clusterIP": "10.43.0.5", "ports": ports}),
+                json!({}),
+            ),
+            service(
+                "empty",
+                json!({"clusterIP": "10.43.0.6", "ports": ports}),
+                json!({}),
+            ),
+            service(
+                "sticky",
+                json!({"clusterIP": "10.43.0.7", "ports": ports, "sessionAffinity": "ClientIP",
+                       "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}),
+                json!({}),
+            ),
+            service(
+                "local",
+                json!({"type": "LoadBalancer", "clusterIP": "10.43.0.8", "ports": ports,
+                       "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local"}),
+                json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.9"}]}}),
+            ),
+            service(
+                "node",
+                json!({"type": "NodePort", "clusterIP": "10.43.0.9",
+                       "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30090}]}),
+                json!({}),
+            ),
+        ];
+        let slices = vec![
+            slice("plain", ready.clone()),
+            slice("sticky", ready.clone()),
+            slice("local", ready.clone()),
+        ];
+        (services, slices)
+    }
+
+    fn nft_check(script: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft is needed for this test");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "nft rejected the script: {}\n{script}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    #[test]
+    fn full_table_of_every_service_kind_is_accepted_by_nft() {
+        let node = NodeContext {
+            node_name: "node-a".into(),
+            cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+        };
+        let (services, slices) = every_kind();
+        let full = compute(&services, &slices, &node);
+        assert!(full.chains.len() > 20, "every kind makes chains");
+        nft_check(&full.render(None));
+        // A diff is checked as the full table followed by the change (check mode
+        // keeps no state between runs).
+        let fewer = compute(&services[1..], &slices[1..2], &node);
+        nft_check(&format!(
+            "{}{}",
+            full.render(None),
+            fewer.render(Some(&full))
+        ));
     }
 }

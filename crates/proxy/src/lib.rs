@@ -64,14 +64,21 @@ pub async fn run(args: ProxyArgs, node_name: String, client: kube::Client) -> Re
     if args.disable_proxy {
         return Ok(());
     }
-    run_with(ProxyConfig::new(&node_name, Some(args.cluster_cidr)), client).await
+    run_with(
+        ProxyConfig::new(&node_name, Some(args.cluster_cidr)),
+        client,
+    )
+    .await
 }
 
 /// Runs the proxy until an error it cannot retry: watch, coalesce, compute, apply.
 pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
     let mut applier = apply::Applier::new(config.command_prefix.clone());
     if let Err(error) = applier.enable_route_localnet().await {
-        tracing::warn!(error = format!("{error:#}"), "node ports will not answer on 127.0.0.1");
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "node ports will not answer on 127.0.0.1"
+        );
     }
     let changed = Arc::new(tokio::sync::Notify::new());
     let (services, services_writer) = reflector::store::<Service>();
@@ -87,19 +94,36 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
         changed.clone(),
     );
     let sync = async {
-        services.wait_until_ready().await.context("Service watch stopped")?;
-        slices.wait_until_ready().await.context("EndpointSlice watch stopped")?;
+        services
+            .wait_until_ready()
+            .await
+            .context("Service watch stopped")?;
+        slices
+            .wait_until_ready()
+            .await
+            .context("EndpointSlice watch stopped")?;
         loop {
             let started = std::time::Instant::now();
             let desired = compute(
-                &services.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
-                &slices.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
+                &services
+                    .state()
+                    .iter()
+                    .map(|s| (**s).clone())
+                    .collect::<Vec<_>>(),
+                &slices
+                    .state()
+                    .iter()
+                    .map(|s| (**s).clone())
+                    .collect::<Vec<_>>(),
                 &config.node,
             );
             match applier.apply(desired).await {
                 Ok(true) => tracing::debug!(elapsed = ?started.elapsed(), "service rules synced"),
                 Ok(false) => {}
-                Err(error) => tracing::error!(error = format!("{error:#}"), "cannot program service rules; retrying"),
+                Err(error) => tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot program service rules; retrying"
+                ),
             }
             let _ = tokio::time::timeout(config.sync_period, changed.notified()).await;
             tokio::time::sleep(config.coalesce).await;

@@ -78,7 +78,10 @@ impl Ruleset {
             Some(previous) => previous,
             None => {
                 // `add` first so that `delete` cannot fail on a missing table.
-                let _ = writeln!(out, "add table {TABLE}\ndelete table {TABLE}\nadd table {TABLE}");
+                let _ = writeln!(
+                    out,
+                    "add table {TABLE}\ndelete table {TABLE}\nadd table {TABLE}"
+                );
                 &empty
             }
         };
@@ -98,7 +101,11 @@ impl Ruleset {
                     CollectionKind::Map => "map",
                     CollectionKind::DynamicSet => "set",
                 };
-                let _ = writeln!(out, "add {keyword} {TABLE} {name} {{ {} }}", collection.declaration);
+                let _ = writeln!(
+                    out,
+                    "add {keyword} {TABLE} {name} {{ {} }}",
+                    collection.declaration
+                );
             }
         }
         // 2. Rewrite every chain whose rules changed.
@@ -125,7 +132,11 @@ impl Ruleset {
                 .collect();
             if !stale.is_empty() {
                 let keys: Vec<&str> = stale.iter().map(|k| k.as_str()).collect();
-                let _ = writeln!(out, "delete element {TABLE} {name} {{ {} }}", keys.join(", "));
+                let _ = writeln!(
+                    out,
+                    "delete element {TABLE} {name} {{ {} }}",
+                    keys.join(", ")
+                );
             }
             let fresh: Vec<String> = collection
                 .elements
@@ -181,7 +192,11 @@ mod tests {
         );
         set.rule("svc-a", "goto ep-a");
         set.chain("ep-a");
-        set.map_element("service-ips", "10.43.0.1 . tcp . 80".into(), "goto svc-a".into());
+        set.map_element(
+            "service-ips",
+            "10.43.0.1 . tcp . 80".into(),
+            "goto svc-a".into(),
+        );
         set
     }
 
@@ -197,7 +212,10 @@ mod tests {
             "add element ip krust-proxy service-ips { 10.43.0.1 . tcp . 80 : goto svc-a }\n"
         ));
         // Chains are declared before any rule or element refers to them.
-        assert!(script.find("add chain ip krust-proxy svc-a").unwrap() < script.find("add rule").unwrap());
+        assert!(
+            script.find("add chain ip krust-proxy svc-a").unwrap()
+                < script.find("add rule").unwrap()
+        );
     }
 
     #[test]
@@ -213,7 +231,11 @@ mod tests {
         new.chains.remove("ep-a");
         new.chains.get_mut("svc-a").unwrap().rules = vec!["goto ep-b".into()];
         new.chain("ep-b");
-        new.map_element("service-ips", "10.43.0.1 . tcp . 80".into(), "goto svc-b".into());
+        new.map_element(
+            "service-ips",
+            "10.43.0.1 . tcp . 80".into(),
+            "goto svc-b".into(),
+        );
         let script = new.render(Some(&old));
         assert_eq!(
             script,
