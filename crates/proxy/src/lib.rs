@@ -1,2 +1,160 @@
 //! The service proxy of one node (`krust-proxy`): Services and EndpointSlices turned
 //! into one nftables table, applied atomically.
+//!
+//! [`run`] watches Services and EndpointSlices, and after each change (coalesced for a
+//! short delay) computes the whole desired [`Ruleset`] ([`compute::compute`], pure)
+//! and applies the difference from the last one with one `nft -f` ([`apply::Applier`]).
+
+pub mod apply;
+pub mod compute;
+pub mod ruleset;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+pub use compute::{NodeContext, compute};
+pub use ruleset::Ruleset;
+
+/// Flags of the service proxy (in `krust agent`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// The pod network: traffic from outside it to a ClusterIP is masqueraded.
+    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
+    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
+
+    /// Do not run the service proxy on this node.
+    #[arg(long)]
+    pub disable_proxy: bool,
+}
+
+/// How the proxy runs; built from [`ProxyArgs`] or by tests.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub node: NodeContext,
+    /// Prefix for `nft`/`sysctl` (e.g. `ip netns exec NS`); empty on a real node.
+    pub command_prefix: Vec<String>,
+    /// How long to wait after a change for more before syncing.
+    pub coalesce: Duration,
+    /// Sync at least this often even without changes.
+    pub sync_period: Duration,
+}
+
+impl ProxyConfig {
+    pub fn new(node_name: &str, cluster_cidr: Option<krust_api::cidr::Ipv4Cidr>) -> ProxyConfig {
+        ProxyConfig {
+            node: NodeContext {
+                node_name: node_name.to_string(),
+                cluster_cidr,
+            },
+            command_prefix: Vec::new(),
+            coalesce: Duration::from_millis(10),
+            sync_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs the proxy of the node `node_name` from its flags (returns at once when disabled).
+pub async fn run(args: ProxyArgs, node_name: String, client: kube::Client) -> Result<()> {
+    if args.disable_proxy {
+        return Ok(());
+    }
+    run_with(
+        ProxyConfig::new(&node_name, Some(args.cluster_cidr)),
+        client,
+    )
+    .await
+}
+
+/// Runs the proxy until an error it cannot retry: watch, coalesce, compute, apply.
+pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
+    let mut applier = apply::Applier::new(config.command_prefix.clone());
+    if let Err(error) = applier.enable_route_localnet().await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "node ports will not answer on 127.0.0.1"
+        );
+    }
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let (services, services_writer) = reflector::store::<Service>();
+    let (slices, slices_writer) = reflector::store::<EndpointSlice>();
+    let watch_services = watch_into(
+        kube::Api::<Service>::all(client.clone()),
+        services_writer,
+        changed.clone(),
+    );
+    let watch_slices = watch_into(
+        kube::Api::<EndpointSlice>::all(client),
+        slices_writer,
+        changed.clone(),
+    );
+    let sync = async {
+        services
+            .wait_until_ready()
+            .await
+            .context("Service watch stopped")?;
+        slices
+            .wait_until_ready()
+            .await
+            .context("EndpointSlice watch stopped")?;
+        loop {
+            let started = std::time::Instant::now();
+            let desired = compute(
+                &services
+                    .state()
+                    .iter()
+                    .map(|s| (**s).clone())
+                    .collect::<Vec<_>>(),
+                &slices
+                    .state()
+                    .iter()
+                    .map(|s| (**s).clone())
+                    .collect::<Vec<_>>(),
+                &config.node,
+            );
+            match applier.apply(desired).await {
+                Ok(true) => tracing::debug!(elapsed = ?started.elapsed(), "service rules synced"),
+                Ok(false) => {}
+                Err(error) => tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot program service rules; retrying"
+                ),
+            }
+            let _ = tokio::time::timeout(config.sync_period, changed.notified()).await;
+            tokio::time::sleep(config.coalesce).await;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        result = sync => result,
+        () = watch_services => Ok(()),
+        () = watch_slices => Ok(()),
+    }
+}
+
+/// Mirrors every object of `api` into `writer`, notifying `changed` after each event.
+async fn watch_into<K>(
+    api: kube::Api<K>,
+    writer: reflector::store::Writer<K>,
+    changed: Arc<tokio::sync::Notify>,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: serde::de::DeserializeOwned,
+{
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(error) = event {
+            tracing::warn!(error = %error, "watch error; retrying");
+        }
+        changed.notify_one();
+    }
+}

@@ -1,0 +1,904 @@
+//! The pure part of the proxy: from Services and EndpointSlices to the desired
+//! [`Ruleset`], following the chain layout of upstream kube-proxy's nftables mode.
+//!
+//! Traffic enters at the `services` chain through two verdict maps: `service-ips`
+//! (ClusterIP and LoadBalancer ingress address . protocol . port) and
+//! `service-nodeports` (protocol . node port, on any local address, 127.0.0.1 too).
+//! A ClusterIP goes to the port's `svc-` chain, a node port or LoadBalancer address
+//! to its `ext-` chain; both end in a policy chain (`cluster-` with every usable
+//! endpoint, `local-` with this node's) that picks an endpoint (`numgen random`,
+//! or the client's remembered endpoint under ClientIP affinity) and jumps to its
+//! `endpoint-` chain, which DNATs. Packets to masquerade are marked (0x4000) and
+//! masqueraded in postrouting. A Service port without endpoints is in
+//! `no-endpoint-services` / `no-endpoint-nodeports`, checked by filter chains, and
+//! answers reject (drop when a Local traffic policy has no local endpoint).
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use krust_api::cidr::Ipv4Cidr;
+
+use crate::ruleset::{Chain, Collection, CollectionKind, Ruleset};
+
+/// The mark a packet gets when it must be masqueraded (as upstream's).
+pub const MASQUERADE_MARK: &str = "0x4000";
+
+/// Where the proxy runs: what the rules depend on besides the API objects.
+#[derive(Clone, Debug)]
+pub struct NodeContext {
+    /// This node's name: endpoints with this `nodeName` are local.
+    pub node_name: String,
+    /// The pod network; traffic from outside it to a ClusterIP is masqueraded.
+    pub cluster_cidr: Option<Ipv4Cidr>,
+}
+
+/// One usable endpoint of a Service port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Endpoint {
+    ip: String,
+    port: i32,
+    local: bool,
+    ready: bool,
+    serving_terminating: bool,
+}
+
+/// The whole ruleset for these Services and EndpointSlices on this node.
+pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeContext) -> Ruleset {
+    let mut set = base_ruleset();
+    let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for slice in slices {
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+        else {
+            continue;
+        };
+        if slice.address_type != "IPv4" {
+            continue;
+        }
+        slices_by_service
+            .entry((namespace, service.as_str()))
+            .or_default()
+            .push(slice);
+    }
+    for service in services {
+        let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let slices = slices_by_service
+            .get(&(namespace, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        add_service(&mut set, namespace, name, service, slices, node);
+    }
+    set
+}
+
+/// The fixed part: base chains hooked into netfilter, masquerading, the maps.
+fn base_ruleset() -> Ruleset {
+    let mut set = Ruleset::default();
+    let base = [
+        (
+            "nat-prerouting",
+            "type nat hook prerouting priority dstnat;",
+            "jump services",
+        ),
+        (
+            "nat-output",
+            "type nat hook output priority -100;",
+            "jump services",
+        ),
+        (
+            "nat-postrouting",
+            "type nat hook postrouting priority srcnat;",
+            "jump masquerading",
+        ),
+        (
+            "filter-forward",
+            "type filter hook forward priority -110;",
+            "ct state new jump service-endpoints-check",
+        ),
+        (
+            "filter-output",
+            "type filter hook output priority -110;",
+            "ct state new jump service-endpoints-check",
+        ),
+    ];
+    for (name, declaration, rule) in base {
+        set.chains.insert(
+            name.into(),
+            Chain {
+                declaration: declaration.into(),
+                rules: vec![rule.into()],
+            },
+        );
+    }
+    set.chains.insert(
+        "filter-input".into(),
+        Chain {
+            declaration: "type filter hook input priority -110;".into(),
+            rules: vec![
+                "ct state new jump nodeport-endpoints-check".into(),
+                "ct state new jump service-endpoints-check".into(),
+            ],
+        },
+    );
+    let triple = "type ipv4_addr . inet_proto . inet_service : verdict;";
+    let pair = "type inet_proto . inet_service : verdict;";
+    for (name, declaration) in [
+        ("service-ips", triple),
+        ("service-nodeports", pair),
+        ("no-endpoint-services", triple),
+        ("no-endpoint-nodeports", pair),
+    ] {
+        set.collections.insert(
+            name.into(),
+            Collection {
+                kind: CollectionKind::Map,
+                declaration: declaration.into(),
+                elements: BTreeMap::new(),
+            },
+        );
+    }
+    set.rule(
+        "services",
+        "ip daddr . meta l4proto . th dport vmap @service-ips",
+    );
+    set.rule(
+        "services",
+        "fib daddr type local meta l4proto . th dport vmap @service-nodeports",
+    );
+    set.rule(
+        "service-endpoints-check",
+        "ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
+    );
+    set.rule(
+        "nodeport-endpoints-check",
+        "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports",
+    );
+    set.rule("reject-chain", "reject");
+    set.rule(
+        "mark-for-masquerade",
+        format!("meta mark set meta mark | {MASQUERADE_MARK}"),
+    );
+    set.rule(
+        "masquerading",
+        format!("meta mark & {MASQUERADE_MARK} == 0 return"),
+    );
+    set.rule(
+        "masquerading",
+        format!("meta mark set meta mark ^ {MASQUERADE_MARK}"),
+    );
+    set.rule("masquerading", "masquerade fully-random");
+    set
+}
+
+fn add_service(
+    set: &mut Ruleset,
+    namespace: &str,
+    name: &str,
+    service: &Service,
+    slices: &[&EndpointSlice],
+    node: &NodeContext,
+) {
+    let Some(spec) = &service.spec else { return };
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if kind == "ExternalName" {
+        return;
+    }
+    let Some(cluster_ip) = spec.cluster_ip.as_deref() else {
+        return;
+    };
+    if cluster_ip == "None" || cluster_ip.is_empty() || cluster_ip.contains(':') {
+        return; // headless (or IPv6, not programmed yet)
+    }
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(10800)
+    });
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local")
+        && matches!(kind, "NodePort" | "LoadBalancer");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let ingress_ips: Vec<String> = if kind == "LoadBalancer" {
+        service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.clone())
+            .filter(|ip| !ip.contains(':'))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    for port in spec.ports.iter().flatten() {
+        let protocol = port
+            .protocol
+            .as_deref()
+            .unwrap_or("TCP")
+            .to_ascii_lowercase();
+        if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
+            continue;
+        }
+        let port_name = port.name.clone().unwrap_or_default();
+        let key = format!(
+            "{namespace}/{name}/{protocol}/{}",
+            if port_name.is_empty() {
+                port.port.to_string()
+            } else {
+                port_name.clone()
+            }
+        );
+        let endpoints = endpoints_for(slices, &port_name, &protocol, &node.node_name);
+        let cluster = usable(endpoints.iter());
+        let local = usable(endpoints.iter().filter(|e| e.local));
+        let cluster_chain = format!("cluster-{key}");
+        let local_chain = format!("local-{key}");
+        if !cluster.is_empty() {
+            add_policy_chain(
+                set,
+                &cluster_chain,
+                &key,
+                &cluster,
+                &protocol,
+                affinity_timeout,
+            );
+        }
+        if (internal_local || external_local) && !local.is_empty() {
+            add_policy_chain(set, &local_chain, &key, &local, &protocol, affinity_timeout);
+        }
+
+        // ClusterIP.
+        let (internal, internal_chain) = if internal_local {
+            (&local, &local_chain)
+        } else {
+            (&cluster, &cluster_chain)
+        };
+        let cluster_ip_key = format!("{cluster_ip} . {protocol} . {}", port.port);
+        if internal.is_empty() {
+            let verdict = if internal_local {
+                "drop"
+            } else {
+                "goto reject-chain"
+            };
+            set.map_element("no-endpoint-services", cluster_ip_key, verdict.into());
+        } else {
+            let chain = format!("svc-{key}");
+            if let Some(cidr) = node.cluster_cidr {
+                set.rule(
+                    &chain,
+                    format!("ip saddr != {cidr} jump mark-for-masquerade"),
+                );
+            } else {
+                set.rule(&chain, "jump mark-for-masquerade");
+            }
+            set.rule(&chain, format!("goto {internal_chain}"));
+            set.map_element("service-ips", cluster_ip_key, format!("goto {chain}"));
+        }
+
+        // Node port and LoadBalancer addresses: the external entry points.
+        let node_port = port
+            .node_port
+            .filter(|_| matches!(kind, "NodePort" | "LoadBalancer"));
+        if node_port.is_none() && ingress_ips.is_empty() {
+            continue;
+        }
+        let external = if external_local { &local } else { &cluster };
+        let ext_chain = format!("ext-{key}");
+        if !cluster.is_empty() {
+            if external_local {
+                // Pods and the node itself are served by every endpoint (as upstream);
+                // the node's own traffic is masqueraded, outside clients keep their IP.
+                if let Some(cidr) = node.cluster_cidr {
+                    set.rule(&ext_chain, format!("ip saddr {cidr} goto {cluster_chain}"));
+                }
+                set.rule(&ext_chain, "fib saddr type local jump mark-for-masquerade");
+                set.rule(
+                    &ext_chain,
+                    format!("fib saddr type local goto {cluster_chain}"),
+                );
+                if !local.is_empty() {
+                    set.rule(&ext_chain, format!("goto {local_chain}"));
+                }
+            } else {
+                set.rule(&ext_chain, "jump mark-for-masquerade");
+                set.rule(&ext_chain, format!("goto {cluster_chain}"));
+            }
+        }
+        let missing_verdict = if external_local {
+            "drop"
+        } else {
+            "goto reject-chain"
+        };
+        let mut entry = |map_with: &str, map_without: &str, element: String| {
+            if !cluster.is_empty() {
+                set.map_element(map_with, element.clone(), format!("goto {ext_chain}"));
+            }
+            if external.is_empty() {
+                set.map_element(map_without, element, missing_verdict.into());
+            }
+        };
+        if let Some(node_port) = node_port {
+            entry(
+                "service-nodeports",
+                "no-endpoint-nodeports",
+                format!("{protocol} . {node_port}"),
+            );
+        }
+        for ip in &ingress_ips {
+            entry(
+                "service-ips",
+                "no-endpoint-services",
+                format!("{ip} . {protocol} . {}", port.port),
+            );
+        }
+    }
+}
+
+/// A policy chain choosing among `endpoints`, and the endpoint chains it jumps to.
+fn add_policy_chain(
+    set: &mut Ruleset,
+    chain: &str,
+    key: &str,
+    endpoints: &[&Endpoint],
+    protocol: &str,
+    affinity_timeout: Option<i32>,
+) {
+    let mut choices = Vec::new();
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        let endpoint_chain = format!("endpoint-{key}__{}/{}", endpoint.ip, endpoint.port);
+        if !set.chains.contains_key(&endpoint_chain) {
+            set.rule(
+                &endpoint_chain,
+                format!("ip saddr {} jump mark-for-masquerade", endpoint.ip),
+            );
+            if let Some(timeout) = affinity_timeout {
+                let affinity = affinity_set(key, endpoint, timeout);
+                set.collections.insert(
+                    affinity.clone(),
+                    Collection {
+                        kind: CollectionKind::DynamicSet,
+                        declaration: format!(
+                            "type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"
+                        ),
+                        elements: BTreeMap::new(),
+                    },
+                );
+                set.rule(
+                    &endpoint_chain,
+                    format!("update @{affinity} {{ ip saddr }}"),
+                );
+            }
+            set.rule(
+                &endpoint_chain,
+                format!(
+                    "meta l4proto {protocol} dnat to {}:{}",
+                    endpoint.ip, endpoint.port
+                ),
+            );
+        }
+        if let Some(timeout) = affinity_timeout {
+            set.rule(
+                chain,
+                format!(
+                    "ip saddr @{} goto {endpoint_chain}",
+                    affinity_set(key, endpoint, timeout)
+                ),
+            );
+        }
+        choices.push(format!("{index} : goto {endpoint_chain}"));
+    }
+    set.rule(
+        chain,
+        format!(
+            "numgen random mod {} vmap {{ {} }}",
+            endpoints.len(),
+            choices.join(", ")
+        ),
+    );
+}
+
+/// The set remembering which clients went to `endpoint` (its name carries the
+/// timeout, so a changed timeout makes a new set).
+fn affinity_set(key: &str, endpoint: &Endpoint, timeout: i32) -> String {
+    format!(
+        "affinity-{timeout}-{key}__{}/{}",
+        endpoint.ip, endpoint.port
+    )
+}
+
+/// The endpoints traffic may go to, as upstream: the ready ones, or when none is
+/// ready, the serving terminating ones.
+fn usable<'a>(endpoints: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<&'a Endpoint> {
+    let ready: Vec<&Endpoint> = endpoints.clone().filter(|e| e.ready).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    endpoints.filter(|e| e.serving_terminating).collect()
+}
+
+/// Every endpoint of the Service port named `port_name`, one per address and port.
+fn endpoints_for(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    protocol: &str,
+    node_name: &str,
+) -> Vec<Endpoint> {
+    let mut found = BTreeMap::new();
+    for slice in slices {
+        let Some(port) = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or_default() == port_name
+                && p.protocol
+                    .as_deref()
+                    .unwrap_or("TCP")
+                    .eq_ignore_ascii_case(protocol)
+        }) else {
+            continue;
+        };
+        let Some(number) = port.port else { continue };
+        for endpoint in &slice.endpoints {
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            let ready = conditions.ready.unwrap_or(true);
+            let serving = conditions.serving.unwrap_or(ready);
+            let terminating = conditions.terminating.unwrap_or(false);
+            let Some(ip) = endpoint.addresses.first() else {
+                continue;
+            };
+            found.entry((ip.clone(), number)).or_insert(Endpoint {
+                ip: ip.clone(),
+                port: number,
+                local: endpoint.node_name.as_deref() == Some(node_name),
+                ready: ready && !terminating,
+                serving_terminating: serving && terminating,
+            });
+        }
+    }
+    found.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node() -> NodeContext {
+        NodeContext {
+            node_name: "node-a".into(),
+            cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+        }
+    }
+
+    fn service(spec: serde_json::Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// A slice of `web` with endpoints `(ip, node, ready, serving, terminating)` on port http/8080.
+    fn slice(endpoints: &[(&str, &str, bool, bool, bool)]) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": endpoints.iter().map(|(ip, node, ready, serving, terminating)| json!({
+                "addresses": [ip], "nodeName": node,
+                "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    fn cluster_ip_spec() -> serde_json::Value {
+        json!({"clusterIP": "10.43.0.5", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]})
+    }
+
+    const SVC: &str = "svc-default/web/tcp/http";
+    const CLUSTER: &str = "cluster-default/web/tcp/http";
+    const LOCAL: &str = "local-default/web/tcp/http";
+    const EXT: &str = "ext-default/web/tcp/http";
+
+    fn rules<'a>(set: &'a Ruleset, chain: &str) -> &'a [String] {
+        &set.chains
+            .get(chain)
+            .unwrap_or_else(|| panic!("no chain {chain}"))
+            .rules
+    }
+
+    #[test]
+    fn cluster_ip_balances_over_ready_endpoints_and_masquerades_outside_traffic() {
+        let set = compute(
+            &[service(cluster_ip_spec())],
+            &[slice(&[
+                ("10.42.0.5", "node-a", true, true, false),
+                ("10.42.1.6", "node-b", true, true, false),
+                ("10.42.1.7", "node-b", false, false, false),
+            ])],
+            &node(),
+        );
+        assert_eq!(
+            set.lookup("service-ips", "10.43.0.5 . tcp . 80"),
+            Some(&*format!("goto {SVC}"))
+        );
+        assert_eq!(
+            rules(&set, SVC),
+            [
+                "ip saddr != 10.42.0.0/16 jump mark-for-masquerade".to_string(),
+                format!("goto {CLUSTER}")
+            ]
+        );
+        assert_eq!(
+            rules(&set, CLUSTER),
+            [
+                "numgen random mod 2 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.5/8080, \
+              1 : goto endpoint-default/web/tcp/http__10.42.1.6/8080 }"
+            ]
+        );
+        // Hairpin: a pod reaching itself through the Service is masqueraded.
+        assert_eq!(
+            rules(&set, "endpoint-default/web/tcp/http__10.42.0.5/8080"),
+            [
+                "ip saddr 10.42.0.5 jump mark-for-masquerade",
+                "meta l4proto tcp dnat to 10.42.0.5:8080"
+            ]
+        );
+        assert!(
+            !set.chains.keys().any(|c| c.contains("10.42.1.7")),
+            "not ready: not served"
+        );
+        assert_eq!(
+            set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            None
+        );
+        assert_eq!(
+            rules(&set, "masquerading").last().unwrap(),
+            "masquerade fully-random"
+        );
+    }
+
+    #[test]
+    fn no_endpoints_rejects() {
+        let set = compute(&[service(cluster_ip_spec())], &[], &node());
+        assert_eq!(
+            set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            Some("goto reject-chain")
+        );
+        assert_eq!(set.lookup("service-ips", "10.43.0.5 . tcp . 80"), None);
+        assert!(!set.chains.contains_key(SVC));
+        assert_eq!(rules(&set, "reject-chain"), ["reject"]);
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_only_when_none_is_ready() {
+        let terminating = ("10.42.0.8", "node-a", false, true, true);
+        let set = compute(
+            &[service(cluster_ip_spec())],
+            &[slice(&[terminating])],
+            &node(),
+        );
+        assert!(rules(&set, CLUSTER)[0].contains("10.42.0.8/8080"));
+        let set = compute(
+            &[service(cluster_ip_spec())],
+            &[slice(&[
+                terminating,
+                ("10.42.0.9", "node-a", true, true, false),
+            ])],
+            &node(),
+        );
+        assert!(!rules(&set, CLUSTER)[0].contains("10.42.0.8"));
+        // Terminating and not serving: never used.
+        let set = compute(
+            &[service(cluster_ip_spec())],
+            &[slice(&[("10.42.0.8", "node-a", false, false, true)])],
+            &node(),
+        );
+        assert_eq!(
+            set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            Some("goto reject-chain")
+        );
+    }
+
+    #[test]
+    fn headless_and_external_name_get_no_rules() {
+        let base = compute(&[], &[], &node());
+        let headless =
+            service(json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}));
+        let external = service(json!({"type": "ExternalName", "externalName": "example.com"}));
+        let endpoints = slice(&[("10.42.0.5", "node-a", true, true, false)]);
+        assert_eq!(compute(&[headless, external], &[endpoints], &node()), base);
+    }
+
+    #[test]
+    fn session_affinity_remembers_clients_per_endpoint_with_the_timeout() {
+        let mut spec = cluster_ip_spec();
+        spec["sessionAffinity"] = json!("ClientIP");
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 60}});
+        let set = compute(
+            &[service(spec)],
+            &[slice(&[("10.42.0.5", "node-a", true, true, false)])],
+            &node(),
+        );
+        let affinity = "affinity-60-default/web/tcp/http__10.42.0.5/8080";
+        let endpoint = "endpoint-default/web/tcp/http__10.42.0.5/8080";
+        let collection = &set.collections[affinity];
+        assert_eq!(collection.kind, CollectionKind::DynamicSet);
+        assert!(collection.declaration.contains("timeout 60s"));
+        assert_eq!(
+            rules(&set, CLUSTER)[0],
+            format!("ip saddr @{affinity} goto {endpoint}")
+        );
+        assert_eq!(
+            rules(&set, endpoint)[1],
+            format!("update @{affinity} {{ ip saddr }}")
+        );
+    }
+
+    fn node_port_spec(policy: &str) -> serde_json::Value {
+        json!({"type": "NodePort", "clusterIP": "10.43.0.5", "externalTrafficPolicy": policy,
+               "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]})
+    }
+
+    #[test]
+    fn node_port_masquerades_and_uses_every_endpoint() {
+        let set = compute(
+            &[service(node_port_spec("Cluster"))],
+            &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
+            &node(),
+        );
+        assert_eq!(
+            set.lookup("service-nodeports", "tcp . 30080"),
+            Some(&*format!("goto {EXT}"))
+        );
+        assert_eq!(
+            rules(&set, EXT),
+            [
+                "jump mark-for-masquerade".to_string(),
+                format!("goto {CLUSTER}")
+            ]
+        );
+        assert_eq!(
+            rules(&set, "services")[1],
+            "fib daddr type local meta l4proto . th dport vmap @service-nodeports"
+        );
+        let empty = compute(&[service(node_port_spec("Cluster"))], &[], &node());
+        assert_eq!(
+            empty.lookup("no-endpoint-nodeports", "tcp . 30080"),
+            Some("goto reject-chain")
+        );
+        assert_eq!(empty.lookup("service-nodeports", "tcp . 30080"), None);
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_the_client_ip_and_uses_local_endpoints() {
+        let set = compute(
+            &[service(node_port_spec("Local"))],
+            &[slice(&[
+                ("10.42.0.5", "node-a", true, true, false),
+                ("10.42.1.6", "node-b", true, true, false),
+            ])],
+            &node(),
+        );
+        assert_eq!(
+            rules(&set, EXT),
+            [
+                format!("ip saddr 10.42.0.0/16 goto {CLUSTER}"),
+                "fib saddr type local jump mark-for-masquerade".to_string(),
+                format!("fib saddr type local goto {CLUSTER}"),
+                format!("goto {LOCAL}"),
+            ]
+        );
+        assert!(
+            !rules(&set, EXT)
+                .iter()
+                .any(|r| r == "jump mark-for-masquerade")
+        );
+        assert!(
+            rules(&set, LOCAL)[0].contains("10.42.0.5")
+                && !rules(&set, LOCAL)[0].contains("10.42.1.6")
+        );
+        // No local endpoint: outside clients are dropped, pods still served.
+        let remote_only = compute(
+            &[service(node_port_spec("Local"))],
+            &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
+            &node(),
+        );
+        assert_eq!(
+            remote_only.lookup("no-endpoint-nodeports", "tcp . 30080"),
+            Some("drop")
+        );
+        assert_eq!(
+            remote_only.lookup("service-nodeports", "tcp . 30080"),
+            Some(&*format!("goto {EXT}"))
+        );
+        assert!(!remote_only.chains.contains_key(LOCAL));
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_uses_only_local_endpoints() {
+        let mut spec = cluster_ip_spec();
+        spec["internalTrafficPolicy"] = json!("Local");
+        let set = compute(
+            &[service(spec.clone())],
+            &[slice(&[
+                ("10.42.0.5", "node-a", true, true, false),
+                ("10.42.1.6", "node-b", true, true, false),
+            ])],
+            &node(),
+        );
+        assert_eq!(rules(&set, SVC)[1], format!("goto {LOCAL}"));
+        assert!(!rules(&set, LOCAL)[0].contains("10.42.1.6"));
+        let remote_only = compute(
+            &[service(spec)],
+            &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
+            &node(),
+        );
+        assert_eq!(
+            remote_only.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            Some("drop")
+        );
+    }
+
+    #[test]
+    fn load_balancer_ingress_addresses_are_external_entry_points() {
+        let mut spec = node_port_spec("Cluster");
+        spec["type"] = json!("LoadBalancer");
+        let mut svc = service(spec);
+        svc.status =
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.2"}]}}))
+                .unwrap();
+        let set = compute(
+            &[svc],
+            &[slice(&[("10.42.1.6", "node-b", true, true, false)])],
+            &node(),
+        );
+        assert_eq!(
+            set.lookup("service-ips", "198.18.0.2 . tcp . 80"),
+            Some(&*format!("goto {EXT}"))
+        );
+        assert_eq!(
+            set.lookup("service-nodeports", "tcp . 30080"),
+            Some(&*format!("goto {EXT}"))
+        );
+    }
+
+    #[test]
+    fn slices_of_other_services_and_ports_are_ignored() {
+        let mut other = slice(&[("10.42.0.5", "node-a", true, true, false)]);
+        other
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("kubernetes.io/service-name".into(), "db".into());
+        let mut wrong_port = slice(&[("10.42.0.6", "node-a", true, true, false)]);
+        wrong_port.ports.as_mut().unwrap()[0].name = Some("metrics".into());
+        let set = compute(&[service(cluster_ip_spec())], &[other, wrong_port], &node());
+        assert_eq!(
+            set.lookup("no-endpoint-services", "10.43.0.5 . tcp . 80"),
+            Some("goto reject-chain")
+        );
+    }
+}
+
+/// The rendered scripts checked by the real `nft -c -f` (check mode: parses and
+/// validates against the kernel, programs nothing; needs root).
+#[cfg(test)]
+mod nft_check {
+    use super::*;
+    use serde_json::json;
+
+    fn every_kind() -> (Vec<Service>, Vec<EndpointSlice>) {
+        let service = |name: &str, spec: serde_json::Value, status: serde_json::Value| -> Service {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"}, "spec": spec, "status": status,
+            }))
+            .unwrap()
+        };
+        let slice = |name: &str, endpoints: serde_json::Value| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("{name}-x"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                          {"name": "dns", "port": 53, "protocol": "UDP"}],
+                "endpoints": endpoints,
+            }))
+            .unwrap()
+        };
+        let ports = json!([{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                           {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]);
+        let ready = json!([
+            {"addresses": ["10.42.0.5"], "nodeName": "node-a", "conditions": {"ready": true}},
+            {"addresses": ["10.42.1.6"], "conditions": {"ready": true}},
+        ]);
+        let services = vec![
+            service(
+                "plain",
+                json!({"clusterIP": "10.43.0.5", "ports": ports}),
+                json!({}),
+            ),
+            service(
+                "empty",
+                json!({"clusterIP": "10.43.0.6", "ports": ports}),
+                json!({}),
+            ),
+            service(
+                "sticky",
+                json!({"clusterIP": "10.43.0.7", "ports": ports, "sessionAffinity": "ClientIP",
+                       "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}),
+                json!({}),
+            ),
+            service(
+                "local",
+                json!({"type": "LoadBalancer", "clusterIP": "10.43.0.8", "ports": ports,
+                       "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local"}),
+                json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.9"}]}}),
+            ),
+            service(
+                "node",
+                json!({"type": "NodePort", "clusterIP": "10.43.0.9",
+                       "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30090}]}),
+                json!({}),
+            ),
+        ];
+        let slices = vec![
+            slice("plain", ready.clone()),
+            slice("sticky", ready.clone()),
+            slice("local", ready.clone()),
+        ];
+        (services, slices)
+    }
+
+    fn nft_check(script: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft is needed for this test");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "nft rejected the script: {}\n{script}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    #[test]
+    fn full_table_of_every_service_kind_is_accepted_by_nft() {
+        let node = NodeContext {
+            node_name: "node-a".into(),
+            cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+        };
+        let (services, slices) = every_kind();
+        let full = compute(&services, &slices, &node);
+        assert!(full.chains.len() > 20, "every kind makes chains");
+        nft_check(&full.render(None));
+        // A diff is checked as the full table followed by the change (check mode
+        // keeps no state between runs).
+        let fewer = compute(&services[1..], &slices[1..2], &node);
+        nft_check(&format!(
+            "{}{}",
+            full.render(None),
+            fewer.render(Some(&full))
+        ));
+    }
+}
