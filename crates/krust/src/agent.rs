@@ -79,9 +79,17 @@ async fn run_node(
         bridge: config.cni_bridge.clone(),
     };
     let enforce_policies = !network.options.disable_network_policy;
+    let proxy = (!network.options.disable_proxy)
+        .then(|| krust_proxy::ProxyConfig::new(&config.node_name, Some(network.cluster_cidr)));
     tokio::try_join!(
         krust_kubelet::run(config, client.clone()),
         krust_net::run(net, client.clone()),
+        async {
+            match proxy {
+                Some(proxy) => krust_proxy::run_with(proxy, client.clone()).await,
+                None => Ok(()),
+            }
+        },
         async {
             match enforce_policies {
                 true => krust_netpol::run(netpol, client.clone()).await,

@@ -46,6 +46,10 @@ pub struct NetOptions {
     #[arg(long, value_enum, default_value = "vxlan", value_name = "BACKEND")]
     pub flannel_backend: Backend,
 
+    /// Do not run the service proxy (Services in nftables) on this node.
+    #[arg(long)]
+    pub disable_proxy: bool,
+
     /// Do not enforce NetworkPolicies on this node.
     #[arg(long)]
     pub disable_network_policy: bool,

@@ -21,19 +21,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 pub use compute::{NodeContext, compute};
 pub use ruleset::Ruleset;
 
-/// Flags of the service proxy (in `krust agent`).
-#[derive(Clone, Debug, clap::Args)]
-pub struct ProxyArgs {
-    /// The pod network: traffic from outside it to a ClusterIP is masqueraded.
-    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
-    pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
-
-    /// Do not run the service proxy on this node.
-    #[arg(long)]
-    pub disable_proxy: bool,
-}
-
-/// How the proxy runs; built from [`ProxyArgs`] or by tests.
+/// How the proxy runs (the agent builds it from its flags; tests aim it at a netns).
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub node: NodeContext,
@@ -57,18 +45,6 @@ impl ProxyConfig {
             sync_period: Duration::from_secs(30),
         }
     }
-}
-
-/// Runs the proxy of the node `node_name` from its flags (returns at once when disabled).
-pub async fn run(args: ProxyArgs, node_name: String, client: kube::Client) -> Result<()> {
-    if args.disable_proxy {
-        return Ok(());
-    }
-    run_with(
-        ProxyConfig::new(&node_name, Some(args.cluster_cidr)),
-        client,
-    )
-    .await
 }
 
 /// Runs the proxy until an error it cannot retry: watch, coalesce, compute, apply.

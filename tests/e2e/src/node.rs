@@ -65,9 +65,10 @@ impl TestNode {
             format!("--node-name={node_name}"),
             format!("--cni-bridge={bridge}"),
             format!("--pod-cidr={pod_cidr}"),
-            // Many test nodes share the host's namespace: no routes or tables of
-            // the pod network there.
+            // Many test nodes share the host's namespace: no routes, and no
+            // service proxy (one table per namespace) there.
             "--flannel-backend=none".to_string(),
+            "--disable-proxy".to_string(),
             format!("--registry-config={}", registry_config.display()),
             format!("--kubelet-port={}", crate::free_port()),
             "--node-ip=127.0.0.1".to_string(),
