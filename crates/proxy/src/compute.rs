@@ -159,6 +159,9 @@ fn base_ruleset() -> Ruleset {
         "nodeport-endpoints-check",
         "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports",
     );
+    // TCP gets a reset (the ICMP error plain `reject` sends for a forwarded
+    // packet did not reach the pod's socket); everything else the ICMP error.
+    set.rule("reject-chain", "meta l4proto tcp reject with tcp reset");
     set.rule("reject-chain", "reject");
     set.rule(
         "mark-for-masquerade",
@@ -576,7 +579,10 @@ mod tests {
         );
         assert_eq!(set.lookup("service-ips", "10.43.0.5 . tcp . 80"), None);
         assert!(!set.chains.contains_key(SVC));
-        assert_eq!(rules(&set, "reject-chain"), ["reject"]);
+        assert_eq!(
+            rules(&set, "reject-chain"),
+            ["meta l4proto tcp reject with tcp reset", "reject"]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The service proxy (`krust-proxy`) on a two-node cluster whose nodes each live in
 //! their own network namespace: a ClusterIP answers from a pod on the other node, a
 //! NodePort answers on a node without local endpoints, and a Service without
-//! endpoints does not answer. Needs root.
+//! endpoints refuses at once (reject, not a silent drop). Needs root.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -78,14 +78,13 @@ fn cluster_ips_node_ports_and_services_without_endpoints() {
         },
     );
 
-    // No endpoints: nothing answers. (Upstream refuses at once; here the reject
-    // rule does not yet take effect for forwarded pod traffic: see the notes.)
+    // No endpoints: refused at once, not a timeout.
     let log = cluster.run_script(
         "default",
-        "unanswered",
+        "refused",
         1,
         json!({}),
-        &format!("if timeout 3 wget -q -O - http://{empty_ip}/; then echo answered; else echo unanswered; fi"),
+        &format!("timeout 5 wget -q -O - http://{empty_ip}/ 2>&1; echo rc=$?"),
     );
-    assert!(log.contains("unanswered"), "{log}");
+    assert!(log.contains("refused"), "{log}");
 }
