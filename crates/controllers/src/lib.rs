@@ -25,6 +25,7 @@
 //!   disruptions), which evictions read;
 //! - [`resourcequota`]: the `status.used` of every ResourceQuota;
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
+//! - [`servicelb`]: the Ready nodes' addresses as LoadBalancer Services' ingress;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
 //!   their pods marked not Ready, and pods that do not tolerate a NoExecute taint are
 //!   evicted;
@@ -61,6 +62,7 @@ pub mod nodelifecycle;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
 pub mod workload;
@@ -144,6 +146,7 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         options.cluster_cidr,
         options.node_cidr_mask_size,
     ));
+    tasks.spawn(servicelb::run(caches.clone()));
     tasks.spawn(volume::binder::run(caches.clone()));
     tasks.spawn(volume::protection::run(caches.clone()));
     tasks.spawn(volume::ephemeral::run(caches.clone()));

@@ -1,6 +1,7 @@
 //! The service proxy (`krust-proxy`) on a two-node cluster whose nodes each live in
 //! their own network namespace: a ClusterIP answers from a pod on the other node, a
-//! NodePort answers on a node without local endpoints, and a Service without
+//! NodePort answers on a node without local endpoints, a LoadBalancer gets the
+//! nodes' addresses as ingress and answers there, and a Service without
 //! endpoints refuses at once (reject, not a silent drop). Needs root.
 
 use std::io::{Read, Write};
@@ -24,13 +25,13 @@ fn http_get(address: &str) -> Option<String> {
 }
 
 #[test]
-fn cluster_ips_node_ports_and_services_without_endpoints() {
+fn cluster_ips_node_ports_load_balancers_and_services_without_endpoints() {
     let cluster = TestCluster::start(2);
     cluster.run_pod("default", "web", 0, "krust/httpd:1", json!({"app": "web"}));
     cluster.apply(&json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web"},
-        "spec": {"type": "NodePort", "selector": {"app": "web"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
                  "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
     }));
     cluster.apply(&json!({
@@ -76,6 +77,27 @@ fn cluster_ips_node_ports_and_services_without_endpoints() {
                 .as_deref()
                 .is_some_and(|r| r.contains("hello from krust"))
         },
+    );
+
+    // LoadBalancer: the built-in service load balancer publishes the nodes'
+    // addresses, and each answers on the Service port.
+    let mut ingress = String::new();
+    krust_e2e::wait_until(
+        "the LoadBalancer has its ingress",
+        Duration::from_secs(30),
+        || {
+            ingress = field("web", ".status.loadBalancer.ingress[*].ip");
+            ingress.split(' ').count() == 2
+        },
+    );
+    for node in &cluster.nodes {
+        assert!(ingress.contains(&node.ip.to_string()), "{ingress}");
+    }
+    let address = format!("{}:80", cluster.nodes[1].ip);
+    krust_e2e::wait_until(
+        &format!("load balancer address {address} answers"),
+        Duration::from_secs(30),
+        || http_get(&address).is_some_and(|r| r.contains("hello from krust")),
     );
 
     // No endpoints: refused at once, not a timeout.
