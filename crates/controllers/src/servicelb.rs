@@ -89,7 +89,7 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
         queue.clone(),
         move |_: &Change<Node>| {
             services
-                .filter(|service| is_ours(service))
+                .filter(is_ours)
                 .iter()
                 .filter_map(|service| key(service))
                 .collect()
