@@ -70,3 +70,29 @@ pub fn run_quietly(program: &str, args: &[&str]) {
 pub fn delete_table_quietly(table: &str) {
     run_quietly("nft", &["delete", "table", "ip", table]);
 }
+
+/// Checks `script` with `nft -c -f -` (parsed and validated by the kernel, nothing
+/// applied): for tests of rendered rules.
+pub fn nft_check(script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-c", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run nft: is the nftables package installed?")?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(script.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "nft rejected the script: {}\n{script}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -18,16 +18,16 @@ pub mod masquerade;
 pub mod peers;
 pub mod routes;
 pub mod vxlan;
+pub mod watch;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use krust_api::cidr::Ipv4Cidr;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector;
 
 pub use routes::Backend;
 
@@ -116,21 +116,7 @@ pub async fn run(config: NetConfig, client: kube::Client) -> Result<()> {
 
     let (nodes, writer) = reflector::store::<Node>();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let watch = {
-        let changed = changed.clone();
-        let stream = watcher(kube::Api::<Node>::all(client), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer);
-        async move {
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                if let Err(error) = event {
-                    tracing::warn!(%error, "the Node watch failed; retrying");
-                }
-                changed.notify_one();
-            }
-        }
-    };
+    let watch = watch::mirror(kube::Api::<Node>::all(client), writer, changed.clone());
     let sync = async {
         nodes
             .wait_until_ready()

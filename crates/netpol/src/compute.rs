@@ -475,24 +475,6 @@ mod tests {
             ),
         ];
         let script = script("b", "n2", &policies, &pods, &namespaces);
-        let mut child = std::process::Command::new("nft")
-            .args(["-c", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft is installed");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}\n{script}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        krust_net::command::nft_check(&script).unwrap();
     }
 }

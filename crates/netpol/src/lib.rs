@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector;
 
 /// How long a sync waits after a change for more changes.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -34,13 +33,13 @@ pub async fn run(config: NetpolConfig, client: kube::Client) -> Result<()> {
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (namespaces, namespaces_writer) = reflector::store::<Namespace>();
     let watches = futures::future::join3(
-        mirror(
+        krust_net::watch::mirror(
             kube::Api::all(client.clone()),
             policies_writer,
             changed.clone(),
         ),
-        mirror(kube::Api::all(client.clone()), pods_writer, changed.clone()),
-        mirror(kube::Api::all(client), namespaces_writer, changed.clone()),
+        krust_net::watch::mirror(kube::Api::all(client.clone()), pods_writer, changed.clone()),
+        krust_net::watch::mirror(kube::Api::all(client), namespaces_writer, changed.clone()),
     );
     let sync = async {
         policies
@@ -99,27 +98,6 @@ fn values_of<K: serde::Serialize>(items: Vec<Arc<K>>) -> Vec<serde_json::Value> 
         .iter()
         .filter_map(|item| serde_json::to_value(&**item).ok())
         .collect()
-}
-
-/// Mirrors every object of `api` into `writer`, notifying `changed` after each event.
-async fn mirror<K>(
-    api: kube::Api<K>,
-    writer: reflector::store::Writer<K>,
-    changed: Arc<tokio::sync::Notify>,
-) where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
-    K: serde::de::DeserializeOwned,
-{
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        if let Err(error) = event {
-            tracing::warn!(%error, "watch error; retrying");
-        }
-        changed.notify_one();
-    }
 }
 
 /// Removes the table [`run`] keeps for `bridge`. For tests and resets.

@@ -867,25 +867,7 @@ mod nft_check {
     }
 
     fn nft_check(script: &str) {
-        use std::io::Write;
-        let mut child = std::process::Command::new("nft")
-            .args(["-c", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft is needed for this test");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "nft rejected the script: {}\n{script}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        krust_net::command::nft_check(script).unwrap();
     }
 
     #[test]

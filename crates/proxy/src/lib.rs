@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector;
 
 pub use compute::{NodeContext, compute};
 pub use ruleset::Ruleset;
@@ -59,12 +58,12 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
     let changed = Arc::new(tokio::sync::Notify::new());
     let (services, services_writer) = reflector::store::<Service>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
-    let watch_services = watch_into(
+    let watch_services = krust_net::watch::mirror(
         kube::Api::<Service>::all(client.clone()),
         services_writer,
         changed.clone(),
     );
-    let watch_slices = watch_into(
+    let watch_slices = krust_net::watch::mirror(
         kube::Api::<EndpointSlice>::all(client),
         slices_writer,
         changed.clone(),
@@ -111,26 +110,5 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
         result = sync => result,
         () = watch_services => Ok(()),
         () = watch_slices => Ok(()),
-    }
-}
-
-/// Mirrors every object of `api` into `writer`, notifying `changed` after each event.
-async fn watch_into<K>(
-    api: kube::Api<K>,
-    writer: reflector::store::Writer<K>,
-    changed: Arc<tokio::sync::Notify>,
-) where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
-    K: serde::de::DeserializeOwned,
-{
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        if let Err(error) = event {
-            tracing::warn!(error = %error, "watch error; retrying");
-        }
-        changed.notify_one();
     }
 }
