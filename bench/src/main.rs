@@ -9,6 +9,7 @@
 //! `krust-bench pod-startup` pods reaching Ready on one real node ([`pod_startup`]).
 
 mod controllers;
+mod network;
 mod pod_startup;
 mod scheduler;
 
@@ -62,6 +63,15 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Service proxy: nftables rule sync for many Services, full and one change.
+    Network {
+        /// Services (ClusterIP, one port each).
+        #[arg(long, default_value_t = 1_000)]
+        services: usize,
+        /// Ready endpoints per Service.
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+    },
     /// Node agent: pods created at once on one node, create to Ready; memory.
     PodStartup {
         /// Pods created at once.
@@ -98,6 +108,10 @@ fn main() -> Result<()> {
             runtime.block_on(scheduler::run(workloads))
         }
         Command::PodStartup { pods } => runtime.block_on(pod_startup::run(pods)),
+        Command::Network {
+            services,
+            endpoints,
+        } => runtime.block_on(network::run(services, endpoints)),
     }
 }
 
