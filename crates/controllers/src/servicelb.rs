@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::cache::{Cache, Caches, Change};
+use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::changes::forward;
 use crate::workqueue::{Outcome, WorkQueue, run_workers};
 
@@ -18,14 +18,6 @@ struct Controller {
     services: Arc<Cache<Service>>,
     nodes: Arc<Cache<Node>>,
     client: kube::Client,
-}
-
-fn key(service: &Service) -> Option<String> {
-    Some(format!(
-        "{}/{}",
-        service.metadata.namespace.as_deref()?,
-        service.metadata.name.as_deref()?
-    ))
 }
 
 fn is_ours(service: &Service) -> bool {
@@ -73,12 +65,12 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
         nodes: caches.get(),
         client: caches.client().clone(),
     });
-    let queue: WorkQueue<String> = WorkQueue::new();
+    let queue: WorkQueue<ObjectKey> = WorkQueue::new();
     tokio::spawn(forward(
         controller.services.subscribe(),
         queue.clone(),
         |change: &Change<Service>| match change {
-            Change::Applied(service) => key(service).into_iter().collect(),
+            Change::Applied(service) => vec![ObjectKey::of(service.as_ref())],
             Change::Deleted(_) => Vec::new(),
         },
     ));
@@ -91,7 +83,7 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
             services
                 .filter(is_ours)
                 .iter()
-                .filter_map(|service| key(service))
+                .map(|service| ObjectKey::of(service.as_ref()))
                 .collect()
         },
     ));
@@ -106,10 +98,8 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
 }
 
 impl Controller {
-    async fn sync(&self, key: &str) -> anyhow::Result<Outcome> {
-        let Some((namespace, name)) = key.split_once('/') else {
-            return Ok(Outcome::Done);
-        };
+    async fn sync(&self, key: &ObjectKey) -> anyhow::Result<Outcome> {
+        let (namespace, name) = (key.namespace.as_str(), key.name.as_str());
         let Some(service) = self.services.get(namespace, name) else {
             return Ok(Outcome::Done);
         };
