@@ -157,8 +157,7 @@ pub async fn run(config: NetConfig, client: kube::Client) -> Result<()> {
                     tracing::error!(error = format!("{error:#}"), "cannot sync the pod network")
                 }
             }
-            let _ = tokio::time::timeout(RESYNC, changed.notified()).await;
-            tokio::time::sleep(COALESCE).await;
+            watch::next_sync(&changed, RESYNC, COALESCE).await;
         }
         #[allow(unreachable_code)]
         Ok::<(), anyhow::Error>(())

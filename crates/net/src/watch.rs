@@ -27,3 +27,14 @@ pub async fn mirror<K>(
         changed.notify_one();
     }
 }
+
+/// Waits for the next reason to sync: a change (then `coalesce` longer, so that a
+/// burst of changes makes one sync) or `resync` without one.
+pub async fn next_sync(
+    changed: &tokio::sync::Notify,
+    resync: std::time::Duration,
+    coalesce: std::time::Duration,
+) {
+    let _ = tokio::time::timeout(resync, changed.notified()).await;
+    tokio::time::sleep(coalesce).await;
+}

@@ -81,8 +81,7 @@ pub async fn run(config: NetpolConfig, client: kube::Client) -> Result<()> {
                     }
                 }
             }
-            let _ = tokio::time::timeout(RESYNC, changed.notified()).await;
-            tokio::time::sleep(COALESCE).await;
+            krust_net::watch::next_sync(&changed, RESYNC, COALESCE).await;
         }
         #[allow(unreachable_code)]
         Ok::<(), anyhow::Error>(())

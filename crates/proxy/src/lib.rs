@@ -100,8 +100,7 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
                     "cannot program service rules; retrying"
                 ),
             }
-            let _ = tokio::time::timeout(config.sync_period, changed.notified()).await;
-            tokio::time::sleep(config.coalesce).await;
+            krust_net::watch::next_sync(&changed, config.sync_period, config.coalesce).await;
         }
         #[allow(unreachable_code)]
         Ok::<(), anyhow::Error>(())
