@@ -5,8 +5,9 @@
 //!   InternalIP (`host-gw`) or through a VXLAN overlay ([`vxlan`]);
 //! - the host's safety routes (cluster CIDR unreachable, service CIDR onto the
 //!   bridge), so cluster addresses never leave the machine by its default route;
-//! - egress masquerade for traffic leaving the cluster CIDR ([`masquerade`]);
-//! - IPv4 forwarding on.
+//! - egress masquerade for traffic leaving the cluster CIDR ([`masquerade`]).
+//!
+//! (IPv4 forwarding is turned on by the kubelet, which every node runs.)
 //!
 //! Everything is level-triggered: each sync computes the whole desired state from the
 //! Nodes and changes only what differs. Routes, overlay and table stay when the agent
@@ -98,9 +99,6 @@ fn underlay_mtu(ip: Ipv4Addr) -> u32 {
 pub async fn run(config: NetConfig, client: kube::Client) -> Result<()> {
     if config.backend == Backend::None {
         return Ok(());
-    }
-    if let Err(error) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
-        tracing::warn!(%error, "cannot enable net.ipv4.ip_forward: pods cannot reach other nodes");
     }
     // The service CIDR route needs the bridge; the CNI bridge plugin adopts it later.
     command::run_tolerating(
