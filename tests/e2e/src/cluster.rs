@@ -338,8 +338,29 @@ impl TestCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Starts pod `name` in `namespace` on node `node` with `image` (its own command
-    /// unless `command` is given) and `labels`, and waits until it runs; returns its IP.
+    /// A pod of one container bound to node `node` (no scheduling involved).
+    fn pinned_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: usize,
+        labels: serde_json::Value,
+        restart_policy: &str,
+        container: serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "nodeName": self.nodes[node].name,
+                "restartPolicy": restart_policy,
+                "containers": [container],
+            },
+        })
+    }
+
+    /// Starts pod `name` in `namespace` on node `node` with `image` (running the
+    /// image's own command) and `labels`, and waits until it runs; returns its IP.
     pub fn run_pod(
         &self,
         namespace: &str,
@@ -348,14 +369,8 @@ impl TestCluster {
         image: &str,
         labels: serde_json::Value,
     ) -> String {
-        self.apply(&serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {
-                "nodeName": self.nodes[node].name,
-                "containers": [{"name": "c", "image": self.image(image)}],
-            },
-        }));
+        let container = serde_json::json!({"name": "c", "image": self.image(image)});
+        self.apply(&self.pinned_pod(namespace, name, node, labels, "Always", container));
         let mut ip = String::new();
         crate::wait_until(&format!("pod {name} runs"), CLUSTER_READY_TIMEOUT, || {
             ip = self.pod_field(namespace, name, ".status.podIP");
@@ -375,16 +390,9 @@ impl TestCluster {
         labels: serde_json::Value,
         script: &str,
     ) -> String {
-        self.apply(&serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {
-                "nodeName": self.nodes[node].name,
-                "restartPolicy": "Never",
-                "containers": [{"name": "c", "image": self.image("krust/busybox:1"),
-                                "command": ["sh", "-c", script]}],
-            },
-        }));
+        let container = serde_json::json!({"name": "c", "image": self.image("krust/busybox:1"),
+                                           "command": ["sh", "-c", script]});
+        self.apply(&self.pinned_pod(namespace, name, node, labels, "Never", container));
         let mut phase = String::new();
         crate::wait_until(
             &format!("pod {name} finishes"),
