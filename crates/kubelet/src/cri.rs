@@ -235,4 +235,31 @@ impl Cri {
             .map(|r| r.into_inner().image_ref)
             .map_err(|s| call_error("PullImage", s))
     }
+
+    /// Asks the runtime for a streaming URL that runs `cmd` in the container.
+    pub async fn exec(&mut self, request: api::ExecRequest) -> Result<String> {
+        self.runtime
+            .exec(request)
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| call_error("Exec", s))
+    }
+
+    /// Asks the runtime for a streaming URL attached to the container's main process.
+    pub async fn attach(&mut self, request: api::AttachRequest) -> Result<String> {
+        self.runtime
+            .attach(request)
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| call_error("Attach", s))
+    }
+
+    /// Asks the runtime for a streaming URL that forwards ports of the pod's sandbox.
+    pub async fn port_forward(&mut self, request: api::PortForwardRequest) -> Result<String> {
+        self.runtime
+            .port_forward(request)
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| call_error("PortForward", s))
+    }
 }

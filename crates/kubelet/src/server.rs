@@ -1,8 +1,17 @@
-//! The kubelet API over HTTPS (default port 10250): `/healthz` and
+//! The kubelet API over HTTPS (default port 10250): `/healthz`,
 //! `/containerLogs/<namespace>/<pod>/<container>` with upstream's query parameters
-//! (follow, previous, tailLines, limitBytes, sinceSeconds, timestamps).
+//! (follow, previous, tailLines, limitBytes, sinceSeconds, timestamps), and the
+//! streaming calls `/exec/<namespace>/<pod>[/<uid>]/<container>`, `/attach/...` and
+//! `/portForward/<namespace>/<pod>[/<uid>]`.
 //!
-//! The API server proxies `pods/log` here. Callers must present a client certificate
+//! A streaming call asks the runtime (CRI Exec, Attach, PortForward) for a URL of its
+//! own streaming server and relays the client's HTTP upgrade there: the request goes
+//! on with its Upgrade, Connection, X-Stream-Protocol-Version and Sec-WebSocket-*
+//! headers, the runtime's answer (101 Switching Protocols or an error) comes back,
+//! then bytes are copied both ways. The runtime speaks SPDY/3.1 and WebSocket
+//! channel.k8s.io v1 to v4 itself.
+//!
+//! The API server proxies `pods/log`, `pods/exec`, `pods/attach` and `pods/portforward` here. Callers must present a client certificate
 //! signed by the cluster CA (the API server does); `/healthz` answers anyone. The
 //! serving certificate is self-signed for the node's address, as upstream's kubelet
 //! does without `--tls-cert-file`.
@@ -68,6 +77,7 @@ pub async fn serve(
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -116,7 +126,11 @@ fn text(status: u16, message: &str) -> Response<Body> {
         .expect("a valid response")
 }
 
-async fn handle(context: &Context_, req: Request<Incoming>, authenticated: bool) -> Response<Body> {
+async fn handle(
+    context: &Context_,
+    mut req: Request<Incoming>,
+    authenticated: bool,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return text(200, "ok");
@@ -136,8 +150,209 @@ async fn handle(context: &Context_, req: Request<Incoming>, authenticated: bool)
                 Err(error) => text(404, &format!("{error:#}")),
             }
         }
+        ["exec" | "attach", namespace, pod, .., container] if parts.len() <= 5 => {
+            let raw_query = req.uri().query().unwrap_or("").to_string();
+            let url =
+                match stream_url(context, parts[0], namespace, pod, container, &raw_query).await {
+                    Ok(url) => url,
+                    Err(error) => return text(400, &format!("{error:#}")),
+                };
+            proxy_upgrade(&mut req, &url).await
+        }
+        ["portForward", namespace, pod] | ["portForward", namespace, pod, _] => {
+            let raw_query = req.uri().query().unwrap_or("").to_string();
+            let url = match port_forward_url(context, namespace, pod, &raw_query).await {
+                Ok(url) => url,
+                Err(error) => return text(400, &format!("{error:#}")),
+            };
+            proxy_upgrade(&mut req, &url).await
+        }
         _ => text(404, &format!("{path} is not a kubelet API path")),
     }
+}
+
+/// Every value of a repeated query parameter (`command=sh&command=-c`), decoded.
+fn query_values(query: &str, key: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| percent_decode(k) == key)
+        .map(|(_, v)| percent_decode(v))
+        .collect()
+}
+
+/// The running container of a pod, by name (its latest attempt).
+async fn running_container(
+    context: &Context_,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> Result<String> {
+    let label = |c: &api::Container, key: &str| c.labels.get(key).cloned().unwrap_or_default();
+    let containers = context.cri.clone().list_containers().await?;
+    containers
+        .into_iter()
+        .filter(|c| {
+            label(c, "io.kubernetes.pod.namespace") == namespace
+                && label(c, "io.kubernetes.pod.name") == pod
+                && label(c, "io.kubernetes.container.name") == container
+                && c.state == api::ContainerState::ContainerRunning as i32
+        })
+        .max_by_key(|c| c.metadata.as_ref().map(|m| m.attempt))
+        .map(|c| c.id)
+        .with_context(|| {
+            format!("container not found ({container:?}): it is not running in pod {namespace}/{pod} on this node")
+        })
+}
+
+/// The runtime's streaming URL for an exec or attach request.
+async fn stream_url(
+    context: &Context_,
+    kind: &str,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    query: &str,
+) -> Result<String> {
+    let flag = |name: &str| {
+        query_values(query, name)
+            .first()
+            .is_some_and(|v| v == "1" || v == "true")
+    };
+    let (stdin, stdout, stderr, tty) = (flag("stdin"), flag("stdout"), flag("stderr"), flag("tty"));
+    if !(stdin || stdout || stderr) {
+        anyhow::bail!("you must specify at least 1 of stdin, stdout, stderr");
+    }
+    let container_id = running_container(context, namespace, pod, container).await?;
+    let mut cri = context.cri.clone();
+    if kind == "exec" {
+        let cmd = query_values(query, "command");
+        if cmd.is_empty() {
+            anyhow::bail!("you must specify the command to run (command=...)");
+        }
+        cri.exec(api::ExecRequest {
+            container_id,
+            cmd,
+            tty,
+            stdin,
+            stdout,
+            stderr: stderr && !tty,
+        })
+        .await
+    } else {
+        cri.attach(api::AttachRequest {
+            container_id,
+            stdin,
+            tty,
+            stdout,
+            stderr: stderr && !tty,
+        })
+        .await
+    }
+}
+
+/// The runtime's streaming URL forwarding ports of the pod's sandbox.
+async fn port_forward_url(
+    context: &Context_,
+    namespace: &str,
+    pod: &str,
+    query: &str,
+) -> Result<String> {
+    let sandboxes = context.cri.clone().list_pod_sandboxes().await?;
+    let sandbox = sandboxes
+        .into_iter()
+        .find(|s| {
+            let meta = s.metadata.as_ref();
+            meta.is_some_and(|m| m.namespace == namespace && m.name == pod)
+                && s.state == api::PodSandboxState::SandboxReady as i32
+        })
+        .with_context(|| format!("pod {namespace}/{pod} has no ready sandbox on this node"))?;
+    let mut port = Vec::new();
+    for value in query_values(query, "ports") {
+        for part in value.split(',').filter(|p| !p.is_empty()) {
+            port.push(
+                part.trim()
+                    .parse::<i32>()
+                    .with_context(|| format!("port {part:?} is not a number"))?,
+            );
+        }
+    }
+    context
+        .cri
+        .clone()
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: sandbox.id,
+            port,
+        })
+        .await
+}
+
+/// Relays an HTTP upgrade request to the runtime's streaming `url` (plain HTTP on
+/// loopback), returns its answer, and after a 101 copies bytes both ways.
+async fn proxy_upgrade(req: &mut Request<Incoming>, url: &str) -> Response<Body> {
+    match try_proxy_upgrade(req, url).await {
+        Ok(response) => response,
+        Err(error) => text(
+            502,
+            &format!("streaming through the runtime failed: {error:#}"),
+        ),
+    }
+}
+
+async fn try_proxy_upgrade(req: &mut Request<Incoming>, url: &str) -> Result<Response<Body>> {
+    let uri: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("the runtime's streaming URL {url:?}"))?;
+    let host = uri
+        .host()
+        .context("the runtime's streaming URL has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connecting to the runtime's streaming server {host}:{port}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(connection.with_upgrades());
+    let mut forwarded = Request::builder().method(req.method().clone()).uri(
+        uri.path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string(),
+    );
+    for (name, value) in req.headers() {
+        if name != hyper::header::HOST && name != hyper::header::CONTENT_LENGTH {
+            forwarded = forwarded.header(name, value);
+        }
+    }
+    let forwarded = forwarded
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    let client_upgrade = hyper::upgrade::on(req);
+    let mut response = sender.send_request(forwarded).await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let body = response.into_body().collect().await?.to_bytes();
+        let mut answer = Response::builder().status(status);
+        for (name, value) in &headers {
+            answer = answer.header(name, value);
+        }
+        return Ok(answer.body(Full::new(body).boxed())?);
+    }
+    let runtime_upgrade = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(runtime)) = (client_upgrade.await, runtime_upgrade.await) else {
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut runtime = hyper_util::rt::TokioIo::new(runtime);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut runtime).await;
+    });
+    let mut answer = Response::builder().status(status);
+    for (name, value) in &headers {
+        answer = answer.header(name, value);
+    }
+    Ok(answer.body(http_body_util::Empty::new().boxed())?)
 }
 
 fn parse_query(query: &str) -> std::collections::HashMap<String, String> {
