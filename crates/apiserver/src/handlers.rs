@@ -324,6 +324,19 @@ impl Api {
         if !auth::authorize(&self.cache, &call.user, &attributes) {
             return error_response(&forbidden(&call.user, &attributes));
         }
+        if call.resource.plural == "pods"
+            && call.name.is_some()
+            && matches!(verb, "get" | "create")
+            && matches!(
+                call.subresource.as_deref(),
+                Some("exec" | "attach" | "portforward")
+            )
+        {
+            return self
+                .pod_stream(&call, req)
+                .await
+                .unwrap_or_else(|error| error_response(&error));
+        }
         let body = if matches!(
             method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -454,15 +467,7 @@ impl Api {
             && sub == "log"
             && let Some(client) = &self.kubelet_client
         {
-            let node_key = object_key(
-                resources::find("", "v1", "nodes").expect("nodes are built in"),
-                None,
-                node,
-            );
-            let node_object = match self.read(&node_key).await? {
-                Some(kv) => Some(from_kv(&kv)?),
-                None => None,
-            };
+            let node_object = self.node_of(object).await?;
             return crate::kubelet_proxy::pod_log(
                 client.clone(),
                 object,
@@ -476,6 +481,53 @@ impl Api {
             call.resource.plural,
             call.name()
         )))
+    }
+
+    /// The Node object a pod is bound to, if it exists.
+    async fn node_of(&self, pod: &Value) -> ApiResult<Option<Value>> {
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        let node_key = object_key(
+            resources::find("", "v1", "nodes").expect("nodes are built in"),
+            None,
+            node,
+        );
+        match self.read(&node_key).await? {
+            Some(kv) => Ok(Some(from_kv(&kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `pods/<name>/exec`, `attach` and `portforward`: an upgrade relayed to the node agent.
+    async fn pod_stream(&self, call: &Call, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+        let kv = self
+            .read(&call.key())
+            .await?
+            .ok_or_else(|| call.not_found())?;
+        let pod = from_kv(&kv)?;
+        let sub = call.subresource.as_deref().unwrap_or_default();
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                call.name()
+            )));
+        }
+        let Some(client) = &self.kubelet_client else {
+            return Err(ApiError::new_service_unavailable(format!(
+                "{sub} of pod {:?} needs the node agent of node {node:?}, which is not reachable from this server",
+                call.name()
+            )));
+        };
+        let node_object = self.node_of(&pod).await?;
+        crate::kubelet_proxy::pod_stream(
+            client.clone(),
+            &pod,
+            node_object.as_ref(),
+            sub,
+            req,
+            &call.query,
+        )
+        .await
     }
 
     async fn list(&self, call: &Call) -> ApiResult<Response<Body>> {

@@ -1,10 +1,19 @@
-//! `pods/log` proxied to the pod's node agent: the kubelet API of the node named in
-//! `spec.nodeName`, at the Node's InternalIP and `daemonEndpoints.kubeletEndpoint.Port`.
+//! Pod subresources served by the pod's node agent: the kubelet API of the node
+//! named in `spec.nodeName`, at the Node's InternalIP and
+//! `daemonEndpoints.kubeletEndpoint.Port`.
+//!
+//! - `pods/log` is fetched and streamed back as it comes (a followed log too).
+//! - `pods/exec`, `pods/attach` and `pods/portforward` are HTTP upgrades (SPDY/3.1 or
+//!   WebSocket, whichever the client asks for): the request goes on to the kubelet
+//!   with its upgrade headers, the kubelet's answer comes back, and after a
+//!   `101 Switching Protocols` bytes are copied both ways until either side closes.
+//!   A refused upgrade keeps its non-101 status, so a client that tried WebSocket
+//!   first (kubectl does) falls back to SPDY.
 //!
 //! The API server authenticates to the kubelet with its kubelet client certificate
-//! (signed by the cluster CA). Like kube-apiserver without
-//! `--kubelet-certificate-authority`, it does not verify the kubelet's self-signed
-//! serving certificate. The response (a followed log too) streams back as it comes.
+//! (signed by the cluster CA); the caller's own credentials never go on. Like
+//! kube-apiserver without `--kubelet-certificate-authority`, it does not verify the
+//! kubelet's self-signed serving certificate.
 
 use std::sync::Arc;
 
@@ -130,6 +139,157 @@ fn kubelet_address(node: &Value) -> Option<(String, u16)> {
     Some((ip, u16::try_from(port).ok()?))
 }
 
+/// The pod's node name and where its kubelet API is.
+fn kubelet_of<'a>(pod: &'a Value, node: Option<&Value>) -> ApiResult<(&'a str, String, u16)> {
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    let (ip, port) = node.and_then(kubelet_address).ok_or_else(|| {
+        ApiError::new_service_unavailable(format!(
+            "node {node_name:?} has no kubelet address (is its agent running?)"
+        ))
+    })?;
+    Ok((node_name, ip, port))
+}
+
+fn unreachable(node_name: &str, ip: &str, port: u16, error: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new_service_unavailable(format!(
+        "cannot reach the kubelet of node {node_name:?} at {ip}:{port}: {error}"
+    ))
+}
+
+/// An HTTP/1.1 connection to a kubelet over TLS, able to switch protocols.
+async fn connect(
+    client: Arc<rustls::ClientConfig>,
+    node_name: &str,
+    ip: &str,
+    port: u16,
+) -> ApiResult<hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>> {
+    let fail = |e: &dyn std::fmt::Display| unreachable(node_name, ip, port, e);
+    let tcp = tokio::net::TcpStream::connect((ip, port))
+        .await
+        .map_err(|e| fail(&e))?;
+    let server_name =
+        rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| fail(&e))?;
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| fail(&e))?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| fail(&e))?;
+    tokio::spawn(connection.with_upgrades());
+    Ok(sender)
+}
+
+/// The API error for a kubelet's non-success answer: what the kubelet said, with
+/// its status where that is the caller's fault (bad request, not found, refused upgrade).
+async fn kubelet_error(
+    node_name: &str,
+    ip: &str,
+    port: u16,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> ApiError {
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    match status {
+        400 | 404 => ApiError::bad_request(message),
+        403 => ApiError::forbidden(message),
+        _ => unreachable(node_name, ip, port, &message),
+    }
+}
+
+/// The headers of an upgrade request that go on to the kubelet: those that negotiate
+/// the protocol. Credentials and hop-by-hop headers of the caller stay here.
+fn is_upgrade_header(name: &hyper::header::HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "connection" | "upgrade" | "x-stream-protocol-version" | "user-agent" | "origin"
+    ) || name.starts_with("sec-websocket-")
+}
+
+/// Proxies `pods/<name>/exec`, `attach` or `portforward` (an HTTP upgrade) to the
+/// pod's kubelet, then relays the switched connection.
+pub async fn pod_stream(
+    client: Arc<rustls::ClientConfig>,
+    pod: &Value,
+    node: Option<&Value>,
+    subresource: &str,
+    mut request: hyper::Request<hyper::body::Incoming>,
+    query: &Query,
+) -> ApiResult<Response<Body>> {
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if matches!(phase, "Succeeded" | "Failed") {
+        let action = match subresource {
+            "exec" => "exec into",
+            "attach" => "attach to",
+            _ => "forward ports of",
+        };
+        return Err(ApiError::bad_request(format!(
+            "cannot {action} a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let raw_query = request.uri().query().unwrap_or("").to_string();
+    let path = match subresource {
+        "exec" | "attach" => {
+            let container = container_of(pod, query)?;
+            if subresource == "exec" && query.get("command").is_none() {
+                return Err(ApiError::bad_request(
+                    "you must specify the command to run (the command parameter)",
+                ));
+            }
+            format!("/{subresource}/{namespace}/{name}/{container}?{raw_query}")
+        }
+        _ => format!("/portForward/{namespace}/{name}?{raw_query}"),
+    };
+    let (node_name, ip, port) = kubelet_of(pod, node)?;
+    let mut sender = connect(client, node_name, &ip, port).await?;
+    let mut forwarded = hyper::Request::builder()
+        .method(request.method().clone())
+        .uri(path)
+        .header("host", format!("{ip}:{port}"));
+    for (header, value) in request.headers() {
+        if is_upgrade_header(header) {
+            forwarded = forwarded.header(header, value);
+        }
+    }
+    let forwarded = forwarded
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let caller_upgrade = hyper::upgrade::on(&mut request);
+    let mut response = sender
+        .send_request(forwarded)
+        .await
+        .map_err(|e| unreachable(node_name, &ip, port, &e))?;
+    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(kubelet_error(node_name, &ip, port, response).await);
+    }
+    let kubelet_upgrade = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (Ok(caller), Ok(kubelet)) = (caller_upgrade.await, kubelet_upgrade.await) else {
+            return;
+        };
+        let mut caller = hyper_util::rt::TokioIo::new(caller);
+        let mut kubelet = hyper_util::rt::TokioIo::new(kubelet);
+        let _ = tokio::io::copy_bidirectional(&mut caller, &mut kubelet).await;
+    });
+    let mut answer = Response::builder().status(hyper::StatusCode::SWITCHING_PROTOCOLS);
+    for (header, value) in response.headers() {
+        answer = answer.header(header, value);
+    }
+    answer
+        .body(BodyExt::boxed(http_body_util::Empty::new()))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// Proxies `pods/<name>/log` to the node's kubelet.
 pub async fn pod_log(
     client: Arc<rustls::ClientConfig>,
@@ -138,12 +298,7 @@ pub async fn pod_log(
     query: &Query,
 ) -> ApiResult<Response<Body>> {
     let container = container_of(pod, query)?;
-    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
-    let (ip, port) = node.and_then(kubelet_address).ok_or_else(|| {
-        ApiError::new_service_unavailable(format!(
-            "node {node_name:?} has no kubelet address (is its agent running?)"
-        ))
-    })?;
+    let (node_name, ip, port) = kubelet_of(pod, node)?;
     let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let mut params = Vec::new();
@@ -167,25 +322,7 @@ pub async fn pod_log(
         "/containerLogs/{namespace}/{name}/{container}?{}",
         params.join("&")
     );
-    let unreachable = |e: &dyn std::fmt::Display| {
-        ApiError::new_service_unavailable(format!(
-            "cannot reach the kubelet of node {node_name:?} at {ip}:{port}: {e}"
-        ))
-    };
-    let tcp = tokio::net::TcpStream::connect((ip.as_str(), port))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let server_name =
-        rustls::pki_types::ServerName::try_from(ip.clone()).map_err(|e| unreachable(&e))?;
-    let tls = tokio_rustls::TlsConnector::from(client)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| unreachable(&e))?;
-    tokio::spawn(connection);
+    let mut sender = connect(client, node_name, &ip, port).await?;
     let request = hyper::Request::get(path)
         .header("host", format!("{ip}:{port}"))
         .body(http_body_util::Empty::<Bytes>::new())
@@ -193,21 +330,10 @@ pub async fn pod_log(
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| unreachable(node_name, &ip, port, &e))?;
     let status = response.status();
     if !status.is_success() {
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let message = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(if status.as_u16() == 404 {
-            ApiError::bad_request(message)
-        } else {
-            unreachable(&message)
-        });
+        return Err(kubelet_error(node_name, &ip, port, response).await);
     }
     // Relay the stream; an error from the kubelet ends it.
     let stream = http_body_util::BodyStream::new(response.into_body())
