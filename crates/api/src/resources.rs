@@ -73,7 +73,7 @@ impl ResourceInfo {
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.create_only {
             &["create"]
-        } else if self.plural == "componentstatuses" {
+        } else if self.plural == "componentstatuses" || self.group == METRICS_GROUP {
             &["get", "list"]
         } else {
             &[
@@ -148,6 +148,28 @@ fn extra(short_names: &'static [&'static str]) -> Extra {
     Extra {
         short_names,
         ..Extra::default()
+    }
+}
+
+/// The group of resource metrics (NodeMetrics, PodMetrics): computed from the node
+/// agents on request, never stored; only get and list are served.
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+
+/// A metrics.k8s.io/v1beta1 row (no typed form in k8s-openapi: served as JSON only).
+fn metrics_row(kind: &'static str, plural: &'static str, namespaced: bool) -> ResourceInfo {
+    ResourceInfo {
+        group: METRICS_GROUP,
+        version: "v1beta1",
+        kind,
+        plural,
+        singular: "",
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        name_rule: NameRule::Subdomain,
+        create_only: false,
+        decode: Ok,
     }
 }
 
@@ -288,6 +310,9 @@ fn build_table() -> Vec<ResourceInfo> {
         // flowcontrol.apiserver.k8s.io/v1
         row::<flowcontrol::v1::FlowSchema>(status(&[])),
         row::<flowcontrol::v1::PriorityLevelConfiguration>(status(&[])),
+        // metrics.k8s.io/v1beta1
+        metrics_row("NodeMetrics", "nodes", false),
+        metrics_row("PodMetrics", "pods", true),
     ]
 }
 

@@ -324,6 +324,35 @@ impl Api {
         if !auth::authorize(&self.cache, &call.user, &attributes) {
             return error_response(&forbidden(&call.user, &attributes));
         }
+        if call.resource.group == crate::metrics_api::GROUP {
+            return match verb {
+                "get" | "list" => crate::metrics_api::serve(self, &call).await,
+                _ => Err(ApiError::method_not_allowed(format!(
+                    "resource metrics are read-only: {verb} is not allowed on {}.{}",
+                    call.resource.plural, call.resource.group
+                ))),
+            }
+            .unwrap_or_else(|error| error_response(&error));
+        }
+        if call.resource.plural == "nodes"
+            && verb == "get"
+            && call.subresource.as_deref() == Some("proxy")
+        {
+            let prefix = format!("/api/v1/nodes/{}/proxy", call.name());
+            let rest = req.uri().path().strip_prefix(&prefix).unwrap_or("");
+            let mut path = if rest.is_empty() {
+                "/".to_string()
+            } else {
+                rest.to_string()
+            };
+            if let Some(query) = req.uri().query() {
+                path = format!("{path}?{query}");
+            }
+            return self
+                .node_proxy(&call, &path)
+                .await
+                .unwrap_or_else(|error| error_response(&error));
+        }
         if call.resource.plural == "pods"
             && call.name.is_some()
             && matches!(verb, "get" | "create")
@@ -495,6 +524,22 @@ impl Api {
             Some(kv) => Ok(Some(from_kv(&kv)?)),
             None => Ok(None),
         }
+    }
+
+    /// `nodes/<name>/proxy/<path>`: a GET relayed to the node's kubelet.
+    async fn node_proxy(&self, call: &Call, path: &str) -> ApiResult<Response<Body>> {
+        let kv = self
+            .read(&call.key())
+            .await?
+            .ok_or_else(|| call.not_found())?;
+        let node = from_kv(&kv)?;
+        let Some(client) = &self.kubelet_client else {
+            return Err(ApiError::new_service_unavailable(format!(
+                "node {:?} cannot be proxied: this server has no kubelet client certificate",
+                call.name()
+            )));
+        };
+        crate::kubelet_proxy::node_proxy(client.clone(), &node, path).await
     }
 
     /// `pods/<name>/exec`, `attach` and `portforward`: an upgrade relayed to the node agent.

@@ -142,12 +142,16 @@ fn kubelet_address(node: &Value) -> Option<(String, u16)> {
 /// The pod's node name and where its kubelet API is.
 fn kubelet_of<'a>(pod: &'a Value, node: Option<&Value>) -> ApiResult<(&'a str, String, u16)> {
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
-    let (ip, port) = node.and_then(kubelet_address).ok_or_else(|| {
-        ApiError::new_service_unavailable(format!(
-            "node {node_name:?} has no kubelet address (is its agent running?)"
-        ))
-    })?;
+    let (ip, port) = node
+        .and_then(kubelet_address)
+        .ok_or_else(|| no_address(node_name))?;
     Ok((node_name, ip, port))
+}
+
+fn no_address(node_name: &str) -> ApiError {
+    ApiError::new_service_unavailable(format!(
+        "node {node_name:?} has no kubelet address (is its agent running?)"
+    ))
 }
 
 fn unreachable(node_name: &str, ip: &str, port: u16, error: &dyn std::fmt::Display) -> ApiError {
@@ -290,6 +294,24 @@ pub async fn pod_stream(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// GETs a JSON document (`/stats/summary`) from a node's kubelet.
+pub async fn get_json(
+    client: Arc<rustls::ClientConfig>,
+    node: &Value,
+    path: &str,
+) -> ApiResult<Value> {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
+    let (ip, port) = kubelet_address(node).ok_or_else(|| no_address(node_name))?;
+    let response = kubelet_get(client, node_name, &ip, port, path).await?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(node_name, &ip, port, &e))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| unreachable(node_name, &ip, port, &e))
+}
+
 /// Proxies `pods/<name>/log` to the node's kubelet.
 pub async fn pod_log(
     client: Arc<rustls::ClientConfig>,
@@ -322,7 +344,38 @@ pub async fn pod_log(
         "/containerLogs/{namespace}/{name}/{container}?{}",
         params.join("&")
     );
-    let mut sender = connect(client, node_name, &ip, port).await?;
+    let response = kubelet_get(client, node_name, &ip, port, &path).await?;
+    relay(response, "text/plain")
+}
+
+/// `nodes/<name>/proxy/<path>`: a GET of any kubelet API path (`/stats/summary`,
+/// `/metrics/resource`, `/pods`, `/healthz`), streamed back.
+pub async fn node_proxy(
+    client: Arc<rustls::ClientConfig>,
+    node: &Value,
+    path_and_query: &str,
+) -> ApiResult<Response<Body>> {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
+    let (ip, port) = kubelet_address(node).ok_or_else(|| no_address(node_name))?;
+    let response = kubelet_get(client, node_name, &ip, port, path_and_query).await?;
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain")
+        .to_string();
+    relay(response, &content_type)
+}
+
+/// A successful answer of the kubelet to `GET path`.
+async fn kubelet_get(
+    client: Arc<rustls::ClientConfig>,
+    node_name: &str,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
+    let mut sender = connect(client, node_name, ip, port).await?;
     let request = hyper::Request::get(path)
         .header("host", format!("{ip}:{port}"))
         .body(http_body_util::Empty::<Bytes>::new())
@@ -330,19 +383,25 @@ pub async fn pod_log(
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| unreachable(node_name, &ip, port, &e))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(kubelet_error(node_name, &ip, port, response).await);
+        .map_err(|e| unreachable(node_name, ip, port, &e))?;
+    if !response.status().is_success() {
+        return Err(kubelet_error(node_name, ip, port, response).await);
     }
-    // Relay the stream; an error from the kubelet ends it.
+    Ok(response)
+}
+
+/// Streams a kubelet's answer back as it comes; an error from the kubelet ends it.
+fn relay(
+    response: hyper::Response<hyper::body::Incoming>,
+    content_type: &str,
+) -> ApiResult<Response<Body>> {
     let stream = http_body_util::BodyStream::new(response.into_body())
         .take_while(|frame| std::future::ready(frame.is_ok()))
         .filter_map(|frame| std::future::ready(frame.ok().and_then(|f| f.into_data().ok())))
         .map(|data| Ok::<_, std::convert::Infallible>(Frame::data(data)));
     Response::builder()
         .status(200)
-        .header("content-type", "text/plain")
+        .header("content-type", content_type)
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .map_err(|e| ApiError::internal(e.to_string()))
 }

@@ -19,6 +19,7 @@ pub mod eviction;
 pub mod handlers;
 pub mod kubelet_proxy;
 pub mod limit_ranger;
+pub mod metrics_api;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;

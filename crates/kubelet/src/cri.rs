@@ -236,6 +236,15 @@ impl Cri {
             .map_err(|s| call_error("PullImage", s))
     }
 
+    /// CPU and memory usage of every container.
+    pub async fn list_container_stats(&mut self) -> Result<Vec<api::ContainerStats>> {
+        self.runtime
+            .list_container_stats(api::ListContainerStatsRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().stats)
+            .map_err(|s| call_error("ListContainerStats", s))
+    }
+
     /// Asks the runtime for a streaming URL that runs `cmd` in the container.
     pub async fn exec(&mut self, request: api::ExecRequest) -> Result<String> {
         self.runtime

@@ -19,6 +19,7 @@ pub mod pods;
 pub mod probes;
 pub mod server;
 pub mod static_pods;
+pub mod stats;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -236,6 +237,8 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         "the node agent is connected to its container runtime"
     );
 
+    let sampler = stats::Sampler::default();
+    let sampling = tokio::spawn(stats::run(sampler.clone(), cri.clone()));
     let _kubelet_api = match &config.client_ca_pem {
         Some(ca) => Some(
             server::serve(
@@ -244,6 +247,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
                 ca,
                 config.data_dir.join("logs"),
                 cri.clone(),
+                sampler,
             )
             .await?,
         ),
@@ -276,6 +280,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
     ));
     let result = pods::run(client, cri, config).await;
     local_path.abort();
+    sampling.abort();
     heartbeat.abort();
     if let Some(static_pods) = static_pods {
         static_pods.abort();

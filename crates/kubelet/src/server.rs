@@ -1,4 +1,5 @@
-//! The kubelet API over HTTPS (default port 10250): `/healthz`,
+//! The kubelet API over HTTPS (default port 10250): `/healthz`, `/stats/summary` and
+//! `/metrics/resource` (usage sampled by [`crate::stats`]),
 //! `/containerLogs/<namespace>/<pod>/<container>` with upstream's query parameters
 //! (follow, previous, tailLines, limitBytes, sinceSeconds, timestamps), and the
 //! streaming calls `/exec/<namespace>/<pod>[/<uid>]/<container>`, `/attach/...` and
@@ -30,6 +31,7 @@ use hyper::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::cri::{Cri, api};
+use crate::stats::{self, Sampler};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -37,8 +39,10 @@ type Body = BoxBody<Bytes, Infallible>;
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 struct Context_ {
+    node_name: String,
     logs_dir: PathBuf,
     cri: Cri,
+    stats: Sampler,
 }
 
 /// Binds the kubelet API on `bind` and serves it in the background.
@@ -48,12 +52,18 @@ pub async fn serve(
     client_ca_pem: &[u8],
     logs_dir: PathBuf,
     cri: Cri,
+    stats: Sampler,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let tls = tls_config(bind, node_name, client_ca_pem)?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} for the kubelet API (--kubelet-port)"))?;
-    let context = Arc::new(Context_ { logs_dir, cri });
+    let context = Arc::new(Context_ {
+        node_name: node_name.to_string(),
+        logs_dir,
+        cri,
+        stats,
+    });
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     Ok(tokio::spawn(async move {
         loop {
@@ -150,6 +160,22 @@ async fn handle(
                 Err(error) => text(404, &format!("{error:#}")),
             }
         }
+        ["stats", "summary"] => {
+            let summary = stats::summary(&context.node_name, &context.stats.snapshot());
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(summary.to_string())).boxed())
+                .expect("a valid response")
+        }
+        ["metrics", "resource"] => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(
+                Full::new(Bytes::from(stats::resource_metrics(
+                    &context.stats.snapshot(),
+                )))
+                .boxed(),
+            )
+            .expect("a valid response"),
         ["exec" | "attach", namespace, pod, .., container] if parts.len() <= 5 => {
             let raw_query = req.uri().query().unwrap_or("").to_string();
             let url =

@@ -1,0 +1,531 @@
+//! Resource usage of the node and of its containers, sampled every [`SAMPLE_PERIOD`]:
+//! cumulative CPU time (the runtime's per-container counters through CRI
+//! ListContainerStats, `/proc/stat` for the node) turned into a rate between two
+//! samples, and memory working sets (the runtime's, `/proc/meminfo` for the node).
+//!
+//! The kubelet API serves the latest sample as `/stats/summary` (the kubelet's
+//! stats/v1alpha1 Summary) and `/metrics/resource` (Prometheus text with upstream's
+//! metric names); the API server's metrics.k8s.io, and through it `kubectl top`,
+//! reads the summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::cri::{Cri, api};
+
+/// How often usage is sampled; CPU rates are averages over this window.
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Clock ticks per second of `/proc/stat` (USER_HZ, 100 on Linux).
+const USER_HZ: u64 = 100;
+
+/// A cumulative CPU counter read at a time, with the rate since the previous read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cpu {
+    /// Nanoseconds since the epoch.
+    pub at_ns: i64,
+    pub usage_core_nano_seconds: u64,
+    /// Average cores used since the previous sample (none on the first one).
+    pub usage_nano_cores: Option<u64>,
+}
+
+impl Cpu {
+    /// The counter read at `at_ns`, with its rate since `previous`.
+    pub fn next(previous: Option<&Cpu>, at_ns: i64, usage_core_nano_seconds: u64) -> Cpu {
+        let usage_nano_cores = previous.and_then(|p| {
+            let elapsed = u64::try_from(at_ns - p.at_ns).ok().filter(|&e| e > 0)?;
+            let used = usage_core_nano_seconds.checked_sub(p.usage_core_nano_seconds)?;
+            Some((used as u128 * 1_000_000_000 / elapsed as u128) as u64)
+        });
+        Cpu {
+            at_ns,
+            usage_core_nano_seconds,
+            usage_nano_cores,
+        }
+    }
+
+    fn to_json(self) -> Value {
+        let mut value = json!({
+            "time": timestamp(self.at_ns),
+            "usageCoreNanoSeconds": self.usage_core_nano_seconds,
+        });
+        if let Some(rate) = self.usage_nano_cores {
+            value["usageNanoCores"] = json!(rate);
+        }
+        value
+    }
+}
+
+/// Memory of the node or of a container, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Memory {
+    pub at_ns: i64,
+    pub working_set_bytes: u64,
+    pub usage_bytes: u64,
+    pub available_bytes: Option<u64>,
+    pub rss_bytes: Option<u64>,
+}
+
+impl Memory {
+    fn to_json(self) -> Value {
+        let mut value = json!({
+            "time": timestamp(self.at_ns),
+            "workingSetBytes": self.working_set_bytes,
+            "usageBytes": self.usage_bytes,
+        });
+        if let Some(available) = self.available_bytes {
+            value["availableBytes"] = json!(available);
+        }
+        if let Some(rss) = self.rss_bytes {
+            value["rssBytes"] = json!(rss);
+        }
+        value
+    }
+}
+
+/// One container's usage, with the pod it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerUsage {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+    pub cpu: Cpu,
+    pub memory: Memory,
+}
+
+/// The latest sample of everything.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub node: Option<(Cpu, Memory)>,
+    /// By container ID.
+    pub containers: HashMap<String, ContainerUsage>,
+}
+
+/// The shared latest sample: written by [`run`], read by the kubelet API.
+#[derive(Clone, Default)]
+pub struct Sampler(Arc<RwLock<Snapshot>>);
+
+impl Sampler {
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.read().expect("stats lock").clone()
+    }
+}
+
+/// Samples usage every [`SAMPLE_PERIOD`] until the task is dropped.
+pub async fn run(sampler: Sampler, mut cri: Cri) {
+    let mut tick = tokio::time::interval(SAMPLE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let previous = sampler.snapshot();
+        let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let node = node_usage(previous.node.as_ref().map(|(cpu, _)| cpu), now);
+        let containers = match cri.list_container_stats().await {
+            Ok(stats) => container_usage(&previous.containers, &stats),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read container stats from the runtime");
+                previous.containers.clone()
+            }
+        };
+        *sampler.0.write().expect("stats lock") = Snapshot { node, containers };
+    }
+}
+
+fn node_usage(previous: Option<&Cpu>, now: i64) -> Option<(Cpu, Memory)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let cpu = Cpu::next(previous, now, node_cpu_nanoseconds(&stat)?);
+    let mut memory = node_memory(&meminfo)?;
+    memory.at_ns = now;
+    Some((cpu, memory))
+}
+
+/// Busy CPU time of the whole machine, in nanoseconds, from `/proc/stat`'s `cpu` line
+/// (user, nice, system, irq, softirq and steal; not idle or iowait).
+pub fn node_cpu_nanoseconds(proc_stat: &str) -> Option<u64> {
+    let line = proc_stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum();
+    Some(busy * (1_000_000_000 / USER_HZ))
+}
+
+/// The machine's memory from `/proc/meminfo`, as upstream counts it for the root
+/// cgroup: usage is what is not free, the working set is usage less inactive file pages.
+pub fn node_memory(meminfo: &str) -> Option<Memory> {
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    };
+    let total = field("MemTotal")?;
+    let usage = total.saturating_sub(field("MemFree")?);
+    let inactive_file = field("Inactive(file)").unwrap_or(0);
+    Some(Memory {
+        at_ns: 0,
+        working_set_bytes: usage.saturating_sub(inactive_file),
+        usage_bytes: usage,
+        available_bytes: field("MemAvailable"),
+        rss_bytes: None,
+    })
+}
+
+/// Each running container's usage from the runtime's stats, with CPU rates against
+/// the previous sample of the same container.
+pub fn container_usage(
+    previous: &HashMap<String, ContainerUsage>,
+    stats: &[api::ContainerStats],
+) -> HashMap<String, ContainerUsage> {
+    let mut usage = HashMap::new();
+    for stat in stats {
+        let (Some(attributes), Some(cpu)) = (&stat.attributes, &stat.cpu) else {
+            continue;
+        };
+        let Some(cumulative) = cpu.usage_core_nano_seconds.as_ref().map(|v| v.value) else {
+            continue;
+        };
+        let label = |key: &str| attributes.labels.get(key).cloned().unwrap_or_default();
+        let memory = stat.memory.as_ref();
+        let bytes = |value: Option<&api::UInt64Value>| value.map(|v| v.value);
+        let before = previous.get(&attributes.id).map(|c| &c.cpu);
+        usage.insert(
+            attributes.id.clone(),
+            ContainerUsage {
+                namespace: label("io.kubernetes.pod.namespace"),
+                pod: label("io.kubernetes.pod.name"),
+                pod_uid: label("io.kubernetes.pod.uid"),
+                container: label("io.kubernetes.container.name"),
+                cpu: Cpu::next(before, cpu.timestamp, cumulative),
+                memory: Memory {
+                    at_ns: memory.map(|m| m.timestamp).unwrap_or(cpu.timestamp),
+                    working_set_bytes: bytes(memory.and_then(|m| m.working_set_bytes.as_ref()))
+                        .unwrap_or(0),
+                    usage_bytes: bytes(memory.and_then(|m| m.usage_bytes.as_ref())).unwrap_or(0),
+                    available_bytes: bytes(memory.and_then(|m| m.available_bytes.as_ref())),
+                    rss_bytes: bytes(memory.and_then(|m| m.rss_bytes.as_ref())),
+                },
+            },
+        );
+    }
+    usage
+}
+
+/// Containers grouped by pod (namespace, name, uid), in a stable order.
+fn by_pod(snapshot: &Snapshot) -> BTreeMap<(&str, &str, &str), Vec<&ContainerUsage>> {
+    let mut pods: BTreeMap<(&str, &str, &str), Vec<&ContainerUsage>> = BTreeMap::new();
+    for container in snapshot.containers.values() {
+        pods.entry((&container.namespace, &container.pod, &container.pod_uid))
+            .or_default()
+            .push(container);
+    }
+    for containers in pods.values_mut() {
+        containers.sort_by(|a, b| a.container.cmp(&b.container));
+    }
+    pods
+}
+
+/// The stats/v1alpha1 Summary of a snapshot.
+pub fn summary(node_name: &str, snapshot: &Snapshot) -> Value {
+    let mut node = json!({"nodeName": node_name, "systemContainers": []});
+    if let Some((cpu, memory)) = snapshot.node {
+        node["cpu"] = cpu.to_json();
+        node["memory"] = memory.to_json();
+    }
+    let pods: Vec<Value> = by_pod(snapshot)
+        .into_iter()
+        .map(|((namespace, name, uid), containers)| {
+            let pod_cpu = sum_cpu(&containers);
+            let pod_memory: u64 = containers.iter().map(|c| c.memory.working_set_bytes).sum();
+            let pod_usage: u64 = containers.iter().map(|c| c.memory.usage_bytes).sum();
+            let at_ns = containers.iter().map(|c| c.cpu.at_ns).max().unwrap_or(0);
+            json!({
+                "podRef": {"name": name, "namespace": namespace, "uid": uid},
+                "containers": containers.iter().map(|c| json!({
+                    "name": c.container,
+                    "cpu": c.cpu.to_json(),
+                    "memory": c.memory.to_json(),
+                })).collect::<Vec<_>>(),
+                "cpu": pod_cpu.to_json(),
+                "memory": {"time": timestamp(at_ns), "workingSetBytes": pod_memory, "usageBytes": pod_usage},
+            })
+        })
+        .collect();
+    json!({"node": node, "pods": pods})
+}
+
+/// A pod's CPU: the sum of its containers' (a rate only when every container has one).
+fn sum_cpu(containers: &[&ContainerUsage]) -> Cpu {
+    let rates: Option<Vec<u64>> = containers.iter().map(|c| c.cpu.usage_nano_cores).collect();
+    Cpu {
+        at_ns: containers.iter().map(|c| c.cpu.at_ns).max().unwrap_or(0),
+        usage_core_nano_seconds: containers
+            .iter()
+            .map(|c| c.cpu.usage_core_nano_seconds)
+            .sum(),
+        usage_nano_cores: rates.map(|r| r.iter().sum()),
+    }
+}
+
+/// `/metrics/resource`: the snapshot in Prometheus text format, with upstream's names.
+pub fn resource_metrics(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64, i64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value, at_ns) in samples {
+            out.push_str(&format!("{name}{labels} {value} {}\n", at_ns / 1_000_000));
+        }
+    };
+    let node: Vec<_> = snapshot.node.iter().collect();
+    family(
+        "node_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the node in core-seconds",
+        node.iter()
+            .map(|(cpu, _)| {
+                (
+                    String::new(),
+                    seconds(cpu.usage_core_nano_seconds),
+                    cpu.at_ns,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "node_memory_working_set_bytes",
+        "gauge",
+        "Current working set of the node in bytes",
+        node.iter()
+            .map(|(_, m)| (String::new(), m.working_set_bytes as f64, m.at_ns))
+            .collect(),
+    );
+    let pods = by_pod(snapshot);
+    let mut containers: Vec<&ContainerUsage> = pods.values().flatten().copied().collect();
+    containers.sort_by(|a, b| {
+        (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container))
+    });
+    let container_labels = |c: &ContainerUsage| {
+        format!(
+            "{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}}",
+            c.container, c.namespace, c.pod
+        )
+    };
+    family(
+        "container_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the container in core-seconds",
+        containers
+            .iter()
+            .map(|c| {
+                (
+                    container_labels(c),
+                    seconds(c.cpu.usage_core_nano_seconds),
+                    c.cpu.at_ns,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "container_memory_working_set_bytes",
+        "gauge",
+        "Current working set of the container in bytes",
+        containers
+            .iter()
+            .map(|c| {
+                (
+                    container_labels(c),
+                    c.memory.working_set_bytes as f64,
+                    c.memory.at_ns,
+                )
+            })
+            .collect(),
+    );
+    let pod_labels = |(namespace, pod, _): &(&str, &str, &str)| {
+        format!("{{namespace=\"{namespace}\",pod=\"{pod}\"}}")
+    };
+    family(
+        "pod_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the pod in core-seconds",
+        pods.iter()
+            .map(|(key, cs)| {
+                let cpu = sum_cpu(cs);
+                (
+                    pod_labels(key),
+                    seconds(cpu.usage_core_nano_seconds),
+                    cpu.at_ns,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "pod_memory_working_set_bytes",
+        "gauge",
+        "Current working set of the pod in bytes",
+        pods.iter()
+            .map(|(key, cs)| {
+                let bytes: u64 = cs.iter().map(|c| c.memory.working_set_bytes).sum();
+                let at_ns = cs.iter().map(|c| c.memory.at_ns).max().unwrap_or(0);
+                (pod_labels(key), bytes as f64, at_ns)
+            })
+            .collect(),
+    );
+    out.push_str("# HELP scrape_error 1 if there was an error while getting container metrics, 0 otherwise\n# TYPE scrape_error gauge\n");
+    out.push_str(&format!(
+        "scrape_error {}\n",
+        u8::from(snapshot.node.is_none())
+    ));
+    out
+}
+
+fn seconds(nanoseconds: u64) -> f64 {
+    nanoseconds as f64 / 1e9
+}
+
+fn timestamp(at_ns: i64) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(at_ns).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_rate_is_the_counter_difference_over_time() {
+        let first = Cpu::next(None, 1_000_000_000, 500_000_000);
+        assert_eq!(first.usage_nano_cores, None);
+        // 0.25 s of CPU over 0.5 s: half a core.
+        let second = Cpu::next(Some(&first), 1_500_000_000, 750_000_000);
+        assert_eq!(second.usage_nano_cores, Some(500_000_000));
+        // A counter that went back (a restarted container) or no time passing: no rate.
+        assert_eq!(
+            Cpu::next(Some(&second), 2_000_000_000, 1).usage_nano_cores,
+            None
+        );
+        assert_eq!(
+            Cpu::next(Some(&second), 1_500_000_000, 800_000_000).usage_nano_cores,
+            None
+        );
+    }
+
+    #[test]
+    fn node_usage_from_proc() {
+        let stat = "cpu  100 5 50 9000 20 3 2 1 0 0\ncpu0 50 2 25 4500 10 1 1 0 0 0\n";
+        // user+nice+system+irq+softirq+steal = 161 ticks = 1.61 s.
+        assert_eq!(node_cpu_nanoseconds(stat), Some(1_610_000_000));
+        assert_eq!(node_cpu_nanoseconds("intr 1 2 3\n"), None);
+        let meminfo = "MemTotal:       1000 kB\nMemFree:         200 kB\nMemAvailable:    600 kB\nInactive(file):  100 kB\n";
+        let memory = node_memory(meminfo).unwrap();
+        assert_eq!(memory.usage_bytes, 800 * 1024);
+        assert_eq!(memory.working_set_bytes, 700 * 1024);
+        assert_eq!(memory.available_bytes, Some(600 * 1024));
+        assert!(node_memory("garbage").is_none());
+    }
+
+    fn stats(
+        id: &str,
+        pod: &str,
+        container: &str,
+        at: i64,
+        cpu: u64,
+        memory: u64,
+    ) -> api::ContainerStats {
+        let labels = [
+            ("io.kubernetes.pod.namespace", "ns"),
+            ("io.kubernetes.pod.name", pod),
+            ("io.kubernetes.pod.uid", "uid-1"),
+            ("io.kubernetes.container.name", container),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        api::ContainerStats {
+            attributes: Some(api::ContainerAttributes {
+                id: id.into(),
+                labels,
+                ..Default::default()
+            }),
+            cpu: Some(api::CpuUsage {
+                timestamp: at,
+                usage_core_nano_seconds: Some(api::UInt64Value { value: cpu }),
+                usage_nano_cores: None,
+            }),
+            memory: Some(api::MemoryUsage {
+                timestamp: at,
+                working_set_bytes: Some(api::UInt64Value { value: memory }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn summary_and_metrics_group_containers_by_pod() {
+        let first = container_usage(
+            &HashMap::new(),
+            &[
+                stats("a", "web", "app", 0, 0, 10),
+                stats("b", "web", "side", 0, 0, 5),
+            ],
+        );
+        let second = container_usage(
+            &first,
+            &[
+                stats("a", "web", "app", 1_000_000_000, 200_000_000, 1000),
+                stats("b", "web", "side", 1_000_000_000, 100_000_000, 24),
+            ],
+        );
+        let snapshot = Snapshot {
+            node: Some((
+                Cpu {
+                    at_ns: 1_000_000_000,
+                    usage_core_nano_seconds: 3_000_000_000,
+                    usage_nano_cores: Some(7),
+                },
+                Memory {
+                    at_ns: 1_000_000_000,
+                    working_set_bytes: 4096,
+                    usage_bytes: 8192,
+                    ..Default::default()
+                },
+            )),
+            containers: second,
+        };
+        let summary = summary("n1", &snapshot);
+        assert_eq!(summary["node"]["nodeName"], "n1");
+        assert_eq!(summary["node"]["cpu"]["usageNanoCores"], 7);
+        assert_eq!(summary["node"]["memory"]["workingSetBytes"], 4096);
+        let pod = &summary["pods"][0];
+        assert_eq!(
+            pod["podRef"],
+            json!({"name": "web", "namespace": "ns", "uid": "uid-1"})
+        );
+        assert_eq!(pod["containers"][0]["name"], "app");
+        assert_eq!(pod["containers"][0]["cpu"]["usageNanoCores"], 200_000_000);
+        assert_eq!(pod["cpu"]["usageNanoCores"], 300_000_000);
+        assert_eq!(pod["memory"]["workingSetBytes"], 1024);
+        let text = resource_metrics(&snapshot);
+        assert!(
+            text.contains("node_cpu_usage_seconds_total 3 1000\n"),
+            "{text}"
+        );
+        assert!(text.contains("container_memory_working_set_bytes{container=\"side\",namespace=\"ns\",pod=\"web\"} 24 1000\n"), "{text}");
+        assert!(
+            text.contains("pod_cpu_usage_seconds_total{namespace=\"ns\",pod=\"web\"} 0.3 1000\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("scrape_error 0\n"));
+    }
+}
