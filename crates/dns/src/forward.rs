@@ -97,7 +97,9 @@ pub fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
         .lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
         })
         .filter_map(|ip| ip.parse::<IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
@@ -110,11 +112,21 @@ mod tests {
 
     #[test]
     fn upstreams_parse_with_and_without_a_port() {
-        assert_eq!(parse_upstream("127.0.0.1"), Ok("127.0.0.1:53".parse().unwrap()));
-        assert_eq!(parse_upstream("127.0.0.2:5353"), Ok("127.0.0.2:5353".parse().unwrap()));
+        assert_eq!(
+            parse_upstream("127.0.0.1"),
+            Ok("127.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("127.0.0.2:5353"),
+            Ok("127.0.0.2:5353".parse().unwrap())
+        );
         assert_eq!(parse_upstream("[::1]:54"), Ok("[::1]:54".parse().unwrap()));
         assert_eq!(parse_upstream("::1"), Ok("[::1]:53".parse().unwrap()));
-        assert!(parse_upstream("dns.example").unwrap_err().contains("IP:PORT"));
+        assert!(
+            parse_upstream("dns.example")
+                .unwrap_err()
+                .contains("IP:PORT")
+        );
     }
 
     #[test]

@@ -4,4 +4,6 @@
 //! A newcomer starts at [`index`] (the records, pure); the server part answers
 //! questions from the latest index and forwards the rest.
 
+pub mod forward;
 pub mod index;
+pub mod server;

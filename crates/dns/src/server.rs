@@ -45,7 +45,7 @@ enum Step {
     Forward(Vec<u8>),
     /// An answer ending on a CNAME outside the zone: add the upstream's answer for it.
     Chase {
-        response: Message,
+        response: Box<Message>,
         target: Name,
         max_size: usize,
     },
@@ -146,7 +146,7 @@ impl Resolver {
         }
         match external {
             Some(target) => Step::Chase {
-                response,
+                response: Box::new(response),
                 target,
                 max_size,
             },
@@ -304,7 +304,11 @@ mod tests {
 
     #[tokio::test]
     async fn answers_carry_the_id_the_question_and_the_authoritative_flag() {
-        let reply = ask(&resolver(), &request("dns-version.cluster.local.", RecordType::TXT)).await;
+        let reply = ask(
+            &resolver(),
+            &request("dns-version.cluster.local.", RecordType::TXT),
+        )
+        .await;
         assert_eq!(reply.metadata.id, 4242);
         assert_eq!(reply.metadata.message_type, MessageType::Response);
         assert!(reply.metadata.authoritative);
@@ -338,7 +342,10 @@ mod tests {
         assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
         // Another opcode.
         let mut notify = Message::new(7, MessageType::Query, OpCode::Notify);
-        notify.add_query(Query::query(Name::from_ascii("a.").unwrap(), RecordType::SOA));
+        notify.add_query(Query::query(
+            Name::from_ascii("a.").unwrap(),
+            RecordType::SOA,
+        ));
         let reply = ask(&resolver, &notify.to_vec().unwrap()).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
         // A response is never answered.
