@@ -359,4 +359,88 @@ mod tests {
         assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
         assert_eq!(reply.metadata.id, 4242);
     }
+
+    /// Serves `resolver` on UDP and TCP at one free port of 127.0.0.1.
+    async fn serve(resolver: Resolver) -> SocketAddr {
+        let resolver = Arc::new(resolver);
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(serve_udp(resolver.clone(), udp));
+        tokio::spawn(serve_tcp(resolver, tcp));
+        addr
+    }
+
+    #[tokio::test]
+    async fn serves_udp_and_tcp_and_forwards_other_names_upstream() {
+        // The upstream: a second instance, authoritative for example.com.
+        let upstream_zone = Name::from_ascii("example.com.").unwrap();
+        let upstream = Resolver::new(&upstream_zone, Vec::new());
+        upstream.publish(Index::empty(&upstream_zone));
+        let upstream = serve(upstream).await;
+        let zone = Name::from_ascii("cluster.local.").unwrap();
+        let cluster = Resolver::new(&zone, vec![upstream]);
+        cluster.publish(Index::empty(&zone));
+        let server = serve(cluster).await;
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buffer = vec![0u8; 4096];
+        for (name, qtype) in [
+            ("cluster.local.", RecordType::SOA),
+            ("example.com.", RecordType::SOA),
+        ] {
+            client.send_to(&request(name, qtype), server).await.unwrap();
+            let len = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buffer))
+                .await
+                .unwrap()
+                .unwrap();
+            let reply = Message::from_vec(&buffer[..len]).unwrap();
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NoError,
+                "{name}"
+            );
+            assert_eq!(reply.answers.len(), 1, "{name}");
+            assert_eq!(reply.answers[0].name.to_ascii(), name);
+        }
+        // Garbage gets FORMERR and the server goes on serving.
+        client
+            .send_to(
+                &[0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'f', b'o'],
+                server,
+            )
+            .await
+            .unwrap();
+        let len = client.recv(&mut buffer).await.unwrap();
+        assert_eq!(
+            Message::from_vec(&buffer[..len])
+                .unwrap()
+                .metadata
+                .response_code,
+            ResponseCode::FormErr
+        );
+
+        // TCP, forwarded over TCP, two requests on one connection.
+        let mut stream = TcpStream::connect(server).await.unwrap();
+        for name in ["example.com.", "dns-version.cluster.local."] {
+            let bytes = request(
+                name,
+                if name.starts_with("dns") {
+                    RecordType::TXT
+                } else {
+                    RecordType::SOA
+                },
+            );
+            stream
+                .write_all(&(bytes.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            stream.write_all(&bytes).await.unwrap();
+            let len = stream.read_u16().await.unwrap() as usize;
+            let mut reply = vec![0u8; len];
+            stream.read_exact(&mut reply).await.unwrap();
+            let reply = Message::from_vec(&reply).unwrap();
+            assert_eq!(reply.answers.len(), 1, "{name}");
+        }
+    }
 }
