@@ -1,2 +1,109 @@
 //! Cluster DNS (`krust-dns`): `<svc>.<ns>.svc.cluster.local`, endpoint and pod
 //! records from the API; every other name forwarded to an upstream resolver.
+//!
+//! A newcomer starts at [`index`] (the records, pure); the server part answers
+//! questions from the latest index and forwards the rest.
+
+pub mod forward;
+pub mod index;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hickory_proto::rr::Name;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector;
+
+/// How long a burst of changes is gathered into one rebuild of the index.
+const COALESCE: Duration = Duration::from_millis(20);
+/// A rebuild without a change, as a safety net.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Flags of the cluster DNS in `krust server`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DnsOptions {
+    /// Port the cluster DNS serves UDP and TCP on, at the server's advertise address
+    /// (0: any free port).
+    #[arg(long, default_value_t = 53, value_name = "PORT")]
+    pub cluster_dns_port: u16,
+
+    /// Do not run the cluster DNS in this server.
+    #[arg(long)]
+    pub disable_cluster_dns: bool,
+
+    /// Resolver for names outside the cluster domain, IP or IP:PORT; repeatable
+    /// (default: the nameservers of the host's /etc/resolv.conf).
+    #[arg(long, value_name = "IP[:PORT]", value_parser = forward::parse_upstream)]
+    pub cluster_dns_upstream: Vec<SocketAddr>,
+}
+
+/// Binds UDP and TCP at `listen` (port 0: one free port for both), then serves
+/// the records of `domain` from watches of Services and EndpointSlices through
+/// `client`. Returns the address served on; runs until the runtime ends.
+pub async fn start(
+    client: kube::Client,
+    listen: SocketAddr,
+    domain: &str,
+    upstreams: Vec<SocketAddr>,
+) -> Result<SocketAddr> {
+    let zone = Name::from_ascii(domain)
+        .map(|mut zone| {
+            zone.set_fqdn(true);
+            zone
+        })
+        .with_context(|| format!("--cluster-domain {domain:?} is not a DNS name"))?;
+    let udp = tokio::net::UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("cannot serve the cluster DNS on UDP {listen}"))?;
+    let listen = udp.local_addr()?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot serve the cluster DNS on TCP {listen}"))?;
+    let upstreams: Vec<SocketAddr> = upstreams.into_iter().filter(|u| *u != listen).collect();
+    let resolver = Arc::new(server::Resolver::new(&zone, upstreams));
+    tokio::spawn(server::serve_udp(resolver.clone(), udp));
+    tokio::spawn(server::serve_tcp(resolver.clone(), tcp));
+
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let (services, service_writer) = reflector::store::<Service>();
+    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    tokio::spawn(krust_net::watch::mirror(
+        kube::Api::<Service>::all(client.clone()),
+        service_writer,
+        changed.clone(),
+    ));
+    tokio::spawn(krust_net::watch::mirror(
+        kube::Api::<EndpointSlice>::all(client),
+        slice_writer,
+        changed.clone(),
+    ));
+    tracing::info!(%listen, %zone, "cluster DNS serving");
+    tokio::spawn(async move {
+        let _ = futures::future::join(services.wait_until_ready(), slices.wait_until_ready()).await;
+        loop {
+            let (services, slices) = (services.state(), slices.state());
+            let index = index::Index::build(
+                &zone,
+                services.iter().map(|s| s.as_ref()),
+                slices.iter().map(|s| s.as_ref()),
+            );
+            tracing::debug!(names = index.len(), "cluster DNS index rebuilt");
+            resolver.publish(index);
+            krust_net::watch::next_sync(&changed, RESYNC, COALESCE).await;
+        }
+    });
+    Ok(listen)
+}
+
+/// The upstreams to use: those given, or the host's resolvers.
+pub fn upstreams(options: &DnsOptions) -> Vec<SocketAddr> {
+    if !options.cluster_dns_upstream.is_empty() {
+        return options.cluster_dns_upstream.clone();
+    }
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    forward::nameservers(&conf)
+}

@@ -195,6 +195,9 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub controllers: ControllerFlags,
+
+    #[command(flatten)]
+    pub dns: krust_dns::DnsOptions,
 }
 
 /// Parses a duration as Go writes them for the flags upstream has: `40s`, `500ms`,

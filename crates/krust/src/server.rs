@@ -130,6 +130,20 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         !args.disable_controllers,
     )
     .await?;
+    if !args.dns.disable_cluster_dns {
+        let client = crate::components::client_from_kubeconfig(&kubeconfig_path).await?;
+        let listen = SocketAddr::new(
+            advertise_address(args.bind_address),
+            args.dns.cluster_dns_port,
+        );
+        krust_dns::start(
+            client,
+            listen,
+            &args.agent.cluster_domain,
+            krust_dns::upstreams(&args.dns),
+        )
+        .await?;
+    }
     if !args.disable_agent {
         let network = crate::agent::NodeNetwork {
             options: args.net.clone(),

@@ -79,6 +79,11 @@ pub struct AgentOptions {
     /// Nameserver written into pods' resolv.conf with dnsPolicy ClusterFirst.
     #[arg(long, default_value = "10.43.0.10", value_name = "IP")]
     pub cluster_dns: String,
+
+    /// The cluster's DNS domain: pods' search list, and the zone the server's cluster
+    /// DNS serves.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub cluster_domain: String,
 }
 
 /// The resolved settings the agent runs with.
@@ -344,6 +349,7 @@ mod tests {
             cni_bridge: "krust0".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            cluster_domain: "cluster.local".into(),
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,
@@ -370,6 +376,7 @@ mod tests {
             cni_bridge: "kr7".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            cluster_domain: "cluster.local".into(),
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,

@@ -279,6 +279,7 @@ mod tests {
             cni_bridge: "krust0".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
+            cluster_domain: "cluster.local".into(),
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,

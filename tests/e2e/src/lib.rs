@@ -328,6 +328,15 @@ impl TestServer {
         if !self.options.agent {
             command.arg("--disable-agent");
         }
+        // Parallel servers on one address: each its own free DNS port unless the test says.
+        if !self
+            .options
+            .extra_args
+            .iter()
+            .any(|a| a.contains("cluster-dns-port") || a.contains("disable-cluster-dns"))
+        {
+            command.arg("--cluster-dns-port=0");
+        }
         command
             .args(&self.options.extra_args)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
