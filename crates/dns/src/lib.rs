@@ -7,6 +7,7 @@
 pub mod forward;
 pub mod index;
 pub mod server;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,12 +44,15 @@ pub struct DnsOptions {
 
 /// Binds UDP and TCP at `listen` (port 0: one free port for both), then serves
 /// the records of `domain` from watches of Services and EndpointSlices through
-/// `client`. Returns the address served on; runs until the runtime ends.
+/// `client`, and publishes the `kube-dns` Service at `cluster_ip` with this
+/// server's EndpointSlice ([`service`]). Returns the address served on; runs
+/// until the runtime ends.
 pub async fn start(
     client: kube::Client,
     listen: SocketAddr,
     domain: &str,
     upstreams: Vec<SocketAddr>,
+    cluster_ip: &str,
 ) -> Result<SocketAddr> {
     let zone = Name::from_ascii(domain)
         .map(|mut zone| {
@@ -68,6 +72,11 @@ pub async fn start(
     tokio::spawn(server::serve_udp(resolver.clone(), udp));
     tokio::spawn(server::serve_tcp(resolver.clone(), tcp));
 
+    tokio::spawn(service::publish(
+        client.clone(),
+        cluster_ip.to_string(),
+        listen,
+    ));
     let changed = Arc::new(tokio::sync::Notify::new());
     let (services, service_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();

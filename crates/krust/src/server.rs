@@ -141,6 +141,7 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
             listen,
             &args.agent.cluster_domain,
             krust_dns::upstreams(&args.dns),
+            &args.agent.cluster_dns,
         )
         .await?;
     }
