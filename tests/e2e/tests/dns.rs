@@ -163,7 +163,7 @@ fn cluster_dns_answers_for_services() {
     }
     assert_eq!(
         a_records(&ask_udp(address, &query(web, RecordType::A)).unwrap()),
-        [cluster_ip.clone()]
+        std::slice::from_ref(&cluster_ip)
     );
 
     // A deleted Service stops resolving.
