@@ -42,6 +42,32 @@ pub struct DnsOptions {
     pub cluster_dns_upstream: Vec<SocketAddr>,
 }
 
+/// How many free UDP ports [`bind`] tries when the same TCP port is taken.
+const BIND_ATTEMPTS: usize = 16;
+
+/// Binds UDP and TCP sockets on the same address. For port 0 the UDP socket
+/// picks a free port and the TCP listener takes the same one; when another
+/// process already holds that TCP port, a fresh UDP port is tried.
+pub async fn bind(listen: SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let attempts = if listen.port() == 0 { BIND_ATTEMPTS } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = tokio::net::UdpSocket::bind(listen)
+            .await
+            .with_context(|| format!("cannot serve the cluster DNS on UDP {listen}"))?;
+        let bound = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) => {
+                last_error = Some(anyhow::Error::new(error).context(format!(
+                    "cannot serve the cluster DNS on TCP {bound}: free the port or choose another with --cluster-dns-port"
+                )))
+            }
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
+}
+
 /// Binds UDP and TCP at `listen` (port 0: one free port for both), then serves
 /// the records of `domain` from watches of Services and EndpointSlices through
 /// `client`, and publishes the `kube-dns` Service at `cluster_ip` with this
@@ -60,13 +86,8 @@ pub async fn start(
             zone
         })
         .with_context(|| format!("--cluster-domain {domain:?} is not a DNS name"))?;
-    let udp = tokio::net::UdpSocket::bind(listen)
-        .await
-        .with_context(|| format!("cannot serve the cluster DNS on UDP {listen}"))?;
+    let (udp, tcp) = bind(listen).await?;
     let listen = udp.local_addr()?;
-    let tcp = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot serve the cluster DNS on TCP {listen}"))?;
     let upstreams: Vec<SocketAddr> = upstreams.into_iter().filter(|u| *u != listen).collect();
     let resolver = Arc::new(server::Resolver::new(&zone, upstreams));
     tokio::spawn(server::serve_udp(resolver.clone(), udp));

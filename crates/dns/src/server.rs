@@ -363,9 +363,8 @@ mod tests {
     /// Serves `resolver` on UDP and TCP at one free port of 127.0.0.1.
     async fn serve(resolver: Resolver) -> SocketAddr {
         let resolver = Arc::new(resolver);
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = crate::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
         tokio::spawn(serve_udp(resolver.clone(), udp));
         tokio::spawn(serve_tcp(resolver, tcp));
         addr
