@@ -130,7 +130,11 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         !args.disable_controllers,
     )
     .await?;
-    if !args.dns.disable_cluster_dns {
+    // The kube-dns Service's ClusterIP: the first of the nameservers pods are given.
+    let cluster_dns_ip = args.agent.cluster_dns.split(',').next().unwrap_or("").trim();
+    if args.dns.disable_cluster_dns || cluster_dns_ip.is_empty() {
+        tracing::info!("no cluster DNS (--disable-cluster-dns or an empty --cluster-dns)");
+    } else {
         let client = crate::components::client_from_kubeconfig(&kubeconfig_path).await?;
         let listen = SocketAddr::new(
             advertise_address(args.bind_address),
@@ -141,7 +145,7 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
             listen,
             &args.agent.cluster_domain,
             krust_dns::upstreams(&args.dns),
-            &args.agent.cluster_dns,
+            cluster_dns_ip,
         )
         .await?;
     }

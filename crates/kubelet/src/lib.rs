@@ -12,6 +12,7 @@
 
 pub mod containerd;
 pub mod cri;
+pub mod dns;
 pub mod local_path;
 pub mod node;
 pub mod oci;
@@ -76,9 +77,17 @@ pub struct AgentOptions {
     #[arg(long, value_name = "IP")]
     pub node_ip: Option<std::net::IpAddr>,
 
-    /// Nameserver written into pods' resolv.conf with dnsPolicy ClusterFirst.
-    #[arg(long, default_value = "10.43.0.10", value_name = "IP")]
+    /// Nameservers (comma-separated) written into pods' resolv.conf with dnsPolicy
+    /// ClusterFirst; empty: the node has no cluster DNS and such pods get the host's.
+    #[arg(long, default_value = "10.43.0.10", value_name = "IP[,IP]")]
     pub cluster_dns: String,
+
+    /// The host resolver configuration pods with dnsPolicy Default start from (and
+    /// whose search list ClusterFirst pods inherit). When it names only loopback
+    /// nameservers (a local stub such as systemd-resolved), which pods cannot reach,
+    /// /run/systemd/resolve/resolv.conf is used where it exists.
+    #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
+    pub resolv_conf: PathBuf,
 
     /// The cluster's DNS domain: pods' search list, and the zone the server's cluster
     /// DNS serves.
@@ -99,7 +108,11 @@ pub struct AgentConfig {
     pub pod_mtu: Option<u32>,
     pub cni_bridge: String,
     pub cni_bin_dir: PathBuf,
-    pub cluster_dns: String,
+    /// The cluster DNS servers (empty: none).
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    /// The host resolv.conf pods' DNS settings start from.
+    pub resolv_conf: PathBuf,
     pub kubelet_port: u16,
     pub node_ip: std::net::IpAddr,
     pub pod_manifest_path: Option<PathBuf>,
@@ -140,7 +153,9 @@ impl AgentOptions {
             pod_mtu: None,
             cni_bridge: self.cni_bridge.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
-            cluster_dns: self.cluster_dns.clone(),
+            cluster_dns: cluster_dns_servers(&self.cluster_dns)?,
+            cluster_domain: self.cluster_domain.trim_end_matches('.').to_string(),
+            resolv_conf: pod_resolv_conf(&self.resolv_conf),
             kubelet_port: self.kubelet_port,
             pod_manifest_path: self.pod_manifest_path.clone(),
             node_ip: self
@@ -150,6 +165,41 @@ impl AgentOptions {
             client_ca_pem: None,
         })
     }
+}
+
+/// The `--cluster-dns` list: comma-separated IP addresses, or empty for none.
+fn cluster_dns_servers(list: &str) -> Result<Vec<String>> {
+    let servers: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = servers
+        .iter()
+        .find(|s| s.parse::<std::net::IpAddr>().is_err())
+    {
+        anyhow::bail!("--cluster-dns {list:?}: {bad:?} is not an IP address");
+    }
+    Ok(servers)
+}
+
+/// Where pods' host DNS settings come from: `configured`, unless it names only
+/// loopback nameservers and systemd-resolved's upstream list exists.
+fn pod_resolv_conf(configured: &Path) -> PathBuf {
+    const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
+    let read = |path: &Path| dns::parse_resolv_conf(&std::fs::read_to_string(path).unwrap_or_default());
+    if dns::only_loopback_servers(&read(configured))
+        && !dns::only_loopback_servers(&read(Path::new(RESOLVED_UPSTREAMS)))
+        && Path::new(RESOLVED_UPSTREAMS).exists()
+    {
+        tracing::info!(
+            configured = %configured.display(),
+            "the host resolver is a loopback stub pods cannot reach; pods get {RESOLVED_UPSTREAMS}"
+        );
+        return PathBuf::from(RESOLVED_UPSTREAMS);
+    }
+    configured.to_path_buf()
 }
 
 fn validate_cidr(cidr: &str) -> Result<()> {
@@ -350,6 +400,7 @@ mod tests {
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
             cluster_domain: "cluster.local".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,
@@ -377,6 +428,7 @@ mod tests {
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
             cluster_domain: "cluster.local".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,

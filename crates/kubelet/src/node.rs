@@ -280,6 +280,7 @@ mod tests {
             cni_bin_dir: "/usr/lib/cni".into(),
             cluster_dns: "10.43.0.10".into(),
             cluster_domain: "cluster.local".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,

@@ -544,6 +544,7 @@ impl Agent {
             (LABEL_POD_NAMESPACE.to_string(), namespace.clone()),
         ]);
         let security = spec.security_context.clone().unwrap_or_default();
+        let dns_config = self.dns_config(&spec, &namespace, &name);
         api::PodSandboxConfig {
             metadata: Some(api::PodSandboxMetadata {
                 name,
@@ -553,7 +554,7 @@ impl Agent {
             }),
             hostname,
             log_directory: self.log_dir(pod).display().to_string(),
-            dns_config: Some(self.dns_config(&spec, &namespace)),
+            dns_config: Some(dns_config),
             labels,
             linux: Some(api::LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent(pod),
@@ -570,35 +571,28 @@ impl Agent {
         }
     }
 
+    /// The pod's resolv.conf ([`crate::dns`]), from the host's as it is now.
     fn dns_config(
         &self,
         spec: &k8s_openapi::api::core::v1::PodSpec,
         namespace: &str,
+        pod_name: &str,
     ) -> api::DnsConfig {
-        let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
-        let host_network = spec.host_network.unwrap_or(false);
-        let mut dns = match policy {
-            "ClusterFirst" if !host_network => cluster_dns(&self.config.cluster_dns, namespace),
-            "ClusterFirstWithHostNet" => cluster_dns(&self.config.cluster_dns, namespace),
-            "None" => api::DnsConfig::default(),
-            _ => host_dns(),
+        let host = std::fs::read_to_string(&self.config.resolv_conf).unwrap_or_else(|error| {
+            tracing::warn!(path = %self.config.resolv_conf.display(), %error,
+                "cannot read the host resolv.conf (--resolv-conf); pods get no host DNS settings");
+            String::new()
+        });
+        let node = crate::dns::NodeDns {
+            cluster_servers: self.config.cluster_dns.clone(),
+            cluster_domain: self.config.cluster_domain.clone(),
+            host: crate::dns::parse_resolv_conf(&host),
         };
-        if let Some(extra) = &spec.dns_config {
-            dns.servers
-                .extend(extra.nameservers.iter().flatten().cloned());
-            dns.searches
-                .extend(extra.searches.iter().flatten().cloned());
-            for option in extra.options.iter().flatten() {
-                let name = option.name.clone().unwrap_or_default();
-                dns.options
-                    .retain(|o| o.split(':').next() != Some(name.as_str()));
-                dns.options.push(match &option.value {
-                    Some(value) => format!("{name}:{value}"),
-                    None => name,
-                });
-            }
+        let dns = crate::dns::pod_dns(spec, namespace, &node);
+        for warning in &dns.warnings {
+            tracing::warn!(pod = %format!("{namespace}/{pod_name}"), "DNSConfigForming: {warning}");
         }
-        dns
+        dns.config
     }
 
     /// Brings one container to its desired state for this pass.
@@ -1492,36 +1486,6 @@ fn phase(statuses: &[Value], policy: &str) -> &'static str {
     } else {
         "Pending"
     }
-}
-
-fn cluster_dns(server: &str, namespace: &str) -> api::DnsConfig {
-    api::DnsConfig {
-        servers: vec![server.to_string()],
-        searches: vec![
-            format!("{namespace}.svc.cluster.local"),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
-        options: vec!["ndots:5".into()],
-    }
-}
-
-/// The host's resolv.conf (dnsPolicy Default, and hostNetwork with ClusterFirst).
-fn host_dns() -> api::DnsConfig {
-    let mut dns = api::DnsConfig::default();
-    for line in std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-    {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("nameserver") => dns.servers.extend(words.next().map(str::to_string)),
-            Some("search") => dns.searches.extend(words.map(str::to_string)),
-            Some("options") => dns.options.extend(words.map(str::to_string)),
-            _ => {}
-        }
-    }
-    dns
 }
 
 fn namespace_options(spec: &k8s_openapi::api::core::v1::PodSpec) -> api::NamespaceOption {

@@ -159,6 +159,23 @@ impl TestServer {
             .expect("cannot run kubectl")
     }
 
+    /// Runs kubectl like [`TestServer::kubectl`] and returns its stdout; panics with
+    /// its stderr when it fails.
+    pub fn kubectl_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+        let out = self.kubectl(&args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Like [`TestServer::kubectl`], with `stdin` as kubectl's standard input
     /// (e.g. `apply -f -`).
     pub fn kubectl_stdin<I, S>(&self, args: I, stdin: &str) -> Output
@@ -336,6 +353,16 @@ impl TestServer {
             .any(|a| a.contains("cluster-dns-port") || a.contains("disable-cluster-dns"))
         {
             command.arg("--cluster-dns-port=0");
+        }
+        // Names outside the cluster domain go nowhere beyond this machine: the
+        // discard port on loopback refuses them at once.
+        if !self
+            .options
+            .extra_args
+            .iter()
+            .any(|a| a.contains("cluster-dns-upstream"))
+        {
+            command.arg("--cluster-dns-upstream=127.0.0.1:9");
         }
         command
             .args(&self.options.extra_args)
