@@ -1,8 +1,10 @@
 //! DNS from inside pods on a real node: a ClusterFirst pod's resolv.conf points at the
 //! kube-dns ClusterIP with its namespace's search list, and through the service proxy
-//! the server's cluster DNS answers it for the `kubernetes` Service and a Service of
-//! the test, by full name and by short name; a pod with dnsPolicy None gets exactly
-//! its dnsConfig. Needs root.
+//! the server's cluster DNS answers it (busybox nslookup) for every kind of record: a
+//! Service by full and by short name, `kubernetes.default`, a headless Service and
+//! its pod by `<hostname>.<subdomain>`, SRV for a named port, an ExternalName alias,
+//! a pod's `a-b-c-d.<ns>.pod` name and a ClusterIP's PTR; a pod with dnsPolicy None
+//! gets exactly its dnsConfig. Needs root.
 
 use krust_e2e::cluster::TestCluster;
 use serde_json::json;
@@ -20,8 +22,41 @@ fn cluster_first_pods_resolve_services_through_the_cluster_dns() {
     cluster.apply(&json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "shop"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        "spec": {"selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
     }));
+    // A StatefulSet-style pod behind a headless Service, and an alias of `web`.
+    cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"},
+                 "ports": [{"name": "http", "port": 8080}]},
+    }));
+    cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "alias", "namespace": "shop"},
+        "spec": {"type": "ExternalName", "externalName": "web.shop.svc.cluster.local"},
+    }));
+    cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "shop", "labels": {"app": "db"}},
+        "spec": {
+            "nodeName": cluster.nodes[0].name,
+            "hostname": "db-0", "subdomain": "db",
+            "containers": [{"name": "c", "image": cluster.image("krust/httpd:1"),
+                            "ports": [{"name": "http", "containerPort": 8080}]}],
+        },
+    }));
+    let mut db_ip = String::new();
+    krust_e2e::wait_until(
+        "pod db-0 runs",
+        krust_e2e::cluster::CLUSTER_READY_TIMEOUT,
+        || {
+            db_ip = cluster.pod_field("shop", "db-0", ".status.podIP");
+            !db_ip.is_empty() && cluster.pod_field("shop", "db-0", ".status.phase") == "Running"
+        },
+    );
+    let db_dashed = db_ip.replace('.', "-");
     let out = cluster.server.kubectl_ok([
         "get",
         "service",
@@ -47,11 +82,20 @@ fn cluster_first_pods_resolve_services_through_the_cluster_dns() {
         0,
         json!({}),
         &format!(
-            "cat /etc/resolv.conf; {}; {}; {}; echo \"== wget\"; \
+            "cat /etc/resolv.conf; {}; echo \"== wget\"; \
              for i in $(seq 30); do timeout 3 wget -q -O - http://web/ && break; sleep 1; done",
-            lookup("web.shop.svc.cluster.local"),
-            lookup("kubernetes.default.svc.cluster.local"),
-            lookup("web"),
+            [
+                lookup("web.shop.svc.cluster.local"),
+                lookup("kubernetes.default.svc.cluster.local"),
+                lookup("web"),
+                lookup("db-0.db.shop.svc.cluster.local"),
+                lookup("db.shop.svc.cluster.local"),
+                lookup("-type=srv _http._tcp.web.shop.svc.cluster.local"),
+                lookup("alias.shop.svc.cluster.local"),
+                lookup(&format!("{db_dashed}.shop.pod.cluster.local")),
+                lookup(&web_ip),
+            ]
+            .join("; "),
         ),
     );
     assert_eq!(line(&log, "nameserver"), Some("nameserver 10.43.0.10"), "{log}");
@@ -79,6 +123,26 @@ fn cluster_first_pods_resolve_services_through_the_cluster_dns() {
     assert!(
         section("web").contains(&web_ip),
         "the short name did not resolve through the search list:\n{log}"
+    );
+    for (name, expected) in [
+        ("db-0.db.shop.svc.cluster.local", db_ip.as_str()),
+        ("db.shop.svc.cluster.local", &db_ip),
+        (
+            "-type=srv _http._tcp.web.shop.svc.cluster.local",
+            "web.shop.svc.cluster.local",
+        ),
+        ("alias.shop.svc.cluster.local", &web_ip),
+        (&format!("{db_dashed}.shop.pod.cluster.local"), &db_ip),
+        (&web_ip, "web.shop.svc.cluster.local"),
+    ] {
+        assert!(
+            section(name).contains(expected),
+            "nslookup {name} did not answer {expected}:\n{log}"
+        );
+    }
+    assert!(
+        section("-type=srv _http._tcp.web.shop.svc.cluster.local").contains("80"),
+        "the SRV record has no port 80:\n{log}"
     );
     assert!(
         section("wget").contains("hello from krust"),
