@@ -131,7 +131,13 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     )
     .await?;
     // The kube-dns Service's ClusterIP: the first of the nameservers pods are given.
-    let cluster_dns_ip = args.agent.cluster_dns.split(',').next().unwrap_or("").trim();
+    let cluster_dns_ip = args
+        .agent
+        .cluster_dns
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim();
     if args.dns.disable_cluster_dns || cluster_dns_ip.is_empty() {
         tracing::info!("no cluster DNS (--disable-cluster-dns or an empty --cluster-dns)");
     } else {

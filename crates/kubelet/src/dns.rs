@@ -321,7 +321,11 @@ mod tests {
 
         let mut wide = spec(Some("None"), false);
         wide.dns_config = Some(PodDNSConfig {
-            searches: Some((0..30).map(|i| format!("{i:02}{}", "b".repeat(98))).collect()),
+            searches: Some(
+                (0..30)
+                    .map(|i| format!("{i:02}{}", "b".repeat(98)))
+                    .collect(),
+            ),
             ..Default::default()
         });
         let dns = pod_dns(&wide, "a", &node());

@@ -188,7 +188,8 @@ fn cluster_dns_servers(list: &str) -> Result<Vec<String>> {
 /// loopback nameservers and systemd-resolved's upstream list exists.
 fn pod_resolv_conf(configured: &Path) -> PathBuf {
     const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
-    let read = |path: &Path| dns::parse_resolv_conf(&std::fs::read_to_string(path).unwrap_or_default());
+    let read =
+        |path: &Path| dns::parse_resolv_conf(&std::fs::read_to_string(path).unwrap_or_default());
     if dns::only_loopback_servers(&read(configured))
         && !dns::only_loopback_servers(&read(Path::new(RESOLVED_UPSTREAMS)))
         && Path::new(RESOLVED_UPSTREAMS).exists()

@@ -98,7 +98,11 @@ fn cluster_first_pods_resolve_services_through_the_cluster_dns() {
             .join("; "),
         ),
     );
-    assert_eq!(line(&log, "nameserver"), Some("nameserver 10.43.0.10"), "{log}");
+    assert_eq!(
+        line(&log, "nameserver"),
+        Some("nameserver 10.43.0.10"),
+        "{log}"
+    );
     let search = line(&log, "search").unwrap_or_default();
     assert!(
         search.starts_with("search shop.svc.cluster.local svc.cluster.local cluster.local"),
@@ -177,7 +181,11 @@ fn cluster_first_pods_resolve_services_through_the_cluster_dns() {
         .filter(|l| l.starts_with("nameserver"))
         .collect();
     assert_eq!(nameservers, ["nameserver 192.0.2.53"], "{resolv}");
-    assert_eq!(line(&resolv, "search"), Some("search corp.example"), "{resolv}");
+    assert_eq!(
+        line(&resolv, "search"),
+        Some("search corp.example"),
+        "{resolv}"
+    );
     assert_eq!(
         line(&resolv, "options"),
         Some("options ndots:2 edns0"),

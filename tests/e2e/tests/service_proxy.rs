@@ -2,7 +2,11 @@
 //! their own network namespace: a ClusterIP answers from a pod on the other node, a
 //! NodePort answers on a node without local endpoints, a LoadBalancer gets the
 //! nodes' addresses as ingress and answers there, and a Service without
-//! endpoints refuses at once (reject, not a silent drop). Needs root.
+//! endpoints refuses at once (reject, not a silent drop); ClientIP session affinity
+//! keeps a client on one endpoint, a pod reaches itself through its Service
+//! (hairpin), externalTrafficPolicy Local preserves the client's address and answers
+//! only on nodes with a local endpoint, and a Service whose pod is deleted refuses.
+//! Needs root.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -10,18 +14,9 @@ use std::time::Duration;
 use krust_e2e::cluster::TestCluster;
 use serde_json::json;
 
-/// An HTTP GET from the test process (the host namespace); the body, if any.
+/// An HTTP GET of `/` from the test process (the host namespace); the response, if any.
 fn http_get(address: &str) -> Option<String> {
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2))
-            .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
+    http_get_path(address, "/")
 }
 
 #[test]
@@ -109,4 +104,225 @@ fn cluster_ips_node_ports_load_balancers_and_services_without_endpoints() {
         &format!("timeout 5 wget -q -O - http://{empty_ip}/ 2>&1; echo rc=$?"),
     );
     assert!(log.contains("refused"), "{log}");
+}
+
+/// A busybox httpd pod on node `node` that answers `/` with its own name and
+/// `/cgi-bin/ip` with the client address it sees.
+fn who_am_i_pod(cluster: &TestCluster, name: &str, node: usize, id: &str) -> serde_json::Value {
+    let script = "mkdir -p /var/www/cgi-bin && hostname > /var/www/index.html && \
+                  printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"$REMOTE_ADDR\"\\n' \
+                  > /var/www/cgi-bin/ip && chmod +x /var/www/cgi-bin/ip && \
+                  exec httpd -f -p 8080 -h /var/www";
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "who", "id": id}},
+        "spec": {
+            "nodeName": cluster.nodes[node].name,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": cluster.image("krust/busybox:1"),
+                            "command": ["sh", "-c", script]}],
+        },
+    })
+}
+
+/// The body of an HTTP response (after the first blank line; CGI output ends its
+/// header lines with a bare newline), trimmed.
+fn body(response: &str) -> &str {
+    let normalized = response.find("\r\n\r\n").map(|at| at + 4);
+    let bare = response.find("\n\n").map(|at| at + 2);
+    match (normalized, bare) {
+        (Some(a), Some(b)) => response[a.min(b)..].trim(),
+        (Some(at), None) | (None, Some(at)) => response[at..].trim(),
+        (None, None) => "",
+    }
+}
+
+#[test]
+fn session_affinity_hairpin_local_traffic_policy_and_endpoint_removal() {
+    let cluster = TestCluster::start(2);
+    for (name, node, id) in [("who-a", 0, "a"), ("who-b", 1, "b"), ("who-c", 1, "c")] {
+        cluster.apply(&who_am_i_pod(&cluster, name, node, id));
+    }
+    let service = |name: &str, spec: serde_json::Value| {
+        cluster.apply(&json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec,
+        }));
+    };
+    let port = json!([{"port": 80, "targetPort": 8080}]);
+    service("spread", json!({"selector": {"app": "who"}, "ports": port}));
+    service(
+        "sticky",
+        json!({"selector": {"app": "who"}, "ports": port, "sessionAffinity": "ClientIP"}),
+    );
+    service(
+        "local",
+        json!({"type": "NodePort", "selector": {"id": "a"}, "ports": port,
+               "externalTrafficPolicy": "Local"}),
+    );
+    service(
+        "self",
+        json!({"type": "NodePort", "selector": {"id": "a"}, "ports": port}),
+    );
+    for name in ["who-a", "who-b", "who-c"] {
+        krust_e2e::wait_until(
+            &format!("pod {name} runs"),
+            krust_e2e::cluster::CLUSTER_READY_TIMEOUT,
+            || cluster.pod_field("default", name, ".status.phase") == "Running",
+        );
+    }
+    let field = |service: &str, path: &str| {
+        cluster
+            .server
+            .kubectl_ok([
+                "get",
+                "service",
+                service,
+                "-o",
+                &format!("jsonpath={{{path}}}"),
+            ])
+            .trim()
+            .to_string()
+    };
+    let spread_ip = field("spread", ".spec.clusterIP");
+    let sticky_ip = field("sticky", ".spec.clusterIP");
+    let self_ip = field("self", ".spec.clusterIP");
+
+    // Without affinity a client meets several endpoints; with ClientIP always one.
+    let log = cluster.run_script(
+        "default",
+        "client",
+        0,
+        json!({}),
+        &format!(
+            "for i in $(seq 30); do timeout 3 wget -q -O - http://{sticky_ip}/ >/dev/null && break; sleep 1; done; \
+             echo '== spread'; for i in $(seq 20); do timeout 3 wget -q -O - http://{spread_ip}/; done; \
+             echo '== sticky'; for i in $(seq 10); do timeout 3 wget -q -O - http://{sticky_ip}/; done"
+        ),
+    );
+    let answers = |title: &str| -> Vec<String> {
+        log.split(&format!("== {title}\n"))
+            .nth(1)
+            .unwrap_or_default()
+            .split("\n== ")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let spread = answers("spread");
+    let sticky = answers("sticky");
+    let distinct = |answers: &[String]| {
+        answers
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert_eq!(spread.len(), 20, "{log}");
+    assert!(
+        distinct(&spread) >= 2,
+        "no load spreading without affinity:\n{log}"
+    );
+    assert_eq!(sticky.len(), 10, "{log}");
+    assert_eq!(
+        distinct(&sticky),
+        1,
+        "ClientIP affinity was not kept:\n{log}"
+    );
+
+    // Hairpin: a pod reaches itself through its own Service.
+    let mut hairpin = String::new();
+    krust_e2e::wait_until(
+        "who-a reaches itself through its Service",
+        Duration::from_secs(30),
+        || {
+            let out = cluster.server.kubectl([
+                "exec",
+                "who-a",
+                "--",
+                "timeout",
+                "3",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{self_ip}/"),
+            ]);
+            hairpin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            hairpin == "who-a"
+        },
+    );
+
+    // externalTrafficPolicy Local: the endpoint sees the client's own address, and a
+    // node without a local endpoint does not answer.
+    let local_port = field("local", ".spec.ports[0].nodePort");
+    let on_node = |node: usize, port: &str, path: &str| {
+        http_get_path(&format!("{}:{port}", cluster.nodes[node].ip), path)
+    };
+    krust_e2e::wait_until(
+        "the Local NodePort answers on node 0",
+        Duration::from_secs(30),
+        || on_node(0, &local_port, "/").is_some_and(|r| body(&r) == "who-a"),
+    );
+    let response = on_node(0, &local_port, "/cgi-bin/ip").unwrap_or_default();
+    // busybox httpd writes IPv4 clients in their IPv6-mapped form.
+    let seen = body(&response)
+        .trim_start_matches("[::ffff:")
+        .trim_end_matches(']');
+    assert_eq!(
+        seen,
+        cluster.bridge_ip.to_string(),
+        "the client address was not preserved: {response}"
+    );
+    assert!(
+        on_node(1, &local_port, "/").is_none(),
+        "a node without a local endpoint answered a Local NodePort"
+    );
+
+    // The pod behind `self` goes: its NodePort refuses soon after.
+    let self_port = field("self", ".spec.ports[0].nodePort");
+    let address = format!("{}:{self_port}", cluster.nodes[1].ip);
+    krust_e2e::wait_until(
+        "the NodePort of self answers",
+        Duration::from_secs(30),
+        || http_get(&address).is_some_and(|r| body(&r) == "who-a"),
+    );
+    let deleted = std::time::Instant::now();
+    cluster.server.kubectl_ok([
+        "delete",
+        "pod",
+        "who-a",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ]);
+    krust_e2e::wait_until(
+        "the NodePort of self refuses",
+        Duration::from_secs(10),
+        || {
+            std::net::TcpStream::connect_timeout(
+                &address.parse().unwrap(),
+                Duration::from_millis(500),
+            )
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        },
+    );
+    eprintln!(
+        "self refused {} ms after its only pod was deleted",
+        deleted.elapsed().as_millis()
+    );
+}
+
+/// An HTTP GET of `path` from the test process; the whole response, if any.
+fn http_get_path(address: &str, path: &str) -> Option<String> {
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2))
+            .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response).filter(|r| !r.is_empty())
 }
