@@ -6,9 +6,12 @@
 //! `krust-bench api` measures the API server on the embedded SQLite store and on etcd;
 //! `krust-bench controllers` a Deployment rollout on hollow nodes ([`controllers`]);
 //! `krust-bench scheduler` scheduling throughput ([`scheduler`]);
-//! `krust-bench pod-startup` pods reaching Ready on one real node ([`pod_startup`]).
+//! `krust-bench pod-startup` pods reaching Ready on one real node ([`pod_startup`]);
+//! `krust-bench network` the service proxy's rule sync ([`network`]);
+//! `krust-bench dns` the cluster DNS's queries per second ([`dns`]).
 
 mod controllers;
+mod dns;
 mod network;
 mod pod_startup;
 mod scheduler;
@@ -72,6 +75,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         endpoints: usize,
     },
+    /// Cluster DNS: answered queries per second, the server on one core.
+    Dns {
+        /// Services the server holds (each query asks for one of them).
+        #[arg(long, default_value_t = 100)]
+        services: usize,
+        /// Concurrent clients, each with one query in flight.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// How long to send queries.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Node agent: pods created at once on one node, create to Ready; memory.
     PodStartup {
         /// Pods created at once.
@@ -107,6 +122,11 @@ fn main() -> Result<()> {
             }
             runtime.block_on(scheduler::run(workloads))
         }
+        Command::Dns {
+            services,
+            clients,
+            seconds,
+        } => runtime.block_on(dns::run(services, clients, seconds)),
         Command::PodStartup { pods } => runtime.block_on(pod_startup::run(pods)),
         Command::Network {
             services,
