@@ -1683,7 +1683,7 @@ fn validate_metric_target(target: &Value, path: &str, errs: &mut FieldErrors) {
             Value::String(text) => text.clone(),
             other => other.to_string(),
         };
-        if !crate::table::quantity_nanos(&text).is_some_and(|nanos| nanos > 0) {
+        if crate::table::quantity_nanos(&text).is_none_or(|nanos| nanos <= 0) {
             errs.invalid(&format!("{path}.{key}"), text, "must be positive");
         }
     }

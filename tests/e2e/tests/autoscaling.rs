@@ -72,7 +72,10 @@ spec:
         Duration::from_secs(90),
         || {
             autoscaler = get_json(&node, &["hpa", "burner"]);
-            autoscaler["status"]["desiredReplicas"].as_i64().unwrap_or(0) > 1
+            autoscaler["status"]["desiredReplicas"]
+                .as_i64()
+                .unwrap_or(0)
+                > 1
         },
     );
     let desired = autoscaler["status"]["desiredReplicas"].as_i64().unwrap();
@@ -81,31 +84,57 @@ spec:
         autoscaler["status"]["lastScaleTime"].is_string(),
         "{autoscaler}"
     );
-    assert_eq!(condition(&autoscaler, "AbleToScale")["reason"], "SucceededRescale");
-    assert_eq!(condition(&autoscaler, "ScalingActive")["reason"], "ValidMetricFound");
+    assert_eq!(
+        condition(&autoscaler, "AbleToScale")["reason"],
+        "SucceededRescale"
+    );
+    assert_eq!(
+        condition(&autoscaler, "ScalingActive")["reason"],
+        "ValidMetricFound"
+    );
     let current = &autoscaler["status"]["currentMetrics"][0]["resource"];
     assert_eq!(current["name"], "cpu", "{autoscaler}");
     assert!(
-        current["current"]["averageUtilization"].as_i64().unwrap_or(0) > 100,
+        current["current"]["averageUtilization"]
+            .as_i64()
+            .unwrap_or(0)
+            > 100,
         "the pod uses far more than it requests: {autoscaler}"
     );
 
     // The Deployment itself was scaled, and an Event says why.
     let scaled = get_json(&node, &["deployment", "burner"]);
-    assert_eq!(scaled["spec"]["replicas"].as_i64(), Some(desired), "{scaled}");
+    assert_eq!(
+        scaled["spec"]["replicas"].as_i64(),
+        Some(desired),
+        "{scaled}"
+    );
     wait_until("a SuccessfulRescale event", Duration::from_secs(20), || {
         let events = get_json(
             &node,
-            &["events", "--field-selector", "involvedObject.name=burner,reason=SuccessfulRescale"],
+            &[
+                "events",
+                "--field-selector",
+                "involvedObject.name=burner,reason=SuccessfulRescale",
+            ],
         );
-        events["items"].as_array().into_iter().flatten().any(|event| {
-            event["message"].as_str().is_some_and(|message| {
-                message.starts_with(&format!("New size: {desired}; reason: "))
-                    && message.contains("cpu resource utilization (percentage of request) above target")
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|event| {
+                event["message"].as_str().is_some_and(|message| {
+                    message.starts_with(&format!("New size: {desired}; reason: "))
+                        && message.contains(
+                            "cpu resource utilization (percentage of request) above target",
+                        )
+                })
             })
-        })
     });
-    eprintln!("scaled out {:?} after the node was ready", started.elapsed());
+    eprintln!(
+        "scaled out {:?} after the node was ready",
+        started.elapsed()
+    );
 
     // An HPA whose target does not exist cannot get its scale.
     let ghost = r#"apiVersion: autoscaling/v2
@@ -117,11 +146,15 @@ spec:
 "#;
     let out = node.server.kubectl_stdin(["apply", "-f", "-"], ghost);
     assert!(out.status.success(), "apply: {}", text(&out.stderr));
-    wait_until("the ghost HPA reports FailedGetScale", Duration::from_secs(30), || {
-        autoscaler = get_json(&node, &["hpa", "ghost"]);
-        let able = condition(&autoscaler, "AbleToScale");
-        able["status"] == "False" && able["reason"] == "FailedGetScale"
-    });
+    wait_until(
+        "the ghost HPA reports FailedGetScale",
+        Duration::from_secs(30),
+        || {
+            autoscaler = get_json(&node, &["hpa", "ghost"]);
+            let able = condition(&autoscaler, "AbleToScale");
+            able["status"] == "False" && able["reason"] == "FailedGetScale"
+        },
+    );
     assert!(
         condition(&autoscaler, "AbleToScale")["message"]
             .as_str()
@@ -132,9 +165,15 @@ spec:
     wait_until("a FailedGetScale event", Duration::from_secs(20), || {
         let events = get_json(
             &node,
-            &["events", "--field-selector", "involvedObject.name=ghost,reason=FailedGetScale"],
+            &[
+                "events",
+                "--field-selector",
+                "involvedObject.name=ghost,reason=FailedGetScale",
+            ],
         );
-        events["items"].as_array().is_some_and(|items| !items.is_empty())
+        events["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
     });
 
     // Bad input is rejected and nothing is created.
@@ -149,7 +188,9 @@ spec:
     let out = node.server.kubectl_stdin(["apply", "-f", "-"], inverted);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"),
+        text(&out.stderr).contains(
+            "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"
+        ),
         "{}",
         text(&out.stderr)
     );

@@ -584,8 +584,10 @@ impl Controller {
             .resource_replicas(
                 current,
                 target,
-                &name,
-                container.as_deref(),
+                replicas::Measured {
+                    resource: &name,
+                    container: container.as_deref(),
+                },
                 pods,
                 per_pod,
                 now,

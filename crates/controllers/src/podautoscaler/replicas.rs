@@ -78,6 +78,14 @@ impl Default for Calculator {
     }
 }
 
+/// What a metric measures: a resource (`cpu`, `memory`) of every container of a
+/// pod, or of one container only (ContainerResource).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measured<'a> {
+    pub resource: &'a str,
+    pub container: Option<&'a str>,
+}
+
 /// The pods the calculation sees, by how they count.
 #[derive(Debug, Default)]
 struct Groups {
@@ -89,14 +97,12 @@ struct Groups {
 }
 
 impl Calculator {
-    /// The replicas for a Resource or ContainerResource metric: `resource` (`cpu`,
-    /// `memory`) of every container, or only of `container`.
+    /// The replicas for a Resource or ContainerResource metric.
     pub fn resource_replicas(
         &self,
         current_replicas: i32,
         target: Target,
-        resource: &str,
-        container: Option<&str>,
+        measured: Measured<'_>,
         pods: &[&Pod],
         mut metrics: PodMetrics,
         now: Timestamp,
@@ -104,6 +110,10 @@ impl Calculator {
         if pods.is_empty() {
             return Err("no pods returned by selector while calculating replica count".into());
         }
+        let Measured {
+            resource,
+            container,
+        } = measured;
         let groups = self.group_pods(pods, &metrics, resource, now);
         for name in groups.ignored.iter().chain(&groups.unready) {
             metrics.remove(name);
@@ -450,7 +460,17 @@ mod tests {
         metrics: PodMetrics,
     ) -> Result<Proposal, String> {
         let pods: Vec<&Pod> = pods.iter().collect();
-        Calculator::default().resource_replicas(current, target, "cpu", None, &pods, metrics, now())
+        Calculator::default().resource_replicas(
+            current,
+            target,
+            Measured {
+                resource: "cpu",
+                container: None,
+            },
+            &pods,
+            metrics,
+            now(),
+        )
     }
 
     #[test]
