@@ -817,6 +817,11 @@ const KIND_VALIDATORS: &[(&str, &str, KindValidator)] = &[
     ("apps", "DaemonSet", validate_daemon_set),
     ("batch", "Job", validate_job),
     ("batch", "CronJob", validate_cron_job),
+    (
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        validate_horizontal_pod_autoscaler,
+    ),
 ];
 
 /// Per-resource checks of the spec (required fields, enums, ranges) for the kinds
@@ -1504,6 +1509,266 @@ fn validate_cron_job(cron_job: &Value, errs: &mut FieldErrors) {
         "spec.jobTemplate.spec",
         errs,
     );
+}
+
+// ----- autoscaling -----
+
+/// The metric source types of autoscaling/v2, and the field each one fills.
+const METRIC_SOURCES: &[(&str, &str)] = &[
+    ("ContainerResource", "containerResource"),
+    ("External", "external"),
+    ("Object", "object"),
+    ("Pods", "pods"),
+    ("Resource", "resource"),
+];
+const METRIC_TARGET_TYPES: &[&str] = &["AverageValue", "Utilization", "Value"];
+const SCALING_POLICY_TYPES: &[&str] = &["Percent", "Pods"];
+const SELECT_POLICIES: &[&str] = &["Disabled", "Max", "Min"];
+/// The longest stabilization window and policy period upstream accepts.
+const MAX_STABILIZATION_WINDOW_SECONDS: i64 = 3600;
+const MAX_SCALING_POLICY_PERIOD_SECONDS: i64 = 1800;
+
+/// Upstream's `ValidateHorizontalPodAutoscaler` for autoscaling/v2 and /v1 (whose
+/// `targetCPUUtilizationPercentage` is the one metric v1 can say).
+fn validate_horizontal_pod_autoscaler(autoscaler: &Value, errs: &mut FieldErrors) {
+    let spec = child(autoscaler, "spec");
+    let min_replicas = int_at(spec, "minReplicas");
+    let max_replicas = int_at(spec, "maxReplicas").unwrap_or(0);
+    if let Some(min) = min_replicas
+        && min < 1
+    {
+        errs.invalid("spec.minReplicas", min, "must be greater than 0");
+    }
+    if max_replicas < 1 {
+        errs.invalid("spec.maxReplicas", max_replicas, "must be greater than 0");
+    }
+    if let Some(min) = min_replicas
+        && max_replicas < min
+    {
+        errs.invalid(
+            "spec.maxReplicas",
+            max_replicas,
+            "must be greater than or equal to `minReplicas`",
+        );
+    }
+    validate_cross_version_reference(child(spec, "scaleTargetRef"), "spec.scaleTargetRef", errs);
+    if str_at(autoscaler, "apiVersion") == "autoscaling/v1" {
+        if let Some(target) = int_at(spec, "targetCPUUtilizationPercentage")
+            && target < 1
+        {
+            errs.invalid(
+                "spec.targetCPUUtilizationPercentage",
+                target,
+                "must be greater than 0",
+            );
+        }
+        return;
+    }
+    for (index, metric) in array_at(spec, "metrics").iter().enumerate() {
+        validate_metric_spec(metric, &format!("spec.metrics[{index}]"), errs);
+    }
+    let behavior = child(spec, "behavior");
+    for direction in ["scaleUp", "scaleDown"] {
+        let rules = child(behavior, direction);
+        if !rules.is_null() {
+            validate_scaling_rules(rules, &format!("spec.behavior.{direction}"), errs);
+        }
+    }
+}
+
+fn validate_cross_version_reference(reference: &Value, path: &str, errs: &mut FieldErrors) {
+    for key in ["kind", "name"] {
+        let value = str_at(reference, key);
+        if value.is_empty() {
+            errs.required(&format!("{path}.{key}"), "");
+        } else {
+            errs.invalid_each(
+                &format!("{path}.{key}"),
+                value,
+                is_valid_path_segment_name(value),
+            );
+        }
+    }
+}
+
+fn validate_metric_spec(metric: &Value, path: &str, errs: &mut FieldErrors) {
+    let type_ = str_at(metric, "type");
+    if type_.is_empty() {
+        errs.required(&format!("{path}.type"), "must specify a metric source type");
+    }
+    let Some((_, expected)) = METRIC_SOURCES.iter().find(|(name, _)| *name == type_) else {
+        let supported: Vec<&str> = METRIC_SOURCES.iter().map(|(name, _)| *name).collect();
+        errs.not_supported(&format!("{path}.type"), type_, &supported);
+        return;
+    };
+    let present: Vec<&str> = METRIC_SOURCES
+        .iter()
+        .map(|(_, field)| *field)
+        .filter(|field| metric.get(*field).is_some_and(|v| !v.is_null()))
+        .collect();
+    if !present.contains(expected) {
+        errs.required(
+            &format!("{path}.{expected}"),
+            "must populate information for the given metric source",
+        );
+    }
+    for other in present.iter().filter(|field| *field != expected) {
+        errs.forbidden(
+            &format!("{path}.{other}"),
+            "must populate the given metric source only",
+        );
+    }
+    let source = child(metric, expected);
+    if source.is_null() {
+        return;
+    }
+    let source_path = format!("{path}.{expected}");
+    match *expected {
+        "resource" | "containerResource" => {
+            if str_at(source, "name").is_empty() {
+                errs.required(
+                    &format!("{source_path}.name"),
+                    "must specify a resource name",
+                );
+            }
+            if *expected == "containerResource" && str_at(source, "container").is_empty() {
+                errs.required(
+                    &format!("{source_path}.container"),
+                    "must specify a container",
+                );
+            }
+            let target = child(source, "target");
+            validate_metric_target(target, &format!("{source_path}.target"), errs);
+            let target_type = str_at(target, "type");
+            if !target_type.is_empty() && !matches!(target_type, "Utilization" | "AverageValue") {
+                errs.invalid(
+                    &format!("{source_path}.target.type"),
+                    target_type,
+                    "must be either Utilization or AverageValue",
+                );
+            }
+        }
+        _ => {
+            if str_at(child(source, "metric"), "name").is_empty() {
+                errs.required(
+                    &format!("{source_path}.metric.name"),
+                    "must specify a metric name",
+                );
+            }
+            validate_metric_target(
+                child(source, "target"),
+                &format!("{source_path}.target"),
+                errs,
+            );
+        }
+    }
+}
+
+fn validate_metric_target(target: &Value, path: &str, errs: &mut FieldErrors) {
+    let type_ = str_at(target, "type");
+    if type_.is_empty() {
+        errs.required(&format!("{path}.type"), "must specify a metric target type");
+    } else if !METRIC_TARGET_TYPES.contains(&type_) {
+        errs.invalid(
+            &format!("{path}.type"),
+            type_,
+            "must be either Utilization, Value, or AverageValue",
+        );
+    }
+    for key in ["value", "averageValue"] {
+        let Some(quantity) = target.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let text = match quantity {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        if crate::table::quantity_nanos(&text).is_none_or(|nanos| nanos <= 0) {
+            errs.invalid(&format!("{path}.{key}"), text, "must be positive");
+        }
+    }
+    if let Some(utilization) = int_at(target, "averageUtilization")
+        && utilization < 1
+    {
+        errs.invalid(
+            &format!("{path}.averageUtilization"),
+            utilization,
+            "must be greater than 0",
+        );
+    }
+    let required = match type_ {
+        "Utilization" => Some("averageUtilization"),
+        "Value" => Some("value"),
+        "AverageValue" => Some("averageValue"),
+        _ => None,
+    };
+    if let Some(key) = required
+        && target.get(key).is_none_or(Value::is_null)
+    {
+        errs.required(
+            &format!("{path}.{key}"),
+            &format!("must set {key} when the target type is {type_}"),
+        );
+    }
+}
+
+fn validate_scaling_rules(rules: &Value, path: &str, errs: &mut FieldErrors) {
+    if let Some(window) = int_at(rules, "stabilizationWindowSeconds") {
+        let field = format!("{path}.stabilizationWindowSeconds");
+        if window < 0 {
+            errs.invalid(&field, window, "must be greater than or equal to zero");
+        } else if window > MAX_STABILIZATION_WINDOW_SECONDS {
+            errs.invalid(
+                &field,
+                window,
+                &format!("must be less than or equal to {MAX_STABILIZATION_WINDOW_SECONDS}"),
+            );
+        }
+    }
+    let select_policy = str_at(rules, "selectPolicy");
+    if !select_policy.is_empty() && !SELECT_POLICIES.contains(&select_policy) {
+        errs.not_supported(
+            &format!("{path}.selectPolicy"),
+            select_policy,
+            SELECT_POLICIES,
+        );
+    }
+    let policies = array_at(rules, "policies");
+    if policies.is_empty() && rules.get("policies").is_some() {
+        errs.required(
+            &format!("{path}.policies"),
+            "must specify at least one Policy",
+        );
+    }
+    for (index, policy) in policies.iter().enumerate() {
+        let policy_path = format!("{path}.policies[{index}]");
+        let type_ = str_at(policy, "type");
+        if !SCALING_POLICY_TYPES.contains(&type_) {
+            errs.not_supported(&format!("{policy_path}.type"), type_, SCALING_POLICY_TYPES);
+        }
+        let value = int_at(policy, "value").unwrap_or(0);
+        if value <= 0 {
+            errs.invalid(
+                &format!("{policy_path}.value"),
+                value,
+                "must be greater than zero",
+            );
+        }
+        let period = int_at(policy, "periodSeconds").unwrap_or(0);
+        if period <= 0 {
+            errs.invalid(
+                &format!("{policy_path}.periodSeconds"),
+                period,
+                "must be greater than zero",
+            );
+        } else if period > MAX_SCALING_POLICY_PERIOD_SECONDS {
+            errs.invalid(
+                &format!("{policy_path}.periodSeconds"),
+                period,
+                &format!("must be less than or equal to {MAX_SCALING_POLICY_PERIOD_SECONDS}"),
+            );
+        }
+    }
 }
 
 // ----- services -----
@@ -2398,5 +2663,123 @@ mod tests {
             fields("PersistentVolume", local),
             ["spec.nodeAffinity Required value: Local volume requires node affinity"]
         );
+    }
+
+    fn autoscaler(spec: Value) -> Value {
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "n"}, "spec": spec})
+    }
+
+    #[test]
+    fn horizontal_pod_autoscalers_are_validated() {
+        let good = autoscaler(json!({
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1, "maxReplicas": 5,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+                {"type": "ContainerResource", "containerResource": {"name": "memory", "container": "app", "target": {"type": "AverageValue", "averageValue": "64Mi"}}},
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60, "selectPolicy": "Min",
+                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}},
+        }));
+        let causes = validate_object("autoscaling", "HorizontalPodAutoscaler", &good);
+        assert!(causes.is_empty(), "{:?}", messages(&causes));
+
+        let inverted = autoscaler(json!({
+            "scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "minReplicas": 5, "maxReplicas": 2,
+        }));
+        let causes = validate_object("autoscaling", "HorizontalPodAutoscaler", &inverted);
+        assert_eq!(
+            messages(&causes),
+            ["spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"]
+        );
+
+        let unknown_type = autoscaler(json!({
+            "scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "maxReplicas": 2,
+            "metrics": [{"type": "Bogus"}],
+        }));
+        let causes = validate_object("autoscaling", "HorizontalPodAutoscaler", &unknown_type);
+        assert!(
+            has(
+                &causes,
+                "FieldValueNotSupported",
+                "spec.metrics[0].type",
+                "Unsupported value: \"Bogus\""
+            ),
+            "{:?}",
+            messages(&causes)
+        );
+
+        let broken = autoscaler(json!({
+            "scaleTargetRef": {"kind": "Deployment"},
+            "minReplicas": 0, "maxReplicas": 0,
+            "metrics": [
+                {"type": "Resource", "pods": {}},
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 0}}},
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Value", "value": "-1"}}},
+            ],
+            "behavior": {"scaleUp": {"stabilizationWindowSeconds": 4000, "selectPolicy": "Most",
+                "policies": [{"type": "Replicas", "value": 0, "periodSeconds": 2000}]}},
+        }));
+        let causes = validate_object("autoscaling", "HorizontalPodAutoscaler", &broken);
+        for (reason, field) in [
+            ("FieldValueRequired", "spec.scaleTargetRef.name"),
+            ("FieldValueInvalid", "spec.minReplicas"),
+            ("FieldValueInvalid", "spec.maxReplicas"),
+            ("FieldValueRequired", "spec.metrics[0].resource"),
+            ("FieldValueForbidden", "spec.metrics[0].pods"),
+            (
+                "FieldValueInvalid",
+                "spec.metrics[1].resource.target.averageUtilization",
+            ),
+            ("FieldValueInvalid", "spec.metrics[2].resource.target.value"),
+            ("FieldValueInvalid", "spec.metrics[2].resource.target.type"),
+            (
+                "FieldValueInvalid",
+                "spec.behavior.scaleUp.stabilizationWindowSeconds",
+            ),
+            (
+                "FieldValueNotSupported",
+                "spec.behavior.scaleUp.selectPolicy",
+            ),
+            (
+                "FieldValueNotSupported",
+                "spec.behavior.scaleUp.policies[0].type",
+            ),
+            (
+                "FieldValueInvalid",
+                "spec.behavior.scaleUp.policies[0].value",
+            ),
+            (
+                "FieldValueInvalid",
+                "spec.behavior.scaleUp.policies[0].periodSeconds",
+            ),
+        ] {
+            assert!(
+                has(&causes, reason, field, ""),
+                "{reason} {field}: {:?}",
+                messages(&causes)
+            );
+        }
+
+        let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "n"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 3,
+                "maxReplicas": 1, "targetCPUUtilizationPercentage": 0}});
+        let causes = validate_object("autoscaling", "HorizontalPodAutoscaler", &v1);
+        assert!(has(
+            &causes,
+            "FieldValueInvalid",
+            "spec.maxReplicas",
+            "Invalid value: 1: must be greater than or equal"
+        ));
+        assert!(has(
+            &causes,
+            "FieldValueInvalid",
+            "spec.targetCPUUtilizationPercentage",
+            ""
+        ));
     }
 }

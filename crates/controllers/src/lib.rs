@@ -24,6 +24,8 @@
 //! - [`disruption`]: the status of every PodDisruptionBudget (healthy pods, allowed
 //!   disruptions), which evictions read;
 //! - [`resourcequota`]: the `status.used` of every ResourceQuota;
+//! - [`podautoscaler`]: HorizontalPodAutoscalers: the target's scale from its pods'
+//!   resource metrics (metrics.k8s.io), within the behavior's windows and policies;
 //! - [`nodeipam`]: a pod CIDR for every node, from the cluster CIDR;
 //! - [`servicelb`]: the Ready nodes' addresses as LoadBalancer Services' ingress;
 //! - [`nodelifecycle`]: silent nodes become Unknown, not-Ready nodes are tainted and
@@ -59,6 +61,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
@@ -137,6 +140,7 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         options.root_ca_pem.clone(),
     ));
     tasks.spawn(disruption::run(caches.clone()));
+    tasks.spawn(podautoscaler::run(caches.clone()));
     tasks.spawn(resourcequota::run(caches.clone()));
     tasks.spawn(endpoints::run(caches.clone()));
     tasks.spawn(endpointslice::run(caches.clone()));
