@@ -270,13 +270,31 @@ pub async fn pod_stream(
     let forwarded = forwarded
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let offered: Vec<String> = request
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|offer| offer.trim().to_string())
+        .collect();
     let caller_upgrade = hyper::upgrade::on(&mut request);
     let mut response = sender
         .send_request(forwarded)
         .await
         .map_err(|e| unreachable(node_name, &ip, port, &e))?;
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(kubelet_error(node_name, &ip, port, response).await);
+        let mut error = kubelet_error(node_name, &ip, port, response).await;
+        if error.code == 403 && error.message.is_empty() {
+            // The runtime's WebSocket server refuses a subprotocol it does not
+            // serve with a bare 403; the status stays (clients fall back to SPDY).
+            error.message = format!(
+                "the container runtime refused the {subresource} stream: WebSocket subprotocol(s) \
+                 {offered:?} are not served; offer v4.channel.k8s.io, v4.base64.channel.k8s.io, \
+                 channel.k8s.io or base64.channel.k8s.io, or use SPDY"
+            );
+        }
+        return Err(error);
     }
     let kubelet_upgrade = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {

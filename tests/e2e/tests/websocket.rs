@@ -8,8 +8,10 @@
 //!   close; `follow=true` delivers a line written after connecting, answers pings,
 //!   and closes when the container ends; bad requests are plain errors before any
 //!   upgrade (unknown subprotocol 400, missing pod 404, unknown container 400).
-//! - `pods/exec` over WebSocket with `channel.k8s.io` and its v2..v4 versions,
-//!   relayed through the kubelet to containerd: stdout on channel 1, stderr on 2.
+//! - `pods/exec` over WebSocket with `channel.k8s.io`, `base64.channel.k8s.io` and
+//!   their `v4.` versions, relayed through the kubelet to containerd: stdout on
+//!   channel 1, stderr on 2, v4's Status on 3; a subprotocol the runtime does not
+//!   serve keeps its 403 with a message naming it.
 
 use std::time::{Duration, Instant};
 
@@ -234,25 +236,37 @@ fn exec_over_websocket_channel_protocols() {
         "/api/v1/namespaces/default/pods/{pod}/exec?container=main&stdout=1&stderr=1\
          &command=sh&command=-c&command=echo%20remote%20execution%20test%3B%20echo%20to-err%20%3E%262"
     );
+    // The WebSocket subprotocols of remotecommand (v2 and v3 exist only for SPDY):
+    // binary messages whose first byte is the channel, or base64 text messages whose
+    // first character is the channel's digit.
     for protocol in [
         "channel.k8s.io",
-        "v2.channel.k8s.io",
-        "v3.channel.k8s.io",
+        "base64.channel.k8s.io",
         "v4.channel.k8s.io",
+        "v4.base64.channel.k8s.io",
     ] {
+        let base64 = protocol.contains("base64");
         let started = Instant::now();
         let mut socket = websocket::open_ok(&node.server, &path, &[protocol], protocol);
         let messages = websocket::read_to_close(&mut socket)
             .unwrap_or_else(|e| panic!("reading exec output over {protocol}: {e:#}"));
         let (mut stdout, mut stderr, mut errors) = (Vec::new(), Vec::new(), Vec::new());
         for message in &messages {
-            let Some((channel, data)) = message.split_first() else {
+            let Some((&channel, data)) = message.split_first() else {
                 continue;
             };
+            let (channel, data) = if base64 {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap_or_else(|e| panic!("{protocol} message {message:?}: {e}"));
+                (channel.wrapping_sub(b'0'), data)
+            } else {
+                (channel, data.to_vec())
+            };
             match channel {
-                1 => stdout.extend_from_slice(data),
-                2 => stderr.extend_from_slice(data),
-                3 => errors.extend_from_slice(data),
+                1 => stdout.extend_from_slice(&data),
+                2 => stderr.extend_from_slice(&data),
+                3 => errors.extend_from_slice(&data),
                 other => panic!("a message on channel {other} over {protocol}: {message:?}"),
             }
         }
@@ -262,7 +276,7 @@ fn exec_over_websocket_channel_protocols() {
             "stdout over {protocol}"
         );
         assert_eq!(text(&stderr), "to-err\n", "stderr over {protocol}");
-        if protocol == "v4.channel.k8s.io" {
+        if protocol.starts_with("v4.") {
             // v4 ends with a metav1.Status on the error channel.
             let status: serde_json::Value = serde_json::from_slice(&errors)
                 .unwrap_or_else(|e| panic!("error channel {:?}: {e}", text(&errors)));
@@ -276,6 +290,12 @@ fn exec_over_websocket_channel_protocols() {
         }
         println!("exec over {protocol}: {:?}", started.elapsed());
     }
+
+    // A subprotocol the runtime does not serve keeps its refusal (403, so that
+    // clients fall back to SPDY), with a message saying what was offered.
+    let (status, body) = refusal(&node, &path, &["v2.channel.k8s.io"]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("v2.channel.k8s.io"), "{body}");
 
     // A missing pod is a 404 before any upgrade.
     let (status, body) = refusal(
