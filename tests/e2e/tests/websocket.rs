@@ -76,9 +76,12 @@ fn exec_in(node: &TestNode, pod: &str, script: &str) {
     assert!(out.status.success(), "exec {script}: {}", text(&out.stderr));
 }
 
+/// How a log message becomes text.
+type Decode = fn(&[u8]) -> String;
+
 /// Reads data messages, appending them (decoded with `decode`) to `seen`, until
 /// `seen` ends with `wanted`.
-fn read_until(socket: &mut Socket, seen: &mut String, wanted: &str, decode: fn(&[u8]) -> String) {
+fn read_until(socket: &mut Socket, seen: &mut String, wanted: &str, decode: Decode) {
     while !seen.ends_with(wanted) {
         match websocket::next_message(socket) {
             Ok(Some(message)) => seen.push_str(&decode(&message)),
@@ -111,7 +114,7 @@ fn pod_log_over_websocket() {
             .unwrap_or_else(|e| panic!("message {:?} is not base64: {e}", text(message)));
         text(&decoded)
     };
-    let cases: [(&[&str], &str, fn(&[u8]) -> String); 4] = [
+    let cases: [(&[&str], &str, Decode); 4] = [
         (&[], "", binary),
         (&["binary.k8s.io"], "binary.k8s.io", binary),
         (
@@ -171,14 +174,9 @@ fn pod_log_over_websocket() {
     socket
         .send(tungstenite::Message::Ping("still there?".into()))
         .unwrap();
-    loop {
-        match socket.read().expect("a pong") {
-            tungstenite::Message::Pong(payload) => {
-                assert_eq!(&payload[..], b"still there?");
-                break;
-            }
-            other => panic!("expected a pong, got {other:?}"),
-        }
+    match socket.read().expect("a pong") {
+        tungstenite::Message::Pong(payload) => assert_eq!(&payload[..], b"still there?"),
+        other => panic!("expected a pong, got {other:?}"),
     }
     let written = Instant::now();
     exec_in(&node, pod, "touch /tmp/go");
