@@ -354,6 +354,16 @@ impl Api {
                 .unwrap_or_else(|error| error_response(&error));
         }
         if call.resource.plural == "pods"
+            && verb == "get"
+            && call.subresource.as_deref() == Some("log")
+            && crate::websocket::is_websocket_request(req.headers())
+        {
+            return self
+                .pod_log_websocket(&call, req)
+                .await
+                .unwrap_or_else(|error| error_response(&error));
+        }
+        if call.resource.plural == "pods"
             && call.name.is_some()
             && matches!(verb, "get" | "create")
             && matches!(
@@ -540,6 +550,44 @@ impl Api {
             )));
         };
         crate::kubelet_proxy::node_proxy(client.clone(), &node, path).await
+    }
+
+    /// `pods/<name>/log` to a WebSocket client: the log from the node agent, sent as
+    /// messages (`crate::websocket`). A missing pod, a bad container or subprotocol
+    /// and an unreachable kubelet are plain error answers, before any upgrade.
+    async fn pod_log_websocket(
+        &self,
+        call: &Call,
+        mut req: Request<Incoming>,
+    ) -> ApiResult<Response<Body>> {
+        let kv = self
+            .read(&call.key())
+            .await?
+            .ok_or_else(|| call.not_found())?;
+        let pod = from_kv(&kv)?;
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                call.name()
+            )));
+        }
+        let Some(client) = &self.kubelet_client else {
+            return Err(ApiError::new_service_unavailable(format!(
+                "log of pod {:?} needs the node agent of node {node:?}, which is not reachable from this server",
+                call.name()
+            )));
+        };
+        let handshake = crate::websocket::Handshake::from_headers(req.headers())?;
+        let node_object = self.node_of(&pod).await?;
+        let log = crate::kubelet_proxy::pod_log_stream(
+            client.clone(),
+            &pod,
+            node_object.as_ref(),
+            &call.query,
+        )
+        .await?;
+        Ok(handshake.stream(hyper::upgrade::on(&mut req), log))
     }
 
     /// `pods/<name>/exec`, `attach` and `portforward`: an upgrade relayed to the node agent.

@@ -2,7 +2,8 @@
 //! named in `spec.nodeName`, at the Node's InternalIP and
 //! `daemonEndpoints.kubeletEndpoint.Port`.
 //!
-//! - `pods/log` is fetched and streamed back as it comes (a followed log too).
+//! - `pods/log` is fetched and streamed back as it comes (a followed log too), as
+//!   the body of the answer or, to a WebSocket client, as messages (`crate::websocket`).
 //! - `pods/exec`, `pods/attach` and `pods/portforward` are HTTP upgrades (SPDY/3.1 or
 //!   WebSocket, whichever the client asks for): the request goes on to the kubelet
 //!   with its upgrade headers, the kubelet's answer comes back, and after a
@@ -27,6 +28,7 @@ use serde_json::Value;
 use crate::errors::{ApiError, ApiResult};
 use crate::request::Query;
 use crate::server::Body;
+use crate::websocket::ByteStream;
 
 /// The TLS client the API server uses towards kubelets.
 pub fn client_config(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
@@ -268,13 +270,31 @@ pub async fn pod_stream(
     let forwarded = forwarded
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let offered: Vec<String> = request
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|offer| offer.trim().to_string())
+        .collect();
     let caller_upgrade = hyper::upgrade::on(&mut request);
     let mut response = sender
         .send_request(forwarded)
         .await
         .map_err(|e| unreachable(node_name, &ip, port, &e))?;
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(kubelet_error(node_name, &ip, port, response).await);
+        let mut error = kubelet_error(node_name, &ip, port, response).await;
+        if error.code == 403 && error.message.is_empty() {
+            // The runtime's WebSocket server refuses a subprotocol it does not
+            // serve with a bare 403; the status stays (clients fall back to SPDY).
+            error.message = format!(
+                "the container runtime refused the {subresource} stream: WebSocket subprotocol(s) \
+                 {offered:?} are not served; offer v4.channel.k8s.io, v4.base64.channel.k8s.io, \
+                 channel.k8s.io or base64.channel.k8s.io, or use SPDY"
+            );
+        }
+        return Err(error);
     }
     let kubelet_upgrade = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
@@ -312,13 +332,14 @@ pub async fn get_json(
     serde_json::from_slice(&body).map_err(|e| unreachable(node_name, &ip, port, &e))
 }
 
-/// Proxies `pods/<name>/log` to the node's kubelet.
-pub async fn pod_log(
+/// `pods/<name>/log` from the node's kubelet: the log's bytes as they come (a
+/// followed log until the container's log stream ends or the caller goes).
+pub async fn pod_log_stream(
     client: Arc<rustls::ClientConfig>,
     pod: &Value,
     node: Option<&Value>,
     query: &Query,
-) -> ApiResult<Response<Body>> {
+) -> ApiResult<ByteStream> {
     let container = container_of(pod, query)?;
     let (node_name, ip, port) = kubelet_of(pod, node)?;
     let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -345,7 +366,18 @@ pub async fn pod_log(
         params.join("&")
     );
     let response = kubelet_get(client, node_name, &ip, port, &path).await?;
-    relay(response, "text/plain")
+    Ok(body_bytes(response))
+}
+
+/// Proxies `pods/<name>/log` to the node's kubelet as a plain HTTP answer.
+pub async fn pod_log(
+    client: Arc<rustls::ClientConfig>,
+    pod: &Value,
+    node: Option<&Value>,
+    query: &Query,
+) -> ApiResult<Response<Body>> {
+    let log = pod_log_stream(client, pod, node, query).await?;
+    streamed(log, "text/plain")
 }
 
 /// `nodes/<name>/proxy/<path>`: a GET of any kubelet API path (`/stats/summary`,
@@ -390,19 +422,30 @@ async fn kubelet_get(
     Ok(response)
 }
 
-/// Streams a kubelet's answer back as it comes; an error from the kubelet ends it.
+/// The body of a kubelet's answer as it comes; an error from the kubelet ends it.
+fn body_bytes(response: hyper::Response<hyper::body::Incoming>) -> ByteStream {
+    Box::pin(
+        http_body_util::BodyStream::new(response.into_body())
+            .take_while(|frame| std::future::ready(frame.is_ok()))
+            .filter_map(|frame| std::future::ready(frame.ok().and_then(|f| f.into_data().ok()))),
+    )
+}
+
+/// Streams a kubelet's answer back as it comes.
 fn relay(
     response: hyper::Response<hyper::body::Incoming>,
     content_type: &str,
 ) -> ApiResult<Response<Body>> {
-    let stream = http_body_util::BodyStream::new(response.into_body())
-        .take_while(|frame| std::future::ready(frame.is_ok()))
-        .filter_map(|frame| std::future::ready(frame.ok().and_then(|f| f.into_data().ok())))
-        .map(|data| Ok::<_, std::convert::Infallible>(Frame::data(data)));
+    streamed(body_bytes(response), content_type)
+}
+
+/// A 200 answer whose body is `bytes`, sent as they come.
+fn streamed(bytes: ByteStream, content_type: &str) -> ApiResult<Response<Body>> {
+    let frames = bytes.map(|data| Ok::<_, std::convert::Infallible>(Frame::data(data)));
     Response::builder()
         .status(200)
         .header("content-type", content_type)
-        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .body(BodyExt::boxed(StreamBody::new(frames)))
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 

@@ -28,6 +28,7 @@ pub mod service_alloc;
 pub mod storage_admission;
 pub mod tls;
 pub mod watch;
+pub mod websocket;
 
 /// A bearer token accepted by the server (from `--token-auth-file`).
 #[derive(Clone, Debug)]

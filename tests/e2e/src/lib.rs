@@ -6,6 +6,7 @@
 //!   its log goes to stderr first.
 //! - [`EtcdServer`] runs Debian's `/usr/bin/etcd` on free ports, for `--datastore`.
 //! - [`run_krust`] runs the binary once with a deadline (CLI error tests).
+//! - [`websocket`] opens WebSocket connections to a server as its admin.
 //!
 //! The harness builds nothing: it runs the `krust` binary next to the test executable
 //! (`target/<profile>/krust`), or `$KRUST_BIN`. Build it first with
@@ -28,6 +29,7 @@ pub mod hollow;
 pub mod images;
 pub mod node;
 pub mod registry;
+pub mod websocket;
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
@@ -743,6 +745,32 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 
 /// An HTTPS GET with the CA, server and client certificate of a kubeconfig.
 fn https_get(kubeconfig: &Path, path: &str, as_admin: bool) -> Result<(u16, String)> {
+    let (mut tls, authority) = tls_connect(kubeconfig, as_admin, Duration::from_secs(5))?;
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    tls.flush()?;
+    let mut response = Vec::new();
+    // A server may close without close_notify; what arrived before is still the answer.
+    let read_result = tls.read_to_end(&mut response);
+    if response.is_empty() {
+        read_result.context("no response")?;
+    }
+    parse_response(&response)
+}
+
+/// A TLS connection to the server of a kubeconfig, trusting its CA, with its client
+/// certificate when `as_admin`; reads and writes fail after `io_timeout`. Also
+/// returns the server's `IP:PORT`.
+pub(crate) fn tls_connect(
+    kubeconfig: &Path,
+    as_admin: bool,
+    io_timeout: Duration,
+) -> Result<(
+    rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    String,
+)> {
     let text = fs::read_to_string(kubeconfig)
         .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
     let config: serde_yaml::Value = serde_yaml::from_str(&text)?;
@@ -789,21 +817,12 @@ fn https_get(kubeconfig: &Path, path: &str, as_admin: bool) -> Result<(u16, Stri
     let server_name = ServerName::IpAddress(address.ip().into());
     let connection = rustls::ClientConnection::new(Arc::new(config), server_name)?;
     let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-    tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    tls.flush()?;
-    let mut response = Vec::new();
-    // A server may close without close_notify; what arrived before is still the answer.
-    let read_result = tls.read_to_end(&mut response);
-    if response.is_empty() {
-        read_result.context("no response")?;
-    }
-    parse_response(&response)
+    tcp.set_read_timeout(Some(io_timeout))?;
+    tcp.set_write_timeout(Some(io_timeout))?;
+    Ok((
+        rustls::StreamOwned::new(connection, tcp),
+        authority.to_string(),
+    ))
 }
 
 fn parse_response(response: &[u8]) -> Result<(u16, String)> {
