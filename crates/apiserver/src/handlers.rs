@@ -522,6 +522,36 @@ impl Api {
         )))
     }
 
+    /// For a call on the pod of `call` that its node agent answers (`what`: log,
+    /// exec, ...): the pod, the kubelet client and the pod's Node object. A missing
+    /// pod is 404, one not yet scheduled 400, and a server without a kubelet client 503.
+    async fn pod_on_its_node(
+        &self,
+        call: &Call,
+        what: &str,
+    ) -> ApiResult<(Value, Arc<rustls::ClientConfig>, Option<Value>)> {
+        let kv = self
+            .read(&call.key())
+            .await?
+            .ok_or_else(|| call.not_found())?;
+        let pod = from_kv(&kv)?;
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                call.name()
+            )));
+        }
+        let Some(client) = &self.kubelet_client else {
+            return Err(ApiError::new_service_unavailable(format!(
+                "{what} of pod {:?} needs the node agent of node {node:?}, which is not reachable from this server",
+                call.name()
+            )));
+        };
+        let node_object = self.node_of(&pod).await?;
+        Ok((pod, client.clone(), node_object))
+    }
+
     /// The Node object a pod is bound to, if it exists.
     async fn node_of(&self, pod: &Value) -> ApiResult<Option<Value>> {
         let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
@@ -560,67 +590,20 @@ impl Api {
         call: &Call,
         mut req: Request<Incoming>,
     ) -> ApiResult<Response<Body>> {
-        let kv = self
-            .read(&call.key())
-            .await?
-            .ok_or_else(|| call.not_found())?;
-        let pod = from_kv(&kv)?;
-        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-        if node.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "pod {} does not have a host assigned",
-                call.name()
-            )));
-        }
-        let Some(client) = &self.kubelet_client else {
-            return Err(ApiError::new_service_unavailable(format!(
-                "log of pod {:?} needs the node agent of node {node:?}, which is not reachable from this server",
-                call.name()
-            )));
-        };
+        let (pod, client, node_object) = self.pod_on_its_node(call, "log").await?;
         let handshake = crate::websocket::Handshake::from_headers(req.headers())?;
-        let node_object = self.node_of(&pod).await?;
-        let log = crate::kubelet_proxy::pod_log_stream(
-            client.clone(),
-            &pod,
-            node_object.as_ref(),
-            &call.query,
-        )
-        .await?;
+        let log =
+            crate::kubelet_proxy::pod_log_stream(client, &pod, node_object.as_ref(), &call.query)
+                .await?;
         Ok(handshake.stream(hyper::upgrade::on(&mut req), log))
     }
 
     /// `pods/<name>/exec`, `attach` and `portforward`: an upgrade relayed to the node agent.
     async fn pod_stream(&self, call: &Call, req: Request<Incoming>) -> ApiResult<Response<Body>> {
-        let kv = self
-            .read(&call.key())
-            .await?
-            .ok_or_else(|| call.not_found())?;
-        let pod = from_kv(&kv)?;
         let sub = call.subresource.as_deref().unwrap_or_default();
-        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-        if node.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "pod {} does not have a host assigned",
-                call.name()
-            )));
-        }
-        let Some(client) = &self.kubelet_client else {
-            return Err(ApiError::new_service_unavailable(format!(
-                "{sub} of pod {:?} needs the node agent of node {node:?}, which is not reachable from this server",
-                call.name()
-            )));
-        };
-        let node_object = self.node_of(&pod).await?;
-        crate::kubelet_proxy::pod_stream(
-            client.clone(),
-            &pod,
-            node_object.as_ref(),
-            sub,
-            req,
-            &call.query,
-        )
-        .await
+        let (pod, client, node_object) = self.pod_on_its_node(call, sub).await?;
+        crate::kubelet_proxy::pod_stream(client, &pod, node_object.as_ref(), sub, req, &call.query)
+            .await
     }
 
     async fn list(&self, call: &Call) -> ApiResult<Response<Body>> {

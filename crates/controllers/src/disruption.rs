@@ -136,13 +136,7 @@ impl Controller {
             .list_namespace(namespace)
             .into_iter()
             .filter(|pod| {
-                let labels: serde_json::Map<String, Value> = pod
-                    .metadata
-                    .labels
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
+                let labels = crate::workload::label_values(pod.metadata.labels.iter().flatten());
                 selector.matches(Some(&labels))
             })
             .collect()

@@ -64,6 +64,16 @@ pub fn controller_key(metadata: &ObjectMeta, kind: &str) -> Option<ObjectKey> {
     ))
 }
 
+/// `labels` as the JSON map [`LabelSelector::matches`] reads.
+pub fn label_values<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> serde_json::Map<String, Value> {
+    labels
+        .into_iter()
+        .map(|(key, value)| (key.clone(), Value::String(value.clone())))
+        .collect()
+}
+
 /// Whether `selector` (a LabelSelector as JSON) selects `labels`; a missing, empty
 /// or malformed selector selects nothing.
 pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
@@ -73,11 +83,7 @@ pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
     if parsed.is_empty() {
         return false;
     }
-    let labels: serde_json::Map<String, Value> = labels
-        .iter()
-        .map(|(key, value)| (key.clone(), Value::String(value.clone())))
-        .collect();
-    parsed.matches(Some(&labels))
+    parsed.matches(Some(&label_values(labels)))
 }
 
 /// The owners in `owners` (of `pod`'s namespace) that might adopt `pod`: none if it

@@ -32,7 +32,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::runtime::events::EventType;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cache::{Cache, Caches, Change, ObjectKey};
 use crate::changes::forward;
@@ -416,13 +416,7 @@ impl Controller {
             .list_namespace(namespace)
             .into_iter()
             .filter(|pod| {
-                let labels: serde_json::Map<String, Value> = pod
-                    .metadata
-                    .labels
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
+                let labels = crate::workload::label_values(pod.metadata.labels.iter().flatten());
                 parsed.matches(Some(&labels))
             })
             .collect();
@@ -787,7 +781,7 @@ fn parse_window(text: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn pod_metrics(name: &str, containers: Value) -> DynamicObject {
+    fn pod_metrics(name: &str, containers: serde_json::Value) -> DynamicObject {
         serde_json::from_value(json!({
             "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
             "metadata": {"name": name, "namespace": "n"},

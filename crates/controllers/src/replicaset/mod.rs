@@ -116,11 +116,7 @@ impl ReplicaKind for ReplicationController {
         // defaults it to the template's labels, so empty means "no pods".
         match self.spec.as_ref().and_then(|s| s.selector.as_ref()) {
             Some(labels) if !labels.is_empty() => {
-                let labels = labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
-                LabelSelector::from_labels(&labels)
+                LabelSelector::from_labels(&crate::workload::label_values(labels))
             }
             _ => LabelSelector::nothing(),
         }
