@@ -7,10 +7,16 @@
 //!   command `sh`; tests give each container its own command.
 //! - `krust/httpd:1`: busybox httpd serving `/var/www` on port 8080 in the foreground,
 //!   with `index.html` ("hello from krust") and `healthz` ("ok").
+//! - `krust/testserver:1`: busybox plus `krust-testserver` (tests/testserver: hostname,
+//!   echo, client IP, exit codes, dial, DNS lookups; HTTP on 8080, UDP on 8081) as the
+//!   entrypoint, built from this repository and linked statically on first use.
 
-use std::path::PathBuf;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use krust_kubelet::oci::{self, ImageSpec};
 
 /// A test image: its repository path and tag in a registry, and what is inside.
@@ -36,6 +42,10 @@ pub fn all() -> Vec<TestImage> {
         ),
         ("var/www/healthz".into(), b"ok\n".to_vec(), 0o644),
     ];
+    let mut testserver = ImageSpec::busybox("krust/testserver:1", &["/bin/krust-testserver"]);
+    let binary = testserver_binary().expect("cannot build the test server");
+    let binary = std::fs::read(binary).expect("cannot read the test server binary");
+    testserver.files = vec![("bin/krust-testserver".into(), binary, 0o755)];
     vec![
         TestImage {
             name: "krust/busybox:1",
@@ -45,7 +55,51 @@ pub fn all() -> Vec<TestImage> {
             name: "krust/httpd:1",
             spec: httpd,
         },
+        TestImage {
+            name: "krust/testserver:1",
+            spec: testserver,
+        },
     ]
+}
+
+/// The `krust-testserver` executable, built once per test process with cargo in
+/// release mode and statically linked (`+crt-static`, so the image needs no shared
+/// libraries) into its own target dir `<target>/testserver`; cargo's lock keeps
+/// parallel test processes from building it twice at once.
+fn testserver_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_testserver().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_testserver() -> Result<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target_dir = cache_dir()
+        .parent()
+        .map(|target| target.join("testserver"))
+        .context("the test image cache has no parent dir")?;
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(&workspace)
+        .args(["build", "--release", "--quiet", "-p", "krust-testserver"])
+        .arg("--target")
+        .arg(&triple)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .context("cannot run cargo to build the test server")?;
+    if !output.status.success() {
+        bail!(
+            "building krust-testserver failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(target_dir.join(triple).join("release/krust-testserver"))
 }
 
 /// Where built layouts are cached: `<target>/krust-test-images`.
@@ -68,13 +122,15 @@ pub fn layout(image: &TestImage) -> Result<PathBuf> {
     let dir_name = image.name.replace(['/', ':'], "_");
     let target = cache.join(&dir_name);
     let busybox = std::fs::metadata(oci::BUSYBOX).context("busybox-static is missing")?;
+    let mut contents = std::collections::hash_map::DefaultHasher::new();
+    image.spec.files.hash(&mut contents);
     let stamp = format!(
-        "{}:{:?}:{:?}:{:?}:{:?}",
+        "{}:{:?}:{:?}:{:?}:{:x}",
         busybox.len(),
         busybox.modified().ok(),
         image.spec.entrypoint,
         image.spec.cmd,
-        image.spec.files
+        contents.finish()
     );
     let stamp_file = target.join("krust-stamp");
     if std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str()) {
