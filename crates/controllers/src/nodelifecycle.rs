@@ -6,6 +6,8 @@
 //! - a node that is not Ready gets the `node.kubernetes.io/unreachable` (Unknown) or
 //!   `node.kubernetes.io/not-ready` (False) taints, NoExecute and NoSchedule; they go
 //!   when it is Ready again;
+//! - a node whose kubelet reports MemoryPressure, DiskPressure or PIDPressure gets the
+//!   `memory-pressure`, `disk-pressure` or `pid-pressure` NoSchedule taint while it lasts;
 //! - the pods of a node that is not Ready are marked not Ready;
 //! - pods on a node with a NoExecute taint are deleted once they no longer tolerate
 //!   it: at once without a matching toleration, after `tolerationSeconds` (counted from
@@ -41,6 +43,21 @@ const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The conditions a silent node's kubelet can no longer vouch for.
 const KUBELET_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 
+/// The taint of a node whose kubelet reports MemoryPressure.
+pub const MEMORY_PRESSURE_TAINT: &str = "node.kubernetes.io/memory-pressure";
+/// The taint of a node whose kubelet reports DiskPressure.
+pub const DISK_PRESSURE_TAINT: &str = "node.kubernetes.io/disk-pressure";
+/// The taint of a node whose kubelet reports PIDPressure.
+pub const PID_PRESSURE_TAINT: &str = "node.kubernetes.io/pid-pressure";
+/// The taint keys that follow a node's conditions: added and removed only here.
+const CONDITION_TAINT_KEYS: [&str; 5] = [
+    UNREACHABLE_TAINT,
+    NOT_READY_TAINT,
+    MEMORY_PRESSURE_TAINT,
+    DISK_PRESSURE_TAINT,
+    PID_PRESSURE_TAINT,
+];
+
 /// What the taints of a node should say about its Ready condition: the key of the
 /// taint it should carry (None when Ready, or when nothing was ever reported: a new
 /// node's kubelet gets its grace period first).
@@ -52,19 +69,44 @@ pub fn readiness_taint(node: &Node) -> Option<&'static str> {
     }
 }
 
+/// The (key, effect) taints a node's conditions call for, as upstream's taint-by-
+/// condition: the readiness taint with both effects, and a NoSchedule taint for each
+/// pressure condition that is True.
+pub fn condition_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
+    let mut wanted = Vec::new();
+    if let Some(key) = readiness_taint(node) {
+        wanted.extend([(key, "NoSchedule"), (key, "NoExecute")]);
+    }
+    for (condition, key) in [
+        ("MemoryPressure", MEMORY_PRESSURE_TAINT),
+        ("DiskPressure", DISK_PRESSURE_TAINT),
+        ("PIDPressure", PID_PRESSURE_TAINT),
+    ] {
+        if condition_status(node, condition).as_deref() == Some("True") {
+            wanted.push((key, "NoSchedule"));
+        }
+    }
+    wanted
+}
+
 fn ready_status(node: &Node) -> Option<String> {
+    condition_status(node, "Ready")
+}
+
+fn condition_status(node: &Node, condition: &str) -> Option<String> {
     node.status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == condition)
         .map(|c| c.status.clone())
 }
 
-/// The node's taints with the readiness taints made to match `wanted` (both effects,
-/// keeping the time a taint that stays was added). None when nothing changes.
-pub fn retaint(node: &Node, wanted: Option<&str>, now: Timestamp) -> Option<Vec<Taint>> {
+/// The node's taints with the condition taints made to match `wanted` (keeping the
+/// time a taint that stays was added, and every taint this controller does not own).
+/// None when nothing changes.
+pub fn retaint(node: &Node, wanted: &[(&str, &str)], now: Timestamp) -> Option<Vec<Taint>> {
     let current: Vec<Taint> = node
         .spec
         .as_ref()
@@ -73,21 +115,19 @@ pub fn retaint(node: &Node, wanted: Option<&str>, now: Timestamp) -> Option<Vec<
     let mut taints: Vec<Taint> = current
         .iter()
         .filter(|t| {
-            let readiness = t.key == UNREACHABLE_TAINT || t.key == NOT_READY_TAINT;
-            !readiness || Some(t.key.as_str()) == wanted
+            !CONDITION_TAINT_KEYS.contains(&t.key.as_str())
+                || wanted.contains(&(t.key.as_str(), t.effect.as_str()))
         })
         .cloned()
         .collect();
-    if let Some(key) = wanted {
-        for effect in ["NoSchedule", "NoExecute"] {
-            if !taints.iter().any(|t| t.key == key && t.effect == effect) {
-                taints.push(Taint {
-                    key: key.into(),
-                    effect: effect.into(),
-                    time_added: (effect == "NoExecute").then_some(Time(now)),
-                    value: None,
-                });
-            }
+    for &(key, effect) in wanted {
+        if !taints.iter().any(|t| t.key == key && t.effect == effect) {
+            taints.push(Taint {
+                key: key.into(),
+                effect: effect.into(),
+                time_added: (effect == "NoExecute").then_some(Time(now)),
+                value: None,
+            });
         }
     }
     (taints != current).then_some(taints)
@@ -277,7 +317,7 @@ impl Controller {
                     .await,
             );
         }
-        if let Some(taints) = retaint(&node, readiness_taint(&node), now) {
+        if let Some(taints) = retaint(&node, &condition_taints(&node), now) {
             let mut updated = (*node).clone();
             updated.spec.get_or_insert_with(Default::default).taints = Some(taints);
             return ignore_races(nodes.replace(name, &PostParams::default(), &updated).await);
@@ -440,7 +480,7 @@ mod tests {
         let other = json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]);
         let taints = retaint(
             &node("Unknown", other.clone()),
-            readiness_taint(&node("Unknown", json!([]))),
+            &condition_taints(&node("Unknown", json!([]))),
             now,
         )
         .unwrap();
@@ -457,7 +497,7 @@ mod tests {
             ]
         );
         let tainted = node("False", serde_json::to_value(&taints).unwrap());
-        let keys: Vec<String> = retaint(&tainted, readiness_taint(&tainted), now)
+        let keys: Vec<String> = retaint(&tainted, &condition_taints(&tainted), now)
             .unwrap()
             .into_iter()
             .map(|t| t.key)
@@ -466,10 +506,57 @@ mod tests {
         // Ready: the readiness taints go; already right: nothing to write.
         let ready = node("True", serde_json::to_value(&taints).unwrap());
         assert_eq!(
-            retaint(&ready, readiness_taint(&ready), now).unwrap().len(),
+            retaint(&ready, &condition_taints(&ready), now)
+                .unwrap()
+                .len(),
             1
         );
-        assert!(retaint(&node("True", other.clone()), None, now).is_none());
+        assert!(retaint(&node("True", other.clone()), &[], now).is_none());
+    }
+
+    #[test]
+    fn pressure_conditions_taint_no_schedule() {
+        let now = Timestamp::now();
+        let mut pressed: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "spec": {"taints": [{"key": "dedicated", "effect": "NoSchedule"}]},
+            "status": {"conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "MemoryPressure", "status": "True"},
+                {"type": "DiskPressure", "status": "False"},
+                {"type": "PIDPressure", "status": "True"}]},
+        }))
+        .unwrap();
+        let taints = retaint(&pressed, &condition_taints(&pressed), now).unwrap();
+        let keys: Vec<(&str, &str)> = taints
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("dedicated", "NoSchedule"),
+                (MEMORY_PRESSURE_TAINT, "NoSchedule"),
+                (PID_PRESSURE_TAINT, "NoSchedule")
+            ]
+        );
+        // Relief: the pressure taints go, the user's stays.
+        pressed.spec.as_mut().unwrap().taints = Some(taints);
+        for condition in pressed
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+        {
+            if condition.type_ != "Ready" {
+                condition.status = "False".into();
+            }
+        }
+        let relieved = retaint(&pressed, &condition_taints(&pressed), now).unwrap();
+        assert_eq!(relieved.len(), 1);
+        assert_eq!(relieved[0].key, "dedicated");
     }
 
     #[test]
