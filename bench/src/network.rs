@@ -21,11 +21,22 @@ fn service(index: usize) -> Service {
     .expect("a valid Service")
 }
 
-fn slice(index: usize, endpoints: usize, generation: usize) -> EndpointSlice {
-    let addresses: Vec<serde_json::Value> = (0..endpoints)
+/// The addresses of Service `index`'s endpoints (`generation` shifts them all).
+fn addresses(index: usize, endpoints: usize, generation: usize) -> Vec<String> {
+    (0..endpoints)
         .map(|e| {
             let n = index * endpoints + e + generation;
-            json!({"addresses": [format!("10.42.{}.{}", n / 250 % 250, n % 250 + 1)],
+            format!("10.42.{}.{}", n / 250 % 250, n % 250 + 1)
+        })
+        .collect()
+}
+
+fn slice(index: usize, addresses: &[String]) -> EndpointSlice {
+    let endpoints: Vec<serde_json::Value> = addresses
+        .iter()
+        .enumerate()
+        .map(|(e, address)| {
+            json!({"addresses": [address],
                    "conditions": {"ready": true, "serving": true, "terminating": false},
                    "nodeName": format!("node-{}", e % 3)})
         })
@@ -34,7 +45,7 @@ fn slice(index: usize, endpoints: usize, generation: usize) -> EndpointSlice {
         "metadata": {"name": format!("svc-{index}-x"), "namespace": "bench",
                      "labels": {"kubernetes.io/service-name": format!("svc-{index}")}},
         "addressType": "IPv4",
-        "endpoints": addresses,
+        "endpoints": endpoints,
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
     }))
     .expect("a valid EndpointSlice")
@@ -63,46 +74,92 @@ pub async fn run(services: usize, endpoints: usize) -> Result<()> {
         cluster_cidr: Some("10.42.0.0/16".parse().map_err(anyhow::Error::msg)?),
     };
     let all_services: Vec<Service> = (0..services).map(service).collect();
-    let mut slices: Vec<EndpointSlice> = (0..services).map(|i| slice(i, endpoints, 0)).collect();
-    let mut applier = Applier::new(vec![
-        "ip".into(),
-        "netns".into(),
-        "exec".into(),
-        netns.0.clone(),
-    ]);
+    let mut slices: Vec<EndpointSlice> = (0..services)
+        .map(|i| slice(i, &addresses(i, endpoints, 0)))
+        .collect();
+    let mut applier = Applier::in_network_namespace(&netns.0)?;
 
     let started = Instant::now();
     let desired = compute(&all_services, &slices, &node);
     let computed = started.elapsed();
     applier.apply(desired).await?;
     let full = started.elapsed();
-
-    let mut changes = Vec::new();
-    for round in 1..=20 {
-        slices[round % services] = slice(round % services, endpoints, 1000 + round);
-        let started = Instant::now();
-        let desired = compute(&all_services, &slices, &node);
-        applier.apply(desired).await?;
-        changes.push(started.elapsed());
-    }
-    changes.sort();
-    let median = changes[changes.len() / 2];
-    let worst = *changes.last().unwrap_or(&Duration::ZERO);
     println!(
-        "service proxy rule sync, {services} Services x {endpoints} endpoints (nftables, one netns):"
+        "service proxy rule sync, {services} Services x {endpoints} endpoints (nftables, in a scratch netns):"
     );
     println!(
         "  full sync: {:.0} ms (compute {:.0} ms, render + nft -f the rest)",
         ms(full),
         ms(computed)
     );
-    println!(
-        "  one endpoint changed: median {:.1} ms, worst {:.1} ms of {} changes (compute + diff + nft -f)",
-        ms(median),
-        ms(worst),
-        changes.len()
-    );
+
+    // One endpoint of one Service replaced by a new address (the target's case).
+    let mut one = Rounds::default();
+    for round in 1..=ROUNDS {
+        let index = round % services;
+        let mut changed = addresses(index, endpoints, 0);
+        changed[0] = format!("10.41.{}.{}", round / 250, round % 250 + 1);
+        slices[index] = slice(index, &changed);
+        one.sync(&mut applier, &all_services, &slices, &node)
+            .await?;
+        slices[index] = slice(index, &addresses(index, endpoints, 0));
+        applier
+            .apply(compute(&all_services, &slices, &node))
+            .await?;
+    }
+    one.report("one endpoint replaced");
+    // Every endpoint of one Service replaced.
+    let mut all = Rounds::default();
+    for round in 1..=ROUNDS {
+        let index = round % services;
+        slices[index] = slice(index, &addresses(index, endpoints, 1000 + round));
+        all.sync(&mut applier, &all_services, &slices, &node)
+            .await?;
+    }
+    all.report(&format!(
+        "all {endpoints} endpoints of one Service replaced"
+    ));
     Ok(())
+}
+
+const ROUNDS: usize = 20;
+
+/// The times of the syncs after one change each: whole (compute + diff + nft -f) and
+/// the computation alone.
+#[derive(Default)]
+struct Rounds {
+    whole: Vec<Duration>,
+    compute: Vec<Duration>,
+}
+
+impl Rounds {
+    async fn sync(
+        &mut self,
+        applier: &mut Applier,
+        services: &[Service],
+        slices: &[EndpointSlice],
+        node: &NodeContext,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let desired = compute(services, slices, node);
+        self.compute.push(started.elapsed());
+        anyhow::ensure!(applier.apply(desired).await?, "the change changed no rule");
+        self.whole.push(started.elapsed());
+        Ok(())
+    }
+
+    fn report(&mut self, what: &str) {
+        self.whole.sort();
+        self.compute.sort();
+        let median = |times: &[Duration]| ms(times[times.len() / 2]);
+        println!(
+            "  {what}: median {:.1} ms, worst {:.1} ms of {} (compute + diff + nft -f; compute alone: median {:.1} ms)",
+            median(&self.whole),
+            ms(*self.whole.last().unwrap_or(&Duration::ZERO)),
+            self.whole.len(),
+            median(&self.compute)
+        );
+    }
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -1,6 +1,7 @@
 //! Applying a [`Ruleset`] to the kernel: one `nft -f -` transaction per change,
 //! rendering only the difference from what the last successful apply left.
 
+use std::os::fd::AsRawFd;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
@@ -9,10 +10,13 @@ use tokio::io::AsyncWriteExt;
 use crate::ruleset::{Ruleset, TABLE};
 
 /// Runs `nft` (and `sysctl`) for the proxy, optionally behind a command prefix such as
-/// `ip netns exec <ns>` (how tests aim the rules at a network namespace).
+/// `ip netns exec <ns>`, or inside a named network namespace that each command enters
+/// itself (how tests and benchmarks aim the rules at a network namespace).
 #[derive(Debug, Default)]
 pub struct Applier {
     prefix: Vec<String>,
+    /// `/run/netns/<name>`, opened once; each command `setns`es into it before exec.
+    netns: Option<std::fs::File>,
     applied: Option<Ruleset>,
 }
 
@@ -21,8 +25,22 @@ impl Applier {
     pub fn new(prefix: Vec<String>) -> Applier {
         Applier {
             prefix,
+            netns: None,
             applied: None,
         }
+    }
+
+    /// An applier whose commands run in the network namespace `name` (made by
+    /// `ip netns add`), entered with one `setns` per command: no `ip netns exec`.
+    pub fn in_network_namespace(name: &str) -> Result<Applier> {
+        let path = format!("/run/netns/{name}");
+        let file = std::fs::File::open(&path).with_context(|| {
+            format!("cannot open {path}: create the namespace with `ip netns add {name}`")
+        })?;
+        Ok(Applier {
+            netns: Some(file),
+            ..Applier::default()
+        })
     }
 
     /// Brings the table to `desired`; returns whether anything had to change. After a
@@ -68,7 +86,21 @@ impl Applier {
     async fn run(&self, command: &[&str], stdin: Option<&str>) -> Result<()> {
         let mut argv: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
         argv.extend_from_slice(command);
-        let mut child = tokio::process::Command::new(argv[0])
+        let mut command_line = tokio::process::Command::new(argv[0]);
+        if let Some(netns) = &self.netns {
+            let fd = netns.as_raw_fd();
+            // SAFETY: between fork and exec the closure only makes one system call
+            // (setns) and reads errno; it allocates nothing and takes no lock.
+            unsafe {
+                command_line.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command_line
             .args(&argv[1..])
             .stdin(if stdin.is_some() {
                 Stdio::piped()

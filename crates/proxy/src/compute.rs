@@ -6,12 +6,17 @@
 //! `service-nodeports` (protocol . node port, on any local address, 127.0.0.1 too).
 //! A ClusterIP goes to the port's `svc-` chain, a node port or LoadBalancer address
 //! to its `ext-` chain; both end in a policy chain (`cluster-` with every usable
-//! endpoint, `local-` with this node's) that picks an endpoint (`numgen random`,
-//! or the client's remembered endpoint under ClientIP affinity) and jumps to its
-//! `endpoint-` chain, which DNATs. Packets to masquerade are marked (0x4000) and
-//! masqueraded in postrouting. A Service port without endpoints is in
-//! `no-endpoint-services` / `no-endpoint-nodeports`, checked by filter chains, and
-//! answers reject (drop when a Local traffic policy has no local endpoint).
+//! endpoint, `local-` with this node's) that DNATs to an endpoint picked by
+//! `numgen random` from an inline map. Under ClientIP affinity the policy chain
+//! instead jumps to the endpoint's `endpoint-` chain (the client's remembered one, or
+//! a random one), which remembers the client and DNATs. Unlike upstream, endpoints
+//! without affinity get no chain of their own: an endpoint change is then one rule
+//! and a few set elements, and the table stays small enough for `nft` to fetch
+//! quickly (see BENCHMARKS.md). Packets to masquerade are marked (0x4000) and
+//! masqueraded in postrouting; hairpin traffic is found there by the `hairpin` set.
+//! A Service port without endpoints is in `no-endpoint-services` /
+//! `no-endpoint-nodeports`, checked by filter chains, and answers reject (drop when a
+//! Local traffic policy has no local endpoint).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,6 +28,10 @@ use crate::ruleset::{Chain, Collection, CollectionKind, Ruleset};
 
 /// The mark a packet gets when it must be masqueraded (as upstream's).
 pub const MASQUERADE_MARK: &str = "0x4000";
+
+/// The set of `endpoint . endpoint` address pairs: a packet from an endpoint DNATed
+/// back to itself (hairpin) is masqueraded.
+pub const HAIRPIN_SET: &str = "hairpin";
 
 /// Where the proxy runs: what the rules depend on besides the API objects.
 #[derive(Clone, Debug)]
@@ -166,6 +175,20 @@ fn base_ruleset() -> Ruleset {
     set.rule(
         "mark-for-masquerade",
         format!("meta mark set meta mark | {MASQUERADE_MARK}"),
+    );
+    set.collections.insert(
+        HAIRPIN_SET.into(),
+        Collection {
+            kind: CollectionKind::Set,
+            declaration: "type ipv4_addr . ipv4_addr;".into(),
+            elements: BTreeMap::new(),
+        },
+    );
+    // Hairpin: a pod DNATed to itself is masqueraded, or it would answer itself
+    // from its own address and drop the reply.
+    set.rule(
+        "masquerading",
+        format!("ct status dnat ip saddr . ip daddr @{HAIRPIN_SET} meta mark set meta mark | {MASQUERADE_MARK}"),
     );
     set.rule(
         "masquerading",
@@ -347,7 +370,12 @@ fn add_service(
     }
 }
 
-/// A policy chain choosing among `endpoints`, and the endpoint chains it jumps to.
+/// A policy chain choosing among `endpoints`. Without session affinity it is one
+/// rule that DNATs to an endpoint picked by `numgen random` from an inline map, so an
+/// endpoint costs a map entry, not a chain (the kernel's chain list is what every
+/// `nft` run fetches and what a ruleset change validates). With ClientIP affinity each
+/// endpoint gets its own `endpoint-` chain, which remembers the client in a set.
+/// Every endpoint goes in the `hairpin` set (a pod reaching itself is masqueraded).
 fn add_policy_chain(
     set: &mut Ruleset,
     chain: &str,
@@ -356,31 +384,44 @@ fn add_policy_chain(
     protocol: &str,
     affinity_timeout: Option<i32>,
 ) {
+    for endpoint in endpoints {
+        set.set_element(HAIRPIN_SET, format!("{0} . {0}", endpoint.ip));
+    }
+    let Some(timeout) = affinity_timeout else {
+        let choices: Vec<String> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| format!("{index} : {} . {}", endpoint.ip, endpoint.port))
+            .collect();
+        set.rule(
+            chain,
+            format!(
+                "meta l4proto {protocol} dnat ip addr . port to numgen random mod {} map {{ {} }}",
+                endpoints.len(),
+                choices.join(", ")
+            ),
+        );
+        return;
+    };
     let mut choices = Vec::new();
     for (index, endpoint) in endpoints.iter().enumerate() {
         let endpoint_chain = format!("endpoint-{key}__{}/{}", endpoint.ip, endpoint.port);
+        let affinity = affinity_set(key, endpoint, timeout);
         if !set.chains.contains_key(&endpoint_chain) {
+            set.collections.insert(
+                affinity.clone(),
+                Collection {
+                    kind: CollectionKind::DynamicSet,
+                    declaration: format!(
+                        "type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"
+                    ),
+                    elements: BTreeMap::new(),
+                },
+            );
             set.rule(
                 &endpoint_chain,
-                format!("ip saddr {} jump mark-for-masquerade", endpoint.ip),
+                format!("update @{affinity} {{ ip saddr }}"),
             );
-            if let Some(timeout) = affinity_timeout {
-                let affinity = affinity_set(key, endpoint, timeout);
-                set.collections.insert(
-                    affinity.clone(),
-                    Collection {
-                        kind: CollectionKind::DynamicSet,
-                        declaration: format!(
-                            "type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"
-                        ),
-                        elements: BTreeMap::new(),
-                    },
-                );
-                set.rule(
-                    &endpoint_chain,
-                    format!("update @{affinity} {{ ip saddr }}"),
-                );
-            }
             set.rule(
                 &endpoint_chain,
                 format!(
@@ -389,15 +430,7 @@ fn add_policy_chain(
                 ),
             );
         }
-        if let Some(timeout) = affinity_timeout {
-            set.rule(
-                chain,
-                format!(
-                    "ip saddr @{} goto {endpoint_chain}",
-                    affinity_set(key, endpoint, timeout)
-                ),
-            );
-        }
+        set.rule(chain, format!("ip saddr @{affinity} goto {endpoint_chain}"));
         choices.push(format!("{index} : goto {endpoint_chain}"));
     }
     set.rule(
@@ -544,20 +577,24 @@ mod tests {
         assert_eq!(
             rules(&set, CLUSTER),
             [
-                "numgen random mod 2 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.5/8080, \
-              1 : goto endpoint-default/web/tcp/http__10.42.1.6/8080 }"
-            ]
-        );
-        // Hairpin: a pod reaching itself through the Service is masqueraded.
-        assert_eq!(
-            rules(&set, "endpoint-default/web/tcp/http__10.42.0.5/8080"),
-            [
-                "ip saddr 10.42.0.5 jump mark-for-masquerade",
-                "meta l4proto tcp dnat to 10.42.0.5:8080"
+                "meta l4proto tcp dnat ip addr . port to numgen random mod 2 \
+                 map { 0 : 10.42.0.5 . 8080, 1 : 10.42.1.6 . 8080 }"
             ]
         );
         assert!(
-            !set.chains.keys().any(|c| c.contains("10.42.1.7")),
+            !set.chains.keys().any(|c| c.starts_with("endpoint-")),
+            "without affinity an endpoint is a map entry, not a chain"
+        );
+        // Hairpin: a pod reaching itself through the Service is masqueraded.
+        assert!(set.contains(HAIRPIN_SET, "10.42.0.5 . 10.42.0.5"));
+        assert!(set.contains(HAIRPIN_SET, "10.42.1.6 . 10.42.1.6"));
+        assert_eq!(
+            rules(&set, "masquerading")[0],
+            "ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | 0x4000"
+        );
+        assert!(
+            !rules(&set, CLUSTER)[0].contains("10.42.1.7")
+                && !set.contains(HAIRPIN_SET, "10.42.1.7 . 10.42.1.7"),
             "not ready: not served"
         );
         assert_eq!(
@@ -593,7 +630,7 @@ mod tests {
             &[slice(&[terminating])],
             &node(),
         );
-        assert!(rules(&set, CLUSTER)[0].contains("10.42.0.8/8080"));
+        assert!(rules(&set, CLUSTER)[0].contains("10.42.0.8 . 8080"));
         let set = compute(
             &[service(cluster_ip_spec())],
             &[slice(&[
@@ -645,9 +682,17 @@ mod tests {
             format!("ip saddr @{affinity} goto {endpoint}")
         );
         assert_eq!(
-            rules(&set, endpoint)[1],
-            format!("update @{affinity} {{ ip saddr }}")
+            rules(&set, CLUSTER)[1],
+            format!("numgen random mod 1 vmap {{ 0 : goto {endpoint} }}")
         );
+        assert_eq!(
+            rules(&set, endpoint),
+            [
+                format!("update @{affinity} {{ ip saddr }}"),
+                "meta l4proto tcp dnat to 10.42.0.5:8080".to_string()
+            ]
+        );
+        assert!(set.contains(HAIRPIN_SET, "10.42.0.5 . 10.42.0.5"));
     }
 
     fn node_port_spec(policy: &str) -> serde_json::Value {

@@ -17,8 +17,9 @@ pub struct Chain {
 }
 
 /// A set or map: its declaration (`type ipv4_addr; flags dynamic,timeout; ...`) and
-/// the elements the proxy puts in it (`key` or `key : verdict`). Sets the kernel fills
-/// itself (session affinity) have no elements here and keep theirs across syncs.
+/// the elements the proxy puts in it (`key`, or `key : value` in a map). Sets the
+/// kernel fills itself (session affinity) have no elements here and keep theirs
+/// across syncs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Collection {
     pub kind: CollectionKind,
@@ -30,8 +31,20 @@ pub struct Collection {
 pub enum CollectionKind {
     #[default]
     Map,
+    /// A set whose elements the proxy writes (keys only).
+    Set,
     /// A set the kernel adds elements to (`update @set { ip saddr }`).
     DynamicSet,
+}
+
+impl CollectionKind {
+    /// The nft keyword declaring a collection of this kind.
+    fn keyword(self) -> &'static str {
+        match self {
+            CollectionKind::Map => "map",
+            CollectionKind::Set | CollectionKind::DynamicSet => "set",
+        }
+    }
 }
 
 /// The whole desired content of the proxy's table.
@@ -61,6 +74,20 @@ impl Ruleset {
         if let Some(collection) = self.collections.get_mut(map) {
             collection.elements.insert(key, Some(value));
         }
+    }
+
+    /// Adds `key` to the set `set` (which must be declared).
+    pub fn set_element(&mut self, set: &str, key: String) {
+        if let Some(collection) = self.collections.get_mut(set) {
+            collection.elements.insert(key, None);
+        }
+    }
+
+    /// Whether the set `set` holds `key`.
+    pub fn contains(&self, set: &str, key: &str) -> bool {
+        self.collections
+            .get(set)
+            .is_some_and(|c| c.elements.contains_key(key))
     }
 
     /// The verdict `key` maps to in `map`, if any (for tests and callers that inspect).
@@ -97,13 +124,10 @@ impl Ruleset {
         }
         for (name, collection) in &self.collections {
             if !old.collections.contains_key(name) {
-                let keyword = match collection.kind {
-                    CollectionKind::Map => "map",
-                    CollectionKind::DynamicSet => "set",
-                };
                 let _ = writeln!(
                     out,
-                    "add {keyword} {TABLE} {name} {{ {} }}",
+                    "add {} {TABLE} {name} {{ {} }}",
+                    collection.kind.keyword(),
                     collection.declaration
                 );
             }
@@ -121,7 +145,7 @@ impl Ruleset {
                 let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
             }
         }
-        // 3. Map elements: drop the stale ones, add the new or changed ones.
+        // 3. Set and map elements: drop the stale ones, add the new or changed ones.
         for (name, collection) in &self.collections {
             let before = old.collections.get(name).map(|c| &c.elements);
             let stale: Vec<&String> = before
@@ -166,11 +190,7 @@ impl Ruleset {
         }
         for (name, collection) in &old.collections {
             if !self.collections.contains_key(name) {
-                let keyword = match collection.kind {
-                    CollectionKind::Map => "map",
-                    CollectionKind::DynamicSet => "set",
-                };
-                let _ = writeln!(out, "delete {keyword} {TABLE} {name}");
+                let _ = writeln!(out, "delete {} {TABLE} {name}", collection.kind.keyword());
             }
         }
         out
