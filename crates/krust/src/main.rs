@@ -15,6 +15,8 @@ mod pki;
 mod server;
 mod tokens;
 
+use krust_kubelet::parse_duration;
+
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -198,26 +200,6 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub dns: krust_dns::DnsOptions,
-}
-
-/// Parses a duration as Go writes them for the flags upstream has: `40s`, `500ms`,
-/// `2m`, `1h` (a plain number is seconds).
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: write e.g. 40s, 500ms or 2m"))?;
-    let millis = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
-    };
-    Ok(std::time::Duration::from_millis(number * millis))
 }
 
 /// `krust controller-manager`: the controllers on their own, leader-elected.

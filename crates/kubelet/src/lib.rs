@@ -13,6 +13,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod dns;
+pub mod eviction;
 pub mod local_path;
 pub mod node;
 pub mod oci;
@@ -93,6 +94,17 @@ pub struct AgentOptions {
     /// DNS serves.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
+
+    /// Hard eviction thresholds: comma-separated `signal<quantity` or `signal<N%`
+    /// (signals memory.available, nodefs.available, nodefs.inodesFree,
+    /// imagefs.available, imagefs.inodesFree, pid.available); crossing one raises the
+    /// Node's pressure condition and evicts pods. Empty: no eviction.
+    #[arg(long, default_value = eviction::DEFAULT_EVICTION_HARD, value_name = "THRESHOLDS")]
+    pub eviction_hard: String,
+
+    /// How long a pressure condition stays True after its signal recovered.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub eviction_pressure_transition_period: std::time::Duration,
 }
 
 /// The resolved settings the agent runs with.
@@ -119,6 +131,29 @@ pub struct AgentConfig {
     /// The cluster CA (PEM) that signs the API server's client certificate; without
     /// it the kubelet API is not served.
     pub client_ca_pem: Option<Vec<u8>>,
+    /// Hard eviction thresholds (`--eviction-hard`).
+    pub eviction_hard: Vec<eviction::Threshold>,
+    pub eviction_pressure_transition_period: std::time::Duration,
+}
+
+/// Parses a duration as Go writes them for the flags upstream has: `40s`, `500ms`,
+/// `2m`, `1h` (a plain number is seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 40s, 500ms or 2m"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(number * millis))
 }
 
 impl AgentOptions {
@@ -158,6 +193,9 @@ impl AgentOptions {
             resolv_conf: pod_resolv_conf(&self.resolv_conf),
             kubelet_port: self.kubelet_port,
             pod_manifest_path: self.pod_manifest_path.clone(),
+            eviction_hard: eviction::parse_thresholds(&self.eviction_hard)
+                .context("--eviction-hard")?,
+            eviction_pressure_transition_period: self.eviction_pressure_transition_period,
             node_ip: self
                 .node_ip
                 .or_else(node::node_ip)
@@ -303,7 +341,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
                 ca,
                 config.data_dir.join("logs"),
                 cri.clone(),
-                sampler,
+                sampler.clone(),
             )
             .await?,
         ),
@@ -313,7 +351,13 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         }
     };
     node::register(&client, &config, &version).await?;
-    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), version));
+    let (pressure, pressure_seen) = tokio::sync::watch::channel(eviction::Pressure::default());
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        config.clone(),
+        version,
+        pressure_seen,
+    ));
     let pod_cidr = match &config.pod_cidr {
         Some(cidr) => cidr.clone(),
         None => node::wait_for_pod_cidr(&client, &config.node_name).await?,
@@ -334,7 +378,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         config.node_name.clone(),
         config.data_dir.clone(),
     ));
-    let result = pods::run(client, cri, config).await;
+    let result = pods::run(client, cri, config, sampler, pressure).await;
     local_path.abort();
     sampling.abort();
     heartbeat.abort();
@@ -405,6 +449,8 @@ mod tests {
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,
+            eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
+            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
         };
         let error = options.resolve(Path::new("/tmp")).unwrap_err();
         assert!(error.to_string().contains("--pod-cidr"), "{error}");
@@ -433,6 +479,8 @@ mod tests {
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,
+            eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
+            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
         };
         let config = options.resolve(Path::new("/tmp")).unwrap();
         assert_eq!(config.node_name, "n1");

@@ -12,8 +12,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use tokio::sync::watch;
+
 use crate::AgentConfig;
 use crate::cri::api::VersionResponse;
+use crate::eviction::Pressure;
 
 /// How often the Lease is renewed (upstream's default).
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
@@ -64,7 +67,7 @@ pub async fn register(
                 .with_context(|| format!("cannot register node {}", config.node_name));
         }
     }
-    let status = node_status(config, runtime);
+    let status = node_status(config, runtime, Pressure::default());
     nodes
         .patch_status(
             &config.node_name,
@@ -115,18 +118,26 @@ pub async fn wait_for_pod_cidr(client: &kube::Client, node_name: &str) -> Result
     anyhow::bail!("the watch of node {node_name} ended before it had a pod CIDR")
 }
 
-/// Renews the Lease every 10 s and refreshes the Node's status; runs until aborted.
-pub async fn heartbeat(client: kube::Client, config: AgentConfig, runtime: VersionResponse) {
+/// Renews the Lease every 10 s and refreshes the Node's status every minute, and at
+/// once when the pressure conditions change; runs until aborted.
+pub async fn heartbeat(
+    client: kube::Client,
+    config: AgentConfig,
+    runtime: VersionResponse,
+    mut pressure: watch::Receiver<Pressure>,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut ticks = 0u64;
+    let mut pressure_changed = false;
     loop {
-        if let Err(error) = renew_lease(&leases, &config.node_name).await {
+        if !pressure_changed && let Err(error) = renew_lease(&leases, &config.node_name).await {
             tracing::warn!(%error, "cannot renew the node lease");
         }
         // The status carries heartbeat times: refresh it every sixth tick (one minute).
-        if ticks % 6 == 5 {
-            let status = node_status(&config, &runtime);
+        if pressure_changed || ticks % 6 == 5 {
+            let now = *pressure.borrow_and_update();
+            let status = node_status(&config, &runtime, now);
             if let Err(error) = nodes
                 .patch_status(
                     &config.node_name,
@@ -138,8 +149,20 @@ pub async fn heartbeat(client: kube::Client, config: AgentConfig, runtime: Versi
                 tracing::warn!(%error, "cannot update the node status");
             }
         }
-        ticks += 1;
-        tokio::time::sleep(LEASE_RENEW_INTERVAL).await;
+        if !pressure_changed {
+            ticks += 1;
+        }
+        pressure_changed = tokio::select! {
+            _ = tokio::time::sleep(LEASE_RENEW_INTERVAL) => false,
+            changed = pressure.changed() => match changed {
+                Ok(()) => true,
+                // The eviction manager is gone: the plain heartbeat goes on.
+                Err(_) => {
+                    tokio::time::sleep(LEASE_RENEW_INTERVAL).await;
+                    false
+                }
+            },
+        };
     }
 }
 
@@ -165,8 +188,9 @@ async fn renew_lease(leases: &Api<Lease>, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// The node's status as the host shows it now.
-pub fn node_status(config: &AgentConfig, runtime: &VersionResponse) -> Value {
+/// The node's status as the host shows it now, with the eviction manager's pressure
+/// conditions.
+pub fn node_status(config: &AgentConfig, runtime: &VersionResponse, pressure: Pressure) -> Value {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let memory_ki = meminfo_ki("MemTotal").unwrap_or(0);
     let cpus = std::thread::available_parallelism()
@@ -211,9 +235,21 @@ pub fn node_status(config: &AgentConfig, runtime: &VersionResponse) -> Value {
             "ephemeral-storage": (storage / 10 * 9).to_string(),
         },
         "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            if pressure.memory {
+                condition("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            } else {
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+            },
+            if pressure.disk {
+                condition("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure")
+            } else {
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+            },
+            if pressure.pid {
+                condition("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+            } else {
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")
+            },
             condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
         "addresses": addresses,
@@ -284,6 +320,8 @@ mod tests {
             kubelet_port: 10250,
             node_ip: None,
             pod_manifest_path: None,
+            eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
+            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
         }
         .resolve(std::path::Path::new("/"))
         .unwrap();
@@ -292,7 +330,7 @@ mod tests {
             runtime_version: "1.6.20".into(),
             ..Default::default()
         };
-        let status = node_status(&config, &runtime);
+        let status = node_status(&config, &runtime, Pressure::default());
         let types: Vec<&str> = status["conditions"]
             .as_array()
             .unwrap()

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::AgentConfig;
 use crate::cri::{Cri, api};
+use crate::eviction::{self, Pressure};
 use crate::volumes;
 
 const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
@@ -52,6 +53,12 @@ struct Agent {
     claims: Store<PersistentVolumeClaim>,
     persistent_volumes: Store<PersistentVolume>,
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    /// The latest usage sample (the eviction ranking's memory use).
+    sampler: crate::stats::Sampler,
+    /// The node's pressure conditions, published to the heartbeat.
+    pressure: tokio::sync::watch::Sender<Pressure>,
+    /// Pods the eviction manager chose, with the message they fail with.
+    evicted: Mutex<HashMap<String, String>>,
 }
 
 impl volumes::Objects for Agent {
@@ -78,7 +85,13 @@ impl volumes::Objects for Agent {
 }
 
 /// Watches the node's pods and runs their workers until the watch ends.
-pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<()> {
+pub async fn run(
+    client: kube::Client,
+    cri: Cri,
+    config: AgentConfig,
+    sampler: crate::stats::Sampler,
+    pressure: tokio::sync::watch::Sender<Pressure>,
+) -> Result<()> {
     let (config_maps, cm_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
     let cm_stream = reflector::reflector(
@@ -146,6 +159,9 @@ pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<
         claims,
         persistent_volumes,
         workers: Mutex::new(HashMap::new()),
+        sampler,
+        pressure,
+        evicted: Mutex::new(HashMap::new()),
     });
     let mut pod_stream = std::pin::pin!(pod_stream);
     let mut orphan_sweeper = None;
@@ -161,6 +177,7 @@ pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<
                 }
                 if orphan_sweeper.is_none() {
                     orphan_sweeper = Some(tokio::spawn(agent.clone().sweep_orphans()));
+                    tokio::spawn(agent.clone().manage_pressure());
                 }
             }
             Ok(watcher::Event::Init) => {}
@@ -319,6 +336,27 @@ impl Agent {
             {
                 cri.stop_pod_sandbox(&sandbox.id).await?;
             }
+            return Ok(false);
+        }
+        let evicted = self.evicted.lock().expect("evicted lock").get(uid).cloned();
+        if let Some(message) = evicted {
+            for sandbox in &runtime.sandboxes {
+                cri.stop_pod_sandbox(&sandbox.id).await?;
+            }
+            self.write_failed(pod, &message, true, state).await?;
+            self.evicted.lock().expect("evicted lock").remove(uid);
+            return Ok(false);
+        }
+        let never_started = runtime.sandboxes.is_empty()
+            && pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_none_or(|c| c.is_empty());
+        let pressure = *self.pressure.borrow();
+        if never_started && let Err(message) = eviction::admit(pod, pressure) {
+            tracing::info!(pod = ?pod.metadata.name, %message, "pod refused under node pressure");
+            self.write_failed(pod, &message, false, state).await?;
             return Ok(false);
         }
 
@@ -1153,6 +1191,144 @@ impl Agent {
             status["initContainerStatuses"] = json!(init_statuses);
         }
         status
+    }
+
+    /// Watches the node's eviction signals every [`eviction::MONITOR_INTERVAL`]:
+    /// publishes the pressure conditions and, while a threshold is crossed, evicts
+    /// one pod at a time.
+    async fn manage_pressure(self: Arc<Self>) {
+        let mut tracker =
+            eviction::PressureTracker::new(self.config.eviction_pressure_transition_period);
+        loop {
+            let memory = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|text| {
+                    let total = crate::node::meminfo_ki("MemTotal")? * 1024;
+                    Some((total, crate::stats::node_memory(&text)?.working_set_bytes))
+                });
+            let observed = eviction::observe(&self.config.data_dir, memory);
+            let crossed = eviction::crossed(&self.config.eviction_hard, &observed);
+            let conditions: Vec<eviction::Condition> =
+                crossed.iter().map(|(t, _)| t.signal.condition()).collect();
+            let pressure = tracker.update(&conditions, Instant::now());
+            self.pressure.send_if_modified(|published| {
+                let changed = *published != pressure;
+                if changed {
+                    tracing::warn!(conditions = ?pressure.names(), "node pressure changed");
+                    *published = pressure;
+                }
+                changed
+            });
+            if let Some((threshold, seen)) = crossed.first() {
+                self.evict_one(threshold, *seen);
+            }
+            tokio::time::sleep(eviction::MONITOR_INTERVAL).await;
+        }
+    }
+
+    /// Chooses the pod to evict for a crossed threshold and hands it to its worker;
+    /// nothing while an earlier eviction is still being carried out.
+    fn evict_one(self: &Arc<Self>, threshold: &eviction::Threshold, seen: eviction::Observation) {
+        if !self.evicted.lock().expect("evicted lock").is_empty() {
+            return;
+        }
+        let snapshot = self.sampler.snapshot();
+        let mut usage: HashMap<&str, u64> = HashMap::new();
+        for container in snapshot.containers.values() {
+            *usage.entry(container.pod_uid.as_str()).or_default() +=
+                container.memory.working_set_bytes;
+        }
+        let pods = self.pods.state();
+        let active: Vec<&Arc<Pod>> = pods
+            .iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                p.metadata.deletion_timestamp.is_none()
+                    && !matches!(phase, Some("Succeeded") | Some("Failed"))
+                    && !eviction::is_critical(p)
+            })
+            .collect();
+        let candidates: Vec<eviction::Candidate> = active
+            .iter()
+            .map(|p| {
+                let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                eviction::Candidate::of(p, usage.get(uid).copied().unwrap_or(0))
+            })
+            .collect();
+        let Some(victim) = eviction::choose(&candidates, threshold.signal) else {
+            return;
+        };
+        let Some(pod) = active
+            .iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(victim.uid.as_str()))
+        else {
+            return;
+        };
+        let message = eviction::eviction_message(threshold, seen);
+        tracing::warn!(pod = ?pod.metadata.name, namespace = ?pod.metadata.namespace, %message, "evicting a pod");
+        self.evicted
+            .lock()
+            .expect("evicted lock")
+            .insert(victim.uid.clone(), message);
+        self.wake(pod);
+    }
+
+    /// Fails the pod with reason Evicted: its containers shown terminated, not
+    /// ready, and (when the kubelet stopped it) the DisruptionTarget condition.
+    async fn write_failed(
+        &self,
+        pod: &Pod,
+        message: &str,
+        disrupted: bool,
+        state: &mut PodState,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let previous = serde_json::to_value(pod.status.clone().unwrap_or_default())?;
+        let mut conditions: Vec<Value> = previous["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                !matches!(
+                    c["type"].as_str(),
+                    Some("Ready" | "ContainersReady" | "DisruptionTarget")
+                )
+            })
+            .collect();
+        for kind in ["Ready", "ContainersReady"] {
+            conditions.push(json!({ "type": kind, "status": "False", "reason": "PodFailed", "lastProbeTime": null, "lastTransitionTime": now }));
+        }
+        if disrupted {
+            conditions.push(json!({
+                "type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                "message": message, "lastProbeTime": null, "lastTransitionTime": now,
+            }));
+        }
+        let terminate = |statuses: &Value| -> Value {
+            let mut statuses = statuses.as_array().cloned().unwrap_or_default();
+            for status in &mut statuses {
+                status["ready"] = json!(false);
+                status["started"] = json!(false);
+                if let Some(running) = status["state"].get("running").cloned() {
+                    status["state"] = json!({ "terminated": {
+                        "exitCode": 137, "reason": "Error",
+                        "startedAt": running["startedAt"], "finishedAt": now,
+                    }});
+                }
+            }
+            Value::Array(statuses)
+        };
+        let mut status = json!({
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": message,
+            "conditions": conditions,
+        });
+        if previous["containerStatuses"].is_array() {
+            status["containerStatuses"] = terminate(&previous["containerStatuses"]);
+        }
+        self.write_status(pod, status, state).await
     }
 
     async fn write_status(&self, pod: &Pod, status: Value, state: &mut PodState) -> Result<()> {

@@ -180,6 +180,7 @@ impl TestCluster {
                 format!("--registry-config={}", registry_config.display()),
             ];
             args.extend(options.agent_args.iter().cloned());
+            let args = crate::with_test_eviction(args);
             cluster.nodes.push(ClusterNode {
                 name,
                 netns,

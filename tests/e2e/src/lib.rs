@@ -39,6 +39,20 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// How long a server may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The eviction thresholds of test agents: low, because test nodes share a machine
+/// whose disk or memory may be fuller than upstream's defaults allow, and a node
+/// under pressure refuses pods. Only the eviction tests cross thresholds on purpose.
+pub const TEST_EVICTION_HARD: &str = "--eviction-hard=memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%";
+
+/// `agent_args` with the test eviction thresholds unless they set their own.
+pub fn with_test_eviction(mut agent_args: Vec<String>) -> Vec<String> {
+    if !agent_args.iter().any(|a| a.starts_with("--eviction-hard")) {
+        agent_args.push(TEST_EVICTION_HARD.to_string());
+    }
+    agent_args
+}
+
 /// How long a graceful stop (SIGTERM) may take before the process is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often conditions are polled.

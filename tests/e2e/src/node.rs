@@ -39,16 +39,21 @@ impl TestNode {
     /// Starts the registry (with the test images), the server with its embedded
     /// agent, and waits until the Node is Ready.
     pub fn start() -> TestNode {
-        Self::start_with(false)
+        Self::start_with(false, &[])
+    }
+
+    /// Like [`TestNode::start`], with more flags for the embedded agent.
+    pub fn start_with_agent_args(extra_agent_args: &[&str]) -> TestNode {
+        Self::start_with(false, extra_agent_args)
     }
 
     /// Like [`TestNode::start`], but the agent is a `krust agent` process of its own
     /// that joins with a bearer token (`--server`, `--token`, `--ca-file`).
     pub fn start_separate_agent() -> TestNode {
-        Self::start_with(true)
+        Self::start_with(true, &[])
     }
 
-    fn start_with(separate: bool) -> TestNode {
+    fn start_with(separate: bool, extra_agent_args: &[&str]) -> TestNode {
         let registry = TestRegistry::start_with_test_images();
         let tag: u32 = rand_u32();
         let node_name = format!("node-{:06x}", tag & 0xff_ffff);
@@ -61,7 +66,7 @@ impl TestNode {
         let registry_config = registry
             .write_hosts_config(&work.path().join("registries"))
             .expect("cannot write the registry hosts config");
-        let agent_args = vec![
+        let mut agent_args = vec![
             format!("--node-name={node_name}"),
             format!("--cni-bridge={bridge}"),
             format!("--pod-cidr={pod_cidr}"),
@@ -77,6 +82,8 @@ impl TestNode {
                 work.path().join("manifests").display()
             ),
         ];
+        agent_args.extend(extra_agent_args.iter().map(|a| a.to_string()));
+        let agent_args = crate::with_test_eviction(agent_args);
         let token_file = work.path().join("tokens.csv");
         std::fs::write(
             &token_file,

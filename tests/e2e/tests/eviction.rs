@@ -1,0 +1,174 @@
+//! Node-pressure eviction with the real node agent and containerd: an agent whose
+//! memory threshold is always crossed (`--eviction-hard=memory.available<100Ti`)
+//! reports MemoryPressure, gets the memory-pressure taint, refuses a new BestEffort
+//! pod, evicts a running Burstable one (Failed, reason Evicted, DisruptionTarget) and
+//! leaves a system-node-critical pod running.
+
+use std::time::Duration;
+
+use krust_e2e::node::TestNode;
+use krust_e2e::wait_until;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn get(node: &TestNode, kind: &str, name: &str, path: &str) -> String {
+    let out = node
+        .server
+        .kubectl(["get", kind, name, "-o", &format!("jsonpath={path}")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_for(node: &TestNode, kind: &str, name: &str, path: &str, expected: &str) {
+    wait_until(
+        &format!("{kind} {name} {path} is {expected:?}"),
+        TIMEOUT,
+        || get(node, kind, name, path) == expected,
+    );
+}
+
+fn pod(node: &TestNode, name: &str, extra_spec: &str, resources: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node_name}
+  terminationGracePeriodSeconds: 1
+  {extra_spec}
+  containers:
+  - name: main
+    image: {image}
+    command: ["sleep", "3600"]
+    {resources}
+"#,
+        node_name = node.node_name,
+        image = node.image("krust/busybox:1"),
+    )
+}
+
+fn apply(node: &TestNode, yaml: &str) {
+    let out = node.server.kubectl_stdin(["apply", "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn memory_pressure_taints_refuses_and_evicts_by_qos() {
+    let node = TestNode::start_with_agent_args(&["--eviction-hard=memory.available<100Ti"]);
+    let name = node.node_name.clone();
+
+    // The condition and, from the node lifecycle controller, the taint.
+    wait_for(
+        &node,
+        "node",
+        &name,
+        "{.status.conditions[?(@.type==\"MemoryPressure\")].status}",
+        "True",
+    );
+    assert_eq!(
+        get(
+            &node,
+            "node",
+            &name,
+            "{.status.conditions[?(@.type==\"MemoryPressure\")].reason}"
+        ),
+        "KubeletHasInsufficientMemory"
+    );
+    assert_eq!(
+        get(
+            &node,
+            "node",
+            &name,
+            "{.status.conditions[?(@.type==\"DiskPressure\")].status}"
+        ),
+        "False"
+    );
+    wait_for(
+        &node,
+        "node",
+        &name,
+        "{.spec.taints[?(@.key==\"node.kubernetes.io/memory-pressure\")].effect}",
+        "NoSchedule",
+    );
+
+    // A critical pod is admitted and never chosen.
+    apply(
+        &node,
+        &pod(
+            &node,
+            "critical",
+            "priorityClassName: system-node-critical",
+            "",
+        ),
+    );
+    wait_for(&node, "pod", "critical", "{.status.phase}", "Running");
+
+    // A new BestEffort pod is refused: Failed, reason Evicted, nothing started.
+    apply(&node, &pod(&node, "best-effort", "", ""));
+    wait_for(&node, "pod", "best-effort", "{.status.phase}", "Failed");
+    assert_eq!(
+        get(&node, "pod", "best-effort", "{.status.reason}"),
+        "Evicted"
+    );
+    assert_eq!(
+        get(&node, "pod", "best-effort", "{.status.message}"),
+        "Pod was rejected: The node had condition: [MemoryPressure]."
+    );
+    assert_eq!(
+        get(&node, "pod", "best-effort", "{.status.containerStatuses}"),
+        ""
+    );
+
+    // A Burstable pod is admitted under memory pressure alone, then evicted: the
+    // kubelet stops it and says why.
+    apply(
+        &node,
+        &pod(
+            &node,
+            "burstable",
+            "",
+            "resources: {requests: {memory: 1Mi}}",
+        ),
+    );
+    wait_for(&node, "pod", "burstable", "{.status.reason}", "Evicted");
+    assert_eq!(get(&node, "pod", "burstable", "{.status.phase}"), "Failed");
+    let message = get(&node, "pod", "burstable", "{.status.message}");
+    assert!(
+        message.starts_with("The node was low on resource: memory. Threshold quantity: 100Ti"),
+        "{message}"
+    );
+    assert_eq!(
+        get(
+            &node,
+            "pod",
+            "burstable",
+            "{.status.conditions[?(@.type==\"DisruptionTarget\")].reason}"
+        ),
+        "TerminationByKubelet"
+    );
+    assert_eq!(
+        get(
+            &node,
+            "pod",
+            "burstable",
+            "{.status.conditions[?(@.type==\"Ready\")].status}"
+        ),
+        "False"
+    );
+    assert_eq!(
+        get(
+            &node,
+            "pod",
+            "burstable",
+            "{.status.containerStatuses[0].state.running}"
+        ),
+        ""
+    );
+
+    // Still running: the critical pod.
+    assert_eq!(get(&node, "pod", "critical", "{.status.phase}"), "Running");
+    assert_eq!(get(&node, "pod", "critical", "{.status.reason}"), "");
+}
