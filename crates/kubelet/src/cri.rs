@@ -216,6 +216,29 @@ impl Cri {
             .map_err(|s| call_error("ImageStatus", s))
     }
 
+    /// Every image the runtime has.
+    pub async fn list_images(&mut self) -> Result<Vec<api::Image>> {
+        self.images
+            .list_images(api::ListImagesRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().images)
+            .map_err(|s| call_error("ListImages", s))
+    }
+
+    /// Removes an image (by id) from the runtime.
+    pub async fn remove_image(&mut self, image: &str) -> Result<()> {
+        self.images
+            .remove_image(api::RemoveImageRequest {
+                image: Some(api::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| call_error("RemoveImage", s))
+    }
+
     /// Pulls an image; returns its image reference (id).
     pub async fn pull_image(
         &mut self,

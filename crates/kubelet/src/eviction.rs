@@ -103,6 +103,16 @@ pub struct Threshold {
     pub text: String,
 }
 
+impl Threshold {
+    /// The threshold in the signal's unit for a capacity.
+    pub fn minimum_of(&self, capacity: u64) -> u64 {
+        match self.minimum {
+            Minimum::Amount(amount) => amount,
+            Minimum::Percent(percent) => (capacity as f64 * percent / 100.0) as u64,
+        }
+    }
+}
+
 /// Parses `--eviction-hard`: comma-separated `signal<quantity` or `signal<N%`; empty
 /// means no thresholds.
 pub fn parse_thresholds(text: &str) -> Result<Vec<Threshold>> {
@@ -229,11 +239,7 @@ pub fn crossed<'a>(
         .iter()
         .filter_map(|threshold| {
             let seen = *observed.get(&threshold.signal)?;
-            let minimum = match threshold.minimum {
-                Minimum::Amount(amount) => amount,
-                Minimum::Percent(percent) => (seen.capacity as f64 * percent / 100.0) as u64,
-            };
-            (seen.available < minimum).then_some((threshold, seen))
+            (seen.available < threshold.minimum_of(seen.capacity)).then_some((threshold, seen))
         })
         .collect()
 }

@@ -14,6 +14,7 @@ pub mod containerd;
 pub mod cri;
 pub mod dns;
 pub mod eviction;
+pub mod image_gc;
 pub mod local_path;
 pub mod node;
 pub mod oci;
@@ -105,6 +106,18 @@ pub struct AgentOptions {
     /// How long a pressure condition stays True after its signal recovered.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
     pub eviction_pressure_transition_period: std::time::Duration,
+
+    /// Image filesystem usage (percent) above which unused images are removed.
+    #[arg(long, default_value_t = 85, value_name = "PERCENT")]
+    pub image_gc_high_threshold: u8,
+
+    /// Image filesystem usage (percent) image garbage collection frees down to.
+    #[arg(long, default_value_t = 80, value_name = "PERCENT")]
+    pub image_gc_low_threshold: u8,
+
+    /// How long an image must be unused before it may be collected.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
+    pub image_minimum_gc_age: std::time::Duration,
 }
 
 /// The resolved settings the agent runs with.
@@ -134,6 +147,8 @@ pub struct AgentConfig {
     /// Hard eviction thresholds (`--eviction-hard`).
     pub eviction_hard: Vec<eviction::Threshold>,
     pub eviction_pressure_transition_period: std::time::Duration,
+    /// Image garbage collection (`--image-gc-*`).
+    pub image_gc: image_gc::Policy,
 }
 
 /// Parses a duration as Go writes them for the flags upstream has: `40s`, `500ms`,
@@ -196,6 +211,11 @@ impl AgentOptions {
             eviction_hard: eviction::parse_thresholds(&self.eviction_hard)
                 .context("--eviction-hard")?,
             eviction_pressure_transition_period: self.eviction_pressure_transition_period,
+            image_gc: image_gc::Policy::new(
+                self.image_gc_high_threshold,
+                self.image_gc_low_threshold,
+                self.image_minimum_gc_age,
+            )?,
             node_ip: self
                 .node_ip
                 .or_else(node::node_ip)
@@ -451,6 +471,9 @@ mod tests {
             pod_manifest_path: None,
             eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            image_gc_high_threshold: 85,
+            image_gc_low_threshold: 80,
+            image_minimum_gc_age: std::time::Duration::from_secs(120),
         };
         let error = options.resolve(Path::new("/tmp")).unwrap_err();
         assert!(error.to_string().contains("--pod-cidr"), "{error}");
@@ -481,6 +504,9 @@ mod tests {
             pod_manifest_path: None,
             eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            image_gc_high_threshold: 85,
+            image_gc_low_threshold: 80,
+            image_minimum_gc_age: std::time::Duration::from_secs(120),
         };
         let config = options.resolve(Path::new("/tmp")).unwrap();
         assert_eq!(config.node_name, "n1");

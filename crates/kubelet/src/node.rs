@@ -322,6 +322,9 @@ mod tests {
             pod_manifest_path: None,
             eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            image_gc_high_threshold: 85,
+            image_gc_low_threshold: 80,
+            image_minimum_gc_age: std::time::Duration::from_secs(120),
         }
         .resolve(std::path::Path::new("/"))
         .unwrap();

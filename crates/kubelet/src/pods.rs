@@ -1199,6 +1199,8 @@ impl Agent {
     async fn manage_pressure(self: Arc<Self>) {
         let mut tracker =
             eviction::PressureTracker::new(self.config.eviction_pressure_transition_period);
+        let mut images = crate::image_gc::Collector::default();
+        let policy = self.config.image_gc.clone();
         loop {
             let memory = std::fs::read_to_string("/proc/meminfo")
                 .ok()
@@ -1219,8 +1221,36 @@ impl Agent {
                 }
                 changed
             });
+            // Unused images go first: when the image filesystem is above the high
+            // threshold, or to lift a crossed disk threshold before pods are evicted.
+            let mut to_free = observed
+                .get(&eviction::Signal::ImagefsAvailable)
+                .map_or(0, |fs| policy.bytes_to_free(fs.capacity, fs.available));
+            for (threshold, seen) in &crossed {
+                if matches!(
+                    threshold.signal,
+                    eviction::Signal::ImagefsAvailable | eviction::Signal::NodefsAvailable
+                ) {
+                    to_free = to_free.max(threshold.minimum_of(seen.capacity) - seen.available);
+                }
+            }
+            let mut cri = self.cri.clone();
+            let freed = match images.collect(&mut cri, to_free, policy.minimum_age).await {
+                Ok(freed) => freed,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "image garbage collection failed"
+                    );
+                    0
+                }
+            };
             if let Some((threshold, seen)) = crossed.first() {
-                self.evict_one(threshold, *seen);
+                let disk = threshold.signal.condition() == eviction::Condition::Disk;
+                // After freeing disk space, look again before evicting anyone.
+                if !(disk && freed > 0) {
+                    self.evict_one(threshold, *seen);
+                }
             }
             tokio::time::sleep(eviction::MONITOR_INTERVAL).await;
         }

@@ -2,7 +2,8 @@
 //! memory threshold is always crossed (`--eviction-hard=memory.available<100Ti`)
 //! reports MemoryPressure, gets the memory-pressure taint, refuses a new BestEffort
 //! pod, evicts a running Burstable one (Failed, reason Evicted, DisruptionTarget) and
-//! leaves a system-node-critical pod running.
+//! leaves a system-node-critical pod running. Image garbage collection removes the
+//! images no container uses and keeps the others.
 
 use std::time::Duration;
 
@@ -171,4 +172,50 @@ fn memory_pressure_taints_refuses_and_evicts_by_qos() {
     // Still running: the critical pod.
     assert_eq!(get(&node, "pod", "critical", "{.status.phase}"), "Running");
     assert_eq!(get(&node, "pod", "critical", "{.status.reason}"), "");
+}
+
+/// Whether the node's containerd has the image.
+fn has_image(node: &TestNode, image: &str) -> bool {
+    let socket = krust_kubelet::containerd::Layout::new(node.agent_dir()).socket();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let mut cri = krust_kubelet::cri::Cri::connect(&socket)
+            .await
+            .expect("the node's containerd answers");
+        cri.image_status(image)
+            .await
+            .expect("ImageStatus")
+            .is_some()
+    })
+}
+
+#[test]
+fn unused_images_are_collected_and_used_ones_kept() {
+    // Collect whenever anything is used: every image no container has used for
+    // 20 s goes (the minimum age keeps a just-pulled image for its container).
+    let node = TestNode::start_with_agent_args(&[
+        "--image-gc-high-threshold=0",
+        "--image-gc-low-threshold=0",
+        "--image-minimum-gc-age=20s",
+    ]);
+    let busybox = node.image("krust/busybox:1");
+    let httpd = node.image("krust/httpd:1");
+    apply(&node, &pod(&node, "keeps", "", ""));
+    wait_for(&node, "pod", "keeps", "{.status.phase}", "Running");
+    apply(&node, &pod(&node, "goes", "", "").replace(&busybox, &httpd));
+    wait_for(&node, "pod", "goes", "{.status.phase}", "Running");
+    assert!(has_image(&node, &httpd));
+
+    node.server
+        .kubectl_ok(["delete", "pod", "goes", "--wait=true", "--timeout=60s"]);
+    wait_until("the unused httpd image is removed", TIMEOUT, || {
+        !has_image(&node, &httpd)
+    });
+    // The image in use, and the sandboxes' pause image, stay.
+    assert!(has_image(&node, &busybox));
+    assert!(has_image(&node, krust_kubelet::containerd::PAUSE_IMAGE));
+    assert_eq!(get(&node, "pod", "keeps", "{.status.phase}"), "Running");
 }
