@@ -12,6 +12,7 @@
 
 pub mod containerd;
 pub mod cri;
+pub mod csi;
 pub mod dns;
 pub mod local_path;
 pub mod node;
@@ -334,7 +335,21 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         config.node_name.clone(),
         config.data_dir.clone(),
     ));
-    let result = pods::run(client, cri, config).await;
+    let drivers = csi::Drivers::default();
+    let plugin_watcher = tokio::spawn(csi::watch_registry(
+        client.clone(),
+        config.node_name.clone(),
+        config.data_dir.clone(),
+        drivers.clone(),
+    ));
+    let csi_controller = tokio::spawn(csi::controller::run(
+        client.clone(),
+        config.node_name.clone(),
+        drivers.clone(),
+    ));
+    let result = pods::run(client, cri, config, drivers).await;
+    plugin_watcher.abort();
+    csi_controller.abort();
     local_path.abort();
     sampling.abort();
     heartbeat.abort();

@@ -51,6 +51,7 @@ struct Agent {
     secrets: Store<Secret>,
     claims: Store<PersistentVolumeClaim>,
     persistent_volumes: Store<PersistentVolume>,
+    csi: crate::csi::mount::Mounter,
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
 }
 
@@ -78,7 +79,12 @@ impl volumes::Objects for Agent {
 }
 
 /// Watches the node's pods and runs their workers until the watch ends.
-pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<()> {
+pub async fn run(
+    client: kube::Client,
+    cri: Cri,
+    config: AgentConfig,
+    drivers: crate::csi::Drivers,
+) -> Result<()> {
     let (config_maps, cm_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
     let cm_stream = reflector::reflector(
@@ -136,7 +142,14 @@ pub async fn run(client: kube::Client, cri: Cri, config: AgentConfig) -> Result<
         ),
     )
     .default_backoff();
+    let csi = crate::csi::mount::Mounter::new(
+        client.clone(),
+        config.node_name.clone(),
+        config.data_dir.clone(),
+        drivers,
+    );
     let agent = Arc::new(Agent {
+        csi,
         client,
         cri,
         config,
@@ -329,7 +342,8 @@ impl Agent {
             runtime
         };
         let pods_dir = self.config.data_dir.join("pods");
-        let volumes_ok = match volumes::sync(&pods_dir, pod, self) {
+        let published = self.csi.publish_pod(pod, self).await;
+        let volumes_ok = match published.and_then(|()| volumes::sync(&pods_dir, pod, self)) {
             Ok(()) => {
                 state.volume_error = None;
                 true
@@ -1044,6 +1058,8 @@ impl Agent {
             cri.stop_pod_sandbox(&sandbox.id).await?;
             cri.remove_pod_sandbox(&sandbox.id).await?;
         }
+        // The drivers unmount what they published before anything else is removed.
+        self.csi.unpublish_pod(uid).await?;
         let pod_dir = self.pod_dir(uid);
         volumes::unmount_all_under(&pod_dir);
         let _ = std::fs::remove_dir_all(&pod_dir);
