@@ -10,6 +10,11 @@
 //! when asked). Every call is appended to `<root>/calls.log` (`<Call> <volume id>`)
 //! so a test can see what the node agent asked for.
 //!
+//! For tests of failure and topology: a class parameter `failCreate` makes
+//! CreateVolume fail with that message (logged as `CreateVolumeFailed <name>`), and
+//! `--topology-key` makes NodeGetInfo report the segment `<key>=<node id>` and
+//! CreateVolume answer the first preferred (else requisite) topology it is given.
+//!
 //! One process serves Identity, Controller and Node on `--endpoint` and, like
 //! upstream's node-driver-registrar, the kubelet plugin registration API on
 //! `<registration-dir>/<name>-reg.sock`.
@@ -55,7 +60,14 @@ struct Args {
     /// Advertise no PUBLISH_UNPUBLISH_VOLUME controller capability.
     #[arg(long)]
     no_attach: bool,
+    /// Report this topology key (value: the node id) and honour accessibility
+    /// requirements.
+    #[arg(long)]
+    topology_key: Option<String>,
 }
+
+/// The class parameter that makes CreateVolume fail, with its value as the message.
+const FAIL_CREATE_PARAMETER: &str = "failCreate";
 
 struct Driver {
     args: Args,
@@ -234,6 +246,10 @@ impl Controller for &'static Driver {
                 ));
             }
         }
+        if let Some(message) = request.parameters.get(FAIL_CREATE_PARAMETER) {
+            self.record("CreateVolumeFailed", &request.name);
+            return Err(Status::resource_exhausted(message.clone()));
+        }
         let dir = self.volume_dir(&request.name)?;
         std::fs::create_dir_all(&dir).map_err(internal)?;
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
@@ -245,12 +261,22 @@ impl Controller for &'static Driver {
             .unwrap_or(0);
         let mut context = request.parameters.clone();
         context.insert("createdBy".into(), self.args.name.clone());
+        let accessible_topology = match (&self.args.topology_key, &request.accessibility_requirements) {
+            (Some(_), Some(requirements)) => requirements
+                .preferred
+                .first()
+                .or(requirements.requisite.first())
+                .cloned()
+                .into_iter()
+                .collect(),
+            _ => vec![],
+        };
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(Volume {
                 capacity_bytes: capacity,
                 volume_id: request.name,
                 volume_context: context,
-                accessible_topology: vec![],
+                accessible_topology,
             }),
         }))
     }
@@ -430,7 +456,9 @@ impl Node for &'static Driver {
         Ok(Response::new(NodeGetInfoResponse {
             node_id: self.args.node_id.clone(),
             max_volumes_per_node: 0,
-            accessible_topology: None,
+            accessible_topology: self.args.topology_key.as_ref().map(|key| Topology {
+                segments: HashMap::from([(key.clone(), self.args.node_id.clone())]),
+            }),
         }))
     }
 }

@@ -9,7 +9,11 @@
 //!   from `csi.storage.k8s.io/fstype`, volumeAttributes), pre-bound to the claim.
 //!   One node acts for a claim: the one in `volume.kubernetes.io/selected-node`
 //!   (WaitForFirstConsumer), otherwise the first by name among the nodes whose
-//!   CSINode lists the driver. A failed CreateVolume is a ProvisioningFailed Event.
+//!   CSINode lists the driver. A driver with topology gets accessibility
+//!   requirements (the selected node's segment, or every registered node's for
+//!   Immediate claims) and the PersistentVolume a node affinity from the accessible
+//!   topology it answers. A failed CreateVolume is a ProvisioningFailed Event, tried
+//!   again after a backoff (1 s doubling to 5 min).
 //! - Deleting: a volume this node provisioned that is Released with reclaim policy
 //!   Delete gets `DeleteVolume`, then its object is deleted.
 //! - Attaching: a VolumeAttachment for this node and a driver registered here gets
@@ -21,17 +25,17 @@
 //! Level-triggered like `local_path`: every change, and a resync every two seconds
 //! (a driver may register meanwhile), looks at the whole cached state again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass, VolumeAttachment};
 use krust_csi::v1::{
     CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
-    CreateVolumeRequest, DeleteVolumeRequest,
+    CreateVolumeRequest, DeleteVolumeRequest, Topology, TopologyRequirement,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -84,6 +88,8 @@ struct Controller {
     /// Failures already told as Events (object uid and message), so the resync does
     /// not repeat them.
     told: Mutex<HashSet<(String, String)>>,
+    /// When failed claims are tried again.
+    backoff: Backoff,
 }
 
 /// Runs the controller side of this node's CSI drivers until the process ends.
@@ -142,6 +148,7 @@ pub async fn run(client: Client, node: String, drivers: Drivers) -> Result<()> {
         attachments,
         csi_nodes,
         told: Default::default(),
+        backoff: Default::default(),
     };
     controller.claims.wait_until_ready().await?;
     controller.volumes.wait_until_ready().await?;
@@ -166,10 +173,19 @@ impl Controller {
             let Some(driver) = self.provisioner_of(&claim) else {
                 continue;
             };
-            if let Err(error) = self.provision(&claim, &driver).await {
-                let message = format!("{error:#}");
-                tracing::warn!(claim = %claim.name_any(), driver = driver.name, "cannot provision a CSI volume: {message}");
-                self.tell(&*claim, "ProvisioningFailed", message).await;
+            let uid = claim.uid().unwrap_or_default();
+            if !self.backoff.ready(&uid, Instant::now()) {
+                continue;
+            }
+            match self.provision(&claim, &driver).await {
+                Ok(()) => self.backoff.succeeded(&uid),
+                Err(error) => {
+                    self.backoff.failed(&uid, Instant::now());
+                    let message = format!("{error:#}");
+                    tracing::warn!(claim = %claim.name_any(), driver = driver.name, "cannot provision a CSI volume: {message}");
+                    self.event(&*claim, EventType::Warning, "ProvisioningFailed", message)
+                        .await;
+                }
             }
         }
         for volume in self.volumes.state() {
@@ -253,37 +269,21 @@ impl Controller {
             .get_opt(&class_name)
             .await?
             .with_context(|| format!("storageclass.storage.k8s.io {class_name:?} not found"))?;
-        let mut parameters = class.parameters.clone().unwrap_or_default();
-        let fs_type = parameters.get(FS_TYPE_PARAMETER).cloned();
-        parameters.retain(|key, _| !key.starts_with(RESERVED_PREFIX));
-        let requested = spec
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .map(|q| q.0.clone());
-        let required_bytes = requested
-            .as_deref()
-            .and_then(crate::pods::parse_quantity)
-            .unwrap_or(0.0) as i64;
-        let modes = spec.access_modes.clone().unwrap_or_default();
-        let block = spec.volume_mode.as_deref() == Some("Block");
-        let request = CreateVolumeRequest {
-            name: name.clone(),
-            capacity_range: Some(CapacityRange {
-                required_bytes,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![capability(
-                &modes,
-                block,
-                fs_type.clone().unwrap_or_default(),
-                class.mount_options.clone().unwrap_or_default(),
-            )],
-            parameters: parameters.into_iter().collect(),
-            secrets: Default::default(),
-            accessibility_requirements: None,
+        let accessibility = if driver.topology.is_empty() {
+            None
+        } else if claim.annotations().contains_key(SELECTED_NODE) {
+            // The acting node is the selected one: its own segment.
+            let own = Topology {
+                segments: driver.topology.clone().into_iter().collect(),
+            };
+            Some(TopologyRequirement {
+                requisite: vec![own.clone()],
+                preferred: vec![own],
+            })
+        } else {
+            Some(self.cluster_topology(driver).await?)
         };
+        let request = create_request(claim, &class, accessibility);
         let created = driver
             .controller()
             .await?
@@ -297,44 +297,13 @@ impl Controller {
             })?
             .into_inner()
             .volume
-            .with_context(|| format!("CSI driver {} answered CreateVolume without a volume", driver.name))?;
-        if created.volume_id.is_empty() {
-            bail!("CSI driver {} answered CreateVolume without a volume id", driver.name);
-        }
-        let capacity = if created.capacity_bytes > 0 {
-            created.capacity_bytes.to_string()
-        } else {
-            requested.unwrap_or_else(|| "0".into())
-        };
-        let attributes: BTreeMap<String, String> = created.volume_context.into_iter().collect();
-        let mut csi = json!({
-            "driver": driver.name,
-            "volumeHandle": created.volume_id,
-            "volumeAttributes": attributes,
-        });
-        if let Some(fs_type) = fs_type {
-            csi["fsType"] = fs_type.into();
-        }
-        let namespace = claim.namespace().unwrap_or_default();
-        let volume: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": name, "annotations": {
-                PROVISIONED_BY: driver.name,
-                PROVISIONER_NODE: self.node,
-            }},
-            "spec": {
-                "capacity": {"storage": capacity},
-                "accessModes": modes,
-                "persistentVolumeReclaimPolicy": class.reclaim_policy.as_deref().unwrap_or("Delete"),
-                "storageClassName": class_name,
-                "volumeMode": spec.volume_mode.as_deref().unwrap_or("Filesystem"),
-                "mountOptions": class.mount_options,
-                "csi": csi,
-                "claimRef": {
-                    "kind": "PersistentVolumeClaim", "apiVersion": "v1",
-                    "namespace": namespace, "name": claim.name_any(), "uid": uid,
-                },
-            },
-        }))?;
+            .with_context(|| {
+                format!(
+                    "CSI driver {} answered CreateVolume without a volume",
+                    driver.name
+                )
+            })?;
+        let volume = persistent_volume(claim, &class, &driver.name, &self.node, &created)?;
         match Api::<PersistentVolume>::all(self.client.clone())
             .create(&PostParams::default(), &volume)
             .await
@@ -353,6 +322,43 @@ impl Controller {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(error) => Err(error).context("cannot create the PersistentVolume"),
         }
+    }
+
+    /// Where an Immediate claim's volume may be: the segments (of the driver's
+    /// topology keys) of every node whose CSINode lists the driver, this node's
+    /// first as preferred.
+    async fn cluster_topology(&self, driver: &Driver) -> Result<TopologyRequirement> {
+        let keys = driver.topology_keys();
+        let with_driver: HashSet<String> = self
+            .csi_nodes
+            .state()
+            .iter()
+            .filter(|n| n.spec.drivers.iter().any(|d| d.name == driver.name))
+            .map(|n| n.name_any())
+            .collect();
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&Default::default())
+            .await
+            .context("cannot list the nodes for the volume's topology")?;
+        let own: BTreeMap<String, String> = driver.topology.clone();
+        let mut requisite = vec![own.clone()];
+        for node in nodes.items.iter().filter(|n| with_driver.contains(&n.name_any())) {
+            let labels = node.labels();
+            let segment: BTreeMap<String, String> = keys
+                .iter()
+                .filter_map(|k| labels.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            if segment.len() == keys.len() && !requisite.contains(&segment) {
+                requisite.push(segment);
+            }
+        }
+        let topology = |s: BTreeMap<String, String>| Topology {
+            segments: s.into_iter().collect(),
+        };
+        Ok(TopologyRequirement {
+            preferred: vec![topology(own)],
+            requisite: requisite.into_iter().map(topology).collect(),
+        })
     }
 
     async fn delete(&self, volume: &PersistentVolume, driver: &Driver) -> Result<()> {
@@ -526,9 +532,298 @@ impl Controller {
     }
 }
 
+/// The CreateVolume request for a claim of `class`: name `pvc-<claim uid>`, the
+/// requested storage as required bytes, the claim's access mode and volume mode with
+/// the class's fsType and mountOptions, the class's parameters without the reserved
+/// `csi.storage.k8s.io/` keys, and where the volume may be.
+pub fn create_request(
+    claim: &PersistentVolumeClaim,
+    class: &StorageClass,
+    accessibility: Option<TopologyRequirement>,
+) -> CreateVolumeRequest {
+    let spec = claim.spec.clone().unwrap_or_default();
+    let mut parameters = class.parameters.clone().unwrap_or_default();
+    let fs_type = parameters.get(FS_TYPE_PARAMETER).cloned().unwrap_or_default();
+    parameters.retain(|key, _| !key.starts_with(RESERVED_PREFIX));
+    let required_bytes = requested_storage(claim)
+        .as_deref()
+        .and_then(crate::pods::parse_quantity)
+        .unwrap_or(0.0) as i64;
+    CreateVolumeRequest {
+        name: format!("pvc-{}", claim.uid().unwrap_or_default()),
+        capacity_range: Some(CapacityRange {
+            required_bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![capability(
+            spec.access_modes.as_deref().unwrap_or_default(),
+            spec.volume_mode.as_deref() == Some("Block"),
+            fs_type,
+            class.mount_options.clone().unwrap_or_default(),
+        )],
+        parameters: parameters.into_iter().collect(),
+        secrets: Default::default(),
+        accessibility_requirements: accessibility,
+    }
+}
+
+fn requested_storage(claim: &PersistentVolumeClaim) -> Option<String> {
+    claim
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.clone())
+}
+
+/// The PersistentVolume for a volume a driver created for a claim: named after the
+/// request (`pvc-<claim uid>`), pre-bound to the claim, `spec.csi` with the driver,
+/// the volume id as handle, the class's fsType and the volume context as
+/// attributes, the capacity the driver answered (else the requested one), the
+/// class's reclaim policy and mount options, and a node affinity term per
+/// accessible topology segment (as upstream's provisioner writes it).
+pub fn persistent_volume(
+    claim: &PersistentVolumeClaim,
+    class: &StorageClass,
+    driver: &str,
+    node: &str,
+    created: &krust_csi::v1::Volume,
+) -> Result<PersistentVolume> {
+    if created.volume_id.is_empty() {
+        bail!("CSI driver {driver} answered CreateVolume without a volume id");
+    }
+    let uid = claim.uid().unwrap_or_default();
+    let spec = claim.spec.clone().unwrap_or_default();
+    let capacity = if created.capacity_bytes > 0 {
+        created.capacity_bytes.to_string()
+    } else {
+        requested_storage(claim).unwrap_or_else(|| "0".into())
+    };
+    let attributes: BTreeMap<&String, &String> = created.volume_context.iter().collect();
+    let mut csi = json!({
+        "driver": driver,
+        "volumeHandle": created.volume_id,
+        "volumeAttributes": attributes,
+    });
+    if let Some(fs_type) = class
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get(FS_TYPE_PARAMETER))
+    {
+        csi["fsType"] = fs_type.clone().into();
+    }
+    let terms: Vec<serde_json::Value> = created
+        .accessible_topology
+        .iter()
+        .filter(|t| !t.segments.is_empty())
+        .map(|t| {
+            let segments: BTreeMap<&String, &String> = t.segments.iter().collect();
+            let expressions: Vec<serde_json::Value> = segments
+                .into_iter()
+                .map(|(key, value)| json!({"key": key, "operator": "In", "values": [value]}))
+                .collect();
+            json!({"matchExpressions": expressions})
+        })
+        .collect();
+    let mut volume = json!({
+        "metadata": {"name": format!("pvc-{uid}"), "annotations": {
+            PROVISIONED_BY: driver,
+            PROVISIONER_NODE: node,
+        }},
+        "spec": {
+            "capacity": {"storage": capacity},
+            "accessModes": spec.access_modes.clone().unwrap_or_default(),
+            "persistentVolumeReclaimPolicy": class.reclaim_policy.as_deref().unwrap_or("Delete"),
+            "storageClassName": class.name_any(),
+            "volumeMode": spec.volume_mode.as_deref().unwrap_or("Filesystem"),
+            "mountOptions": class.mount_options,
+            "csi": csi,
+            "claimRef": {
+                "kind": "PersistentVolumeClaim", "apiVersion": "v1",
+                "namespace": claim.namespace().unwrap_or_default(),
+                "name": claim.name_any(), "uid": uid,
+            },
+        },
+    });
+    if !terms.is_empty() {
+        volume["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": terms}});
+    }
+    Ok(serde_json::from_value(volume)?)
+}
+
+/// Retry delays of failed provisioning, per claim: doubling from one second to five
+/// minutes, as upstream's provisioner backs off.
+#[derive(Default)]
+struct Backoff(Mutex<HashMap<String, (Instant, Duration)>>);
+
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Backoff {
+    /// Whether the claim may be tried now.
+    fn ready(&self, uid: &str, now: Instant) -> bool {
+        let map = self.0.lock().expect("backoff lock");
+        map.get(uid).is_none_or(|(next, _)| now >= *next)
+    }
+
+    fn failed(&self, uid: &str, now: Instant) {
+        let mut map = self.0.lock().expect("backoff lock");
+        let delay = map
+            .get(uid)
+            .map(|(_, d)| (*d * 2).min(BACKOFF_MAX))
+            .unwrap_or(BACKOFF_FIRST);
+        map.insert(uid.to_string(), (now + delay, delay));
+    }
+
+    fn succeeded(&self, uid: &str) {
+        self.0.lock().expect("backoff lock").remove(uid);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claim() -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": "data", "namespace": "ns", "uid": "1234"},
+            "spec": {
+                "storageClassName": "fast",
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "64Mi"}},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn class() -> StorageClass {
+        serde_json::from_value(json!({
+            "metadata": {"name": "fast"},
+            "provisioner": "csi.example.com",
+            "reclaimPolicy": "Retain",
+            "mountOptions": ["noatime"],
+            "parameters": {
+                "tier": "gold",
+                "csi.storage.k8s.io/fstype": "xfs",
+                "csi.storage.k8s.io/provisioner-secret-name": "s",
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn create_requests_carry_the_claim_and_class() {
+        let request = create_request(&claim(), &class(), None);
+        assert_eq!(request.name, "pvc-1234");
+        assert_eq!(request.capacity_range.unwrap().required_bytes, 64 << 20);
+        // Reserved keys are the provisioner's, not the driver's.
+        assert_eq!(
+            request.parameters,
+            HashMap::from([("tier".to_string(), "gold".to_string())])
+        );
+        let [capability] = &request.volume_capabilities[..] else {
+            panic!("one capability");
+        };
+        let Some(krust_csi::v1::volume_capability::AccessType::Mount(mount)) =
+            &capability.access_type
+        else {
+            panic!("a mount capability");
+        };
+        assert_eq!(mount.fs_type, "xfs");
+        assert_eq!(mount.mount_flags, vec!["noatime".to_string()]);
+        assert!(request.accessibility_requirements.is_none());
+    }
+
+    #[test]
+    fn persistent_volumes_come_from_the_create_volume_answer() {
+        let created = krust_csi::v1::Volume {
+            capacity_bytes: 1 << 30,
+            volume_id: "vol-abc".into(),
+            volume_context: HashMap::from([("k".to_string(), "v".to_string())]),
+            accessible_topology: vec![Topology {
+                segments: HashMap::from([
+                    ("topology.example.com/zone".to_string(), "z1".to_string()),
+                    ("topology.example.com/rack".to_string(), "r7".to_string()),
+                ]),
+            }],
+        };
+        let volume =
+            persistent_volume(&claim(), &class(), "csi.example.com", "node-a", &created).unwrap();
+        assert_eq!(volume.name_any(), "pvc-1234");
+        assert_eq!(volume.annotations()[PROVISIONED_BY], "csi.example.com");
+        assert_eq!(volume.annotations()[PROVISIONER_NODE], "node-a");
+        let spec = volume.spec.unwrap();
+        assert_eq!(spec.capacity.unwrap()["storage"].0, (1u64 << 30).to_string());
+        assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(spec.mount_options, Some(vec!["noatime".to_string()]));
+        let csi = spec.csi.unwrap();
+        assert_eq!(csi.driver, "csi.example.com");
+        assert_eq!(csi.volume_handle, "vol-abc");
+        assert_eq!(csi.fs_type.as_deref(), Some("xfs"));
+        assert_eq!(csi.volume_attributes.unwrap()["k"], "v");
+        let claim_ref = spec.claim_ref.unwrap();
+        assert_eq!(
+            (claim_ref.namespace.as_deref(), claim_ref.name.as_deref(), claim_ref.uid.as_deref()),
+            (Some("ns"), Some("data"), Some("1234"))
+        );
+        let terms = spec.node_affinity.unwrap().required.unwrap().node_selector_terms;
+        assert_eq!(terms.len(), 1);
+        let expressions: Vec<(String, Vec<String>)> = terms[0]
+            .match_expressions
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                assert_eq!(e.operator, "In");
+                (e.key, e.values.unwrap())
+            })
+            .collect();
+        assert_eq!(
+            expressions,
+            vec![
+                ("topology.example.com/rack".to_string(), vec!["r7".to_string()]),
+                ("topology.example.com/zone".to_string(), vec!["z1".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn answers_without_capacity_or_topology_keep_the_request() {
+        let created = krust_csi::v1::Volume {
+            volume_id: "v".into(),
+            ..Default::default()
+        };
+        let mut class = class();
+        class.reclaim_policy = None;
+        let volume = persistent_volume(&claim(), &class, "d", "n", &created).unwrap();
+        let spec = volume.spec.unwrap();
+        assert_eq!(spec.capacity.unwrap()["storage"].0, "64Mi");
+        assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+        assert!(spec.node_affinity.is_none());
+        let no_id = krust_csi::v1::Volume::default();
+        assert!(persistent_volume(&claim(), &class, "d", "n", &no_id).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_and_resets() {
+        let backoff = Backoff::default();
+        let start = Instant::now();
+        assert!(backoff.ready("a", start));
+        backoff.failed("a", start);
+        assert!(!backoff.ready("a", start));
+        assert!(backoff.ready("b", start), "per claim");
+        let later = start + BACKOFF_FIRST;
+        assert!(backoff.ready("a", later));
+        backoff.failed("a", later);
+        assert!(!backoff.ready("a", later + BACKOFF_FIRST), "the second delay is twice the first");
+        assert!(backoff.ready("a", later + 2 * BACKOFF_FIRST));
+        backoff.succeeded("a");
+        assert!(backoff.ready("a", start));
+    }
 
     #[test]
     fn attacher_finalizers_are_sanitized_driver_names() {

@@ -74,8 +74,17 @@ pub struct Driver {
     pub create_delete: bool,
     /// ControllerPublishVolume/ControllerUnpublishVolume.
     pub publish_unpublish: bool,
-    /// Topology keys the driver reports for this node.
-    pub topology_keys: Vec<String>,
+    /// The topology segments the driver reports for this node (NodeGetInfo's
+    /// accessible_topology): labels of the Node, and their keys the CSINode's
+    /// topologyKeys.
+    pub topology: BTreeMap<String, String>,
+}
+
+impl Driver {
+    /// The topology keys of the driver, sorted.
+    pub fn topology_keys(&self) -> Vec<String> {
+        self.topology.keys().cloned().collect()
+    }
 }
 
 impl Driver {
@@ -292,11 +301,10 @@ async fn probe_driver(name: &str, endpoint: String, socket: &Path) -> Result<Dri
             .collect();
     }
     use controller_service_capability::rpc::Type;
-    let mut topology_keys: Vec<String> = info
+    let topology: BTreeMap<String, String> = info
         .accessible_topology
-        .map(|t| t.segments.into_keys().collect())
+        .map(|t| t.segments.into_iter().collect())
         .unwrap_or_default();
-    topology_keys.sort();
     Ok(Driver {
         name: name.to_string(),
         endpoint,
@@ -306,12 +314,14 @@ async fn probe_driver(name: &str, endpoint: String, socket: &Path) -> Result<Dri
         controller,
         create_delete: rpcs.contains(&(Type::CreateDeleteVolume as i32)),
         publish_unpublish: rpcs.contains(&(Type::PublishUnpublishVolume as i32)),
-        topology_keys,
+        topology,
     })
 }
 
-/// Lists `driver` in this node's CSINode and the Node's node-id annotation (None:
-/// takes the driver named `name` out of both).
+/// Lists `driver` in this node's CSINode and the Node's node-id annotation, and
+/// labels the Node with the driver's topology segments, as upstream's kubelet does
+/// (None: takes the driver named `name` out of the CSINode and the annotation; the
+/// labels stay, as upstream's).
 async fn update_node_objects(
     client: &Client,
     node: &str,
@@ -337,11 +347,15 @@ async fn update_node_objects(
     } else {
         serde_json::to_string(&ids)?.into()
     };
+    let labels = driver.map(|d| d.topology.clone()).unwrap_or_default();
     nodes
         .patch(
             node,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {NODE_ID_ANNOTATION: value}}})),
+            &Patch::Merge(json!({"metadata": {
+                "annotations": {NODE_ID_ANNOTATION: value},
+                "labels": labels,
+            }})),
         )
         .await
         .with_context(|| format!("cannot annotate node {node}"))?;
@@ -370,7 +384,7 @@ async fn update_node_objects(
                 .push(serde_json::from_value(json!({
                     "name": driver.name,
                     "nodeID": driver.node_id,
-                    "topologyKeys": driver.topology_keys,
+                    "topologyKeys": driver.topology_keys(),
                 }))?);
         }
         let written = match existing {

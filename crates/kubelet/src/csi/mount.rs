@@ -110,6 +110,16 @@ pub fn capability(
     }
 }
 
+/// Where a volume is staged on a node, upstream's layout:
+/// `<data dir>/plugins/kubernetes.io/csi/<driver>/<sha256 of the handle>/globalmount`.
+pub fn staging_path(data_dir: &Path, driver: &str, volume_handle: &str) -> PathBuf {
+    data_dir
+        .join("plugins/kubernetes.io/csi")
+        .join(driver)
+        .join(sha256_hex(volume_handle))
+        .join("globalmount")
+}
+
 impl Mounter {
     pub fn new(client: Client, node: String, data_dir: PathBuf, drivers: Drivers) -> Mounter {
         Mounter {
@@ -129,14 +139,6 @@ impl Mounter {
         self.pods_dir().join(uid).join("csi")
     }
 
-    /// Where a volume is staged on this node (upstream's layout).
-    fn staging_path(&self, driver: &str, volume_handle: &str) -> PathBuf {
-        self.data_dir
-            .join("plugins/kubernetes.io/csi")
-            .join(driver)
-            .join(sha256_hex(volume_handle))
-            .join("globalmount")
-    }
 
     /// Publishes every CSI volume of the pod that is not published yet. An error
     /// says what the pod waits for (a driver, an attachment, the driver's answer).
@@ -161,7 +163,7 @@ impl Mounter {
             let read_only = read_only || source.read_only.unwrap_or(false);
             let _one_at_a_time = self.lock.lock().await;
             let published = self
-                .publish(&pv, source, &target, read_only)
+                .publish(pod, &pv, source, &target, read_only)
                 .await
                 .with_context(|| format!("volume {:?}", volume.name))?;
             std::fs::create_dir_all(self.record_dir(uid))?;
@@ -173,6 +175,7 @@ impl Mounter {
 
     async fn publish(
         &self,
+        pod: &Pod,
         pv: &PersistentVolume,
         source: &CSIPersistentVolumeSource,
         target: &Path,
@@ -186,12 +189,25 @@ impl Mounter {
                 super::registry_dir(&self.data_dir).display()
             );
         };
-        let (attachment, publish_context) = self.attach(pv, source).await?;
+        let spec = Api::<CSIDriver>::all(self.client.clone())
+            .get_opt(&source.driver)
+            .await
+            .with_context(|| format!("cannot read csidriver {}", source.driver))?
+            .map(|d| d.spec)
+            .unwrap_or_default();
+        let (attachment, publish_context) = if spec.attach_required.unwrap_or(true) {
+            self.attach(pv, source).await?
+        } else {
+            (None, HashMap::new())
+        };
         let capability = volume_capability(pv);
-        let volume_context = source.volume_attributes.clone().unwrap_or_default();
+        let mut volume_context = source.volume_attributes.clone().unwrap_or_default();
+        if spec.pod_info_on_mount == Some(true) {
+            volume_context.extend(pod_info(pod));
+        }
         let mut node = driver.node().await?;
         let staging_path = if driver.stage_unstage {
-            let path = self.staging_path(&driver.name, &source.volume_handle);
+            let path = staging_path(&self.data_dir, &driver.name, &source.volume_handle);
             std::fs::create_dir_all(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             node.node_stage_volume(NodeStageVolumeRequest {
@@ -236,16 +252,13 @@ impl Mounter {
         })
     }
 
-    /// Makes sure the volume is attached to this node when its driver requires it:
-    /// the VolumeAttachment's name and publish context, or an error while it waits.
+    /// Makes sure the volume is attached to this node (its driver requires it): the
+    /// VolumeAttachment's name and publish context, or an error while it waits.
     async fn attach(
         &self,
         pv: &PersistentVolume,
         source: &CSIPersistentVolumeSource,
     ) -> Result<(Option<String>, HashMap<String, String>)> {
-        if !attach_required(&self.client, &source.driver).await? {
-            return Ok((None, HashMap::new()));
-        }
         let name = attachment_name(&source.volume_handle, &source.driver, &self.node);
         let attachments: Api<VolumeAttachment> = Api::all(self.client.clone());
         let attachment = match attachments.get_opt(&name).await? {
@@ -344,6 +357,17 @@ impl Mounter {
         Ok(())
     }
 
+    /// The pods (uids) of this node that have CSI volumes published.
+    pub fn published_pods(&self) -> Vec<String> {
+        let Ok(pods) = std::fs::read_dir(self.pods_dir()) else {
+            return Vec::new();
+        };
+        pods.flatten()
+            .map(|pod| pod.file_name().to_string_lossy().into_owned())
+            .filter(|uid| !self.records_of(uid).is_empty())
+            .collect()
+    }
+
     fn records_of(&self, uid: &str) -> Vec<(PathBuf, Published)> {
         let Ok(entries) = std::fs::read_dir(self.record_dir(uid)) else {
             return Vec::new();
@@ -367,16 +391,28 @@ impl Mounter {
     }
 }
 
-/// Whether volumes of `driver` are attached first: the CSIDriver's attachRequired,
-/// true when there is no CSIDriver object (as upstream).
-pub async fn attach_required(client: &Client, driver: &str) -> Result<bool> {
-    let drivers: Api<CSIDriver> = Api::all(client.clone());
-    Ok(drivers
-        .get_opt(driver)
-        .await
-        .with_context(|| format!("cannot read csidriver {driver}"))?
-        .and_then(|d| d.spec.attach_required)
-        .unwrap_or(true))
+/// What a driver with `podInfoOnMount` gets in the volume context, in upstream's
+/// keys.
+pub fn pod_info(pod: &Pod) -> std::collections::BTreeMap<String, String> {
+    let meta = &pod.metadata;
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    [
+        ("csi.storage.k8s.io/pod.name", meta.name.clone().unwrap_or_default()),
+        (
+            "csi.storage.k8s.io/pod.namespace",
+            meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        ),
+        ("csi.storage.k8s.io/pod.uid", meta.uid.clone().unwrap_or_default()),
+        ("csi.storage.k8s.io/serviceAccount.name", account),
+        ("csi.storage.k8s.io/ephemeral", "false".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 #[cfg(test)]
@@ -393,6 +429,52 @@ mod tests {
             "csi-664f93e6befe920d56b73708bbb3eb1888cad5fb3e7203b1b501f466d0bea90f"
         );
         assert_ne!(name, attachment_name("vol-1", "csi.example.com", "node-b"));
+    }
+
+    #[test]
+    fn staging_paths_are_upstreams_layout() {
+        let path = staging_path(Path::new("/var/lib/krust/agent"), "csi.example.com", "vol-1");
+        let digest = sha256_hex("vol-1");
+        assert_eq!(digest.len(), 64);
+        assert_eq!(
+            path,
+            PathBuf::from(format!(
+                "/var/lib/krust/agent/plugins/kubernetes.io/csi/csi.example.com/{digest}/globalmount"
+            ))
+        );
+        // A handle with slashes stays one path component.
+        let odd = staging_path(Path::new("/d"), "drv", "a/b/../c");
+        assert_eq!(odd.components().count(), "/d/plugins/kubernetes.io/csi/drv/x/globalmount".split('/').count());
+    }
+
+    #[test]
+    fn block_volumes_get_a_block_capability() {
+        let capability = capability(&["ReadWriteOnce".into()], true, "ext4".into(), vec![]);
+        assert!(matches!(
+            capability.access_type,
+            Some(volume_capability::AccessType::Block(_))
+        ));
+        // No access mode at all is a single node writer, as upstream.
+        let capability = super::capability(&[], false, String::new(), vec![]);
+        assert_eq!(
+            capability.access_mode.unwrap().mode,
+            volume_capability::access_mode::Mode::SingleNodeWriter as i32
+        );
+    }
+
+    #[test]
+    fn pod_info_has_upstreams_keys() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u-1"},
+            "spec": {"containers": [], "serviceAccountName": "sa"},
+        }))
+        .unwrap();
+        let info = pod_info(&pod);
+        assert_eq!(info["csi.storage.k8s.io/pod.name"], "p");
+        assert_eq!(info["csi.storage.k8s.io/pod.namespace"], "ns");
+        assert_eq!(info["csi.storage.k8s.io/pod.uid"], "u-1");
+        assert_eq!(info["csi.storage.k8s.io/serviceAccount.name"], "sa");
+        assert_eq!(info["csi.storage.k8s.io/ephemeral"], "false");
     }
 
     #[test]
