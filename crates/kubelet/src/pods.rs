@@ -263,9 +263,16 @@ impl Agent {
         // CSI volumes still published for pods that are gone (the agent stopped
         // between removing the sandbox and unpublishing).
         for uid in self.csi.published_pods() {
-            let has_worker = self.workers.lock().expect("workers lock").contains_key(&uid);
+            let has_worker = self
+                .workers
+                .lock()
+                .expect("workers lock")
+                .contains_key(&uid);
             if !known.contains(&uid) && !has_worker {
-                tracing::info!(uid, "unpublishing the CSI volumes of a pod that no longer exists");
+                tracing::info!(
+                    uid,
+                    "unpublishing the CSI volumes of a pod that no longer exists"
+                );
                 self.csi.unpublish_pod(&uid).await?;
             }
         }

@@ -261,16 +261,17 @@ impl Controller for &'static Driver {
             .unwrap_or(0);
         let mut context = request.parameters.clone();
         context.insert("createdBy".into(), self.args.name.clone());
-        let accessible_topology = match (&self.args.topology_key, &request.accessibility_requirements) {
-            (Some(_), Some(requirements)) => requirements
-                .preferred
-                .first()
-                .or(requirements.requisite.first())
-                .cloned()
-                .into_iter()
-                .collect(),
-            _ => vec![],
-        };
+        let accessible_topology =
+            match (&self.args.topology_key, &request.accessibility_requirements) {
+                (Some(_), Some(requirements)) => requirements
+                    .preferred
+                    .first()
+                    .or(requirements.requisite.first())
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+                _ => vec![],
+            };
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(Volume {
                 capacity_bytes: capacity,
@@ -315,7 +316,9 @@ impl Controller for &'static Driver {
             .map_err(internal)?;
         self.record("ControllerPublishVolume", &request.volume_id);
         let publish_context = HashMap::from([("attachedTo".to_string(), request.node_id)]);
-        Ok(Response::new(ControllerPublishVolumeResponse { publish_context }))
+        Ok(Response::new(ControllerPublishVolumeResponse {
+            publish_context,
+        }))
     }
 
     async fn controller_unpublish_volume(
@@ -346,7 +349,9 @@ impl Controller for &'static Driver {
                 )),
             })
             .collect();
-        Ok(Response::new(ControllerGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 }
 

@@ -103,7 +103,10 @@ pub async fn run(client: Client, node: String, drivers: Drivers) -> Result<()> {
         tokio::spawn(
             reflector::reflector(
                 claim_writer,
-                watcher(Api::<PersistentVolumeClaim>::all(client.clone()), Default::default()),
+                watcher(
+                    Api::<PersistentVolumeClaim>::all(client.clone()),
+                    Default::default(),
+                ),
             )
             .default_backoff()
             .for_each(notify(changed.clone())),
@@ -111,7 +114,10 @@ pub async fn run(client: Client, node: String, drivers: Drivers) -> Result<()> {
         tokio::spawn(
             reflector::reflector(
                 volume_writer,
-                watcher(Api::<PersistentVolume>::all(client.clone()), Default::default()),
+                watcher(
+                    Api::<PersistentVolume>::all(client.clone()),
+                    Default::default(),
+                ),
             )
             .default_backoff()
             .for_each(notify(changed.clone())),
@@ -119,7 +125,10 @@ pub async fn run(client: Client, node: String, drivers: Drivers) -> Result<()> {
         tokio::spawn(
             reflector::reflector(
                 attachment_writer,
-                watcher(Api::<VolumeAttachment>::all(client.clone()), Default::default()),
+                watcher(
+                    Api::<VolumeAttachment>::all(client.clone()),
+                    Default::default(),
+                ),
             )
             .default_backoff()
             .for_each(notify(changed.clone())),
@@ -127,7 +136,10 @@ pub async fn run(client: Client, node: String, drivers: Drivers) -> Result<()> {
         tokio::spawn(
             reflector::reflector(
                 csi_node_writer,
-                watcher(Api::<CSINode>::all(client.clone()), watcher::Config::default()),
+                watcher(
+                    Api::<CSINode>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
             )
             .default_backoff()
             .for_each(notify(changed.clone())),
@@ -309,7 +321,11 @@ impl Controller {
             .await
         {
             Ok(_) => {
-                tracing::info!(volume = name, driver = driver.name, "provisioned a CSI volume");
+                tracing::info!(
+                    volume = name,
+                    driver = driver.name,
+                    "provisioned a CSI volume"
+                );
                 self.event(
                     claim,
                     EventType::Normal,
@@ -342,7 +358,11 @@ impl Controller {
             .context("cannot list the nodes for the volume's topology")?;
         let own: BTreeMap<String, String> = driver.topology.clone();
         let mut requisite = vec![own.clone()];
-        for node in nodes.items.iter().filter(|n| with_driver.contains(&n.name_any())) {
+        for node in nodes
+            .items
+            .iter()
+            .filter(|n| with_driver.contains(&n.name_any()))
+        {
             let labels = node.labels();
             let segment: BTreeMap<String, String> = keys
                 .iter()
@@ -477,7 +497,10 @@ impl Controller {
                 .await
                 .map_err(|s| call_error(&driver.name, "ControllerPublishVolume", s))?
                 .into_inner();
-            Ok(answer.publish_context.into_iter().collect::<BTreeMap<_, _>>())
+            Ok(answer
+                .publish_context
+                .into_iter()
+                .collect::<BTreeMap<_, _>>())
         }
         .await;
         let status = match &outcome {
@@ -507,8 +530,14 @@ impl Controller {
     /// A Warning Event about a failure, once per object and message.
     async fn tell<K: Resource<DynamicType = ()>>(&self, object: &K, reason: &str, message: String) {
         let uid = object.meta().uid.clone().unwrap_or_default();
-        if self.told.lock().expect("told lock").insert((uid, message.clone())) {
-            self.event(object, EventType::Warning, reason, message).await;
+        if self
+            .told
+            .lock()
+            .expect("told lock")
+            .insert((uid, message.clone()))
+        {
+            self.event(object, EventType::Warning, reason, message)
+                .await;
         }
     }
 
@@ -543,7 +572,10 @@ pub fn create_request(
 ) -> CreateVolumeRequest {
     let spec = claim.spec.clone().unwrap_or_default();
     let mut parameters = class.parameters.clone().unwrap_or_default();
-    let fs_type = parameters.get(FS_TYPE_PARAMETER).cloned().unwrap_or_default();
+    let fs_type = parameters
+        .get(FS_TYPE_PARAMETER)
+        .cloned()
+        .unwrap_or_default();
     parameters.retain(|key, _| !key.starts_with(RESERVED_PREFIX));
     let required_bytes = requested_storage(claim)
         .as_deref()
@@ -756,8 +788,14 @@ mod tests {
         assert_eq!(volume.annotations()[PROVISIONED_BY], "csi.example.com");
         assert_eq!(volume.annotations()[PROVISIONER_NODE], "node-a");
         let spec = volume.spec.unwrap();
-        assert_eq!(spec.capacity.unwrap()["storage"].0, (1u64 << 30).to_string());
-        assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(
+            spec.capacity.unwrap()["storage"].0,
+            (1u64 << 30).to_string()
+        );
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
         assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
         assert_eq!(spec.mount_options, Some(vec!["noatime".to_string()]));
         let csi = spec.csi.unwrap();
@@ -767,10 +805,19 @@ mod tests {
         assert_eq!(csi.volume_attributes.unwrap()["k"], "v");
         let claim_ref = spec.claim_ref.unwrap();
         assert_eq!(
-            (claim_ref.namespace.as_deref(), claim_ref.name.as_deref(), claim_ref.uid.as_deref()),
+            (
+                claim_ref.namespace.as_deref(),
+                claim_ref.name.as_deref(),
+                claim_ref.uid.as_deref()
+            ),
             (Some("ns"), Some("data"), Some("1234"))
         );
-        let terms = spec.node_affinity.unwrap().required.unwrap().node_selector_terms;
+        let terms = spec
+            .node_affinity
+            .unwrap()
+            .required
+            .unwrap()
+            .node_selector_terms;
         assert_eq!(terms.len(), 1);
         let expressions: Vec<(String, Vec<String>)> = terms[0]
             .match_expressions
@@ -785,8 +832,14 @@ mod tests {
         assert_eq!(
             expressions,
             vec![
-                ("topology.example.com/rack".to_string(), vec!["r7".to_string()]),
-                ("topology.example.com/zone".to_string(), vec!["z1".to_string()]),
+                (
+                    "topology.example.com/rack".to_string(),
+                    vec!["r7".to_string()]
+                ),
+                (
+                    "topology.example.com/zone".to_string(),
+                    vec!["z1".to_string()]
+                ),
             ]
         );
     }
@@ -802,7 +855,10 @@ mod tests {
         let volume = persistent_volume(&claim(), &class, "d", "n", &created).unwrap();
         let spec = volume.spec.unwrap();
         assert_eq!(spec.capacity.unwrap()["storage"].0, "64Mi");
-        assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Delete")
+        );
         assert!(spec.node_affinity.is_none());
         let no_id = krust_csi::v1::Volume::default();
         assert!(persistent_volume(&claim(), &class, "d", "n", &no_id).is_err());
@@ -819,7 +875,10 @@ mod tests {
         let later = start + BACKOFF_FIRST;
         assert!(backoff.ready("a", later));
         backoff.failed("a", later);
-        assert!(!backoff.ready("a", later + BACKOFF_FIRST), "the second delay is twice the first");
+        assert!(
+            !backoff.ready("a", later + BACKOFF_FIRST),
+            "the second delay is twice the first"
+        );
         assert!(backoff.ready("a", later + 2 * BACKOFF_FIRST));
         backoff.succeeded("a");
         assert!(backoff.ready("a", start));

@@ -39,8 +39,7 @@ use krust_csi::v1::identity_client::IdentityClient;
 use krust_csi::v1::node_client::NodeClient;
 use krust_csi::v1::{
     ControllerGetCapabilitiesRequest, GetPluginCapabilitiesRequest, NodeGetCapabilitiesRequest,
-    NodeGetInfoRequest, controller_service_capability, node_service_capability,
-    plugin_capability,
+    NodeGetInfoRequest, controller_service_capability, node_service_capability, plugin_capability,
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -113,7 +112,12 @@ impl Drivers {
     }
 
     pub fn all(&self) -> Vec<Driver> {
-        self.0.read().expect("drivers lock").values().cloned().collect()
+        self.0
+            .read()
+            .expect("drivers lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn insert(&self, driver: Driver) {
@@ -158,10 +162,16 @@ pub async fn watch_registry(client: Client, node: String, data_dir: PathBuf, dri
             .unwrap_or_default();
         for driver in drivers.all() {
             if !sockets.contains(&driver.registration_socket) {
-                tracing::info!(driver = driver.name, "the CSI driver's registration socket is gone; deregistering it");
+                tracing::info!(
+                    driver = driver.name,
+                    "the CSI driver's registration socket is gone; deregistering it"
+                );
                 drivers.remove(&driver.name);
                 if let Err(error) = update_node_objects(&client, &node, &driver.name, None).await {
-                    tracing::warn!(driver = driver.name, "cannot take the driver out of the CSINode: {error:#}");
+                    tracing::warn!(
+                        driver = driver.name,
+                        "cannot take the driver out of the CSINode: {error:#}"
+                    );
                 }
             }
         }
@@ -247,7 +257,11 @@ async fn register(client: &Client, node: &str, socket: &Path, drivers: &Drivers)
         },
     };
     if let Err(status) = registration.notify_registration_status(status).await {
-        tracing::debug!(plugin = info.name, "NotifyRegistrationStatus failed: {}", status.message());
+        tracing::debug!(
+            plugin = info.name,
+            "NotifyRegistrationStatus failed: {}",
+            status.message()
+        );
     }
     outcome.map(|d| d.name)
 }
@@ -294,9 +308,9 @@ async fn probe_driver(name: &str, endpoint: String, socket: &Path) -> Result<Dri
         rpcs = answer
             .capabilities
             .iter()
-            .filter_map(|c| match &c.r#type {
-                Some(controller_service_capability::Type::Rpc(rpc)) => Some(rpc.r#type),
-                None => None,
+            .filter_map(|c| {
+                let controller_service_capability::Type::Rpc(rpc) = c.r#type.as_ref()?;
+                Some(rpc.r#type)
             })
             .collect();
     }
@@ -378,17 +392,18 @@ async fn update_node_objects(
         });
         object.spec.drivers.retain(|d| d.name != name);
         if let Some(driver) = driver {
-            object
-                .spec
-                .drivers
-                .push(serde_json::from_value(json!({
-                    "name": driver.name,
-                    "nodeID": driver.node_id,
-                    "topologyKeys": driver.topology_keys(),
-                }))?);
+            object.spec.drivers.push(serde_json::from_value(json!({
+                "name": driver.name,
+                "nodeID": driver.node_id,
+                "topologyKeys": driver.topology_keys(),
+            }))?);
         }
         let written = match existing {
-            Some(_) => csi_nodes.replace(node, &PostParams::default(), &object).await,
+            Some(_) => {
+                csi_nodes
+                    .replace(node, &PostParams::default(), &object)
+                    .await
+            }
             None => csi_nodes.create(&PostParams::default(), &object).await,
         };
         match written {

@@ -58,7 +58,10 @@ pub fn csi_source(volume: &PersistentVolume) -> Option<&CSIPersistentVolumeSourc
 
 /// The name upstream gives the VolumeAttachment of a volume on a node.
 pub fn attachment_name(volume_handle: &str, driver: &str, node: &str) -> String {
-    format!("csi-{}", sha256_hex(&format!("{volume_handle}{driver}{node}")))
+    format!(
+        "csi-{}",
+        sha256_hex(&format!("{volume_handle}{driver}{node}"))
+    )
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -76,7 +79,10 @@ pub fn volume_capability(volume: &PersistentVolume) -> VolumeCapability {
     capability(
         spec.access_modes.as_deref().unwrap_or_default(),
         spec.volume_mode.as_deref() == Some("Block"),
-        spec.csi.as_ref().and_then(|c| c.fs_type.clone()).unwrap_or_default(),
+        spec.csi
+            .as_ref()
+            .and_then(|c| c.fs_type.clone())
+            .unwrap_or_default(),
         spec.mount_options.unwrap_or_default(),
     )
 }
@@ -138,7 +144,6 @@ impl Mounter {
     fn record_dir(&self, uid: &str) -> PathBuf {
         self.pods_dir().join(uid).join("csi")
     }
-
 
     /// Publishes every CSI volume of the pod that is not published yet. An error
     /// says what the pod waits for (a driver, an attachment, the driver's answer).
@@ -272,7 +277,10 @@ impl Mounter {
                         "source": {"persistentVolumeName": pv.name_any()},
                     },
                 }))?;
-                match attachments.create(&PostParams::default(), &attachment).await {
+                match attachments
+                    .create(&PostParams::default(), &attachment)
+                    .await
+                {
                     Ok(created) => created,
                     Err(kube::Error::Api(e)) if e.code == 409 => attachments.get(&name).await?,
                     Err(error) => return Err(error).context("cannot create the VolumeAttachment"),
@@ -344,7 +352,10 @@ impl Mounter {
             }
             if let Some(attachment) = &published.attachment {
                 let attachments: Api<VolumeAttachment> = Api::all(self.client.clone());
-                match attachments.delete(attachment, &DeleteParams::default()).await {
+                match attachments
+                    .delete(attachment, &DeleteParams::default())
+                    .await
+                {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(error) => {
@@ -352,7 +363,11 @@ impl Mounter {
                     }
                 }
             }
-            tracing::info!(driver = driver.name, volume = published.volume_handle, "unpublished a CSI volume");
+            tracing::info!(
+                driver = driver.name,
+                volume = published.volume_handle,
+                "unpublished a CSI volume"
+            );
         }
         Ok(())
     }
@@ -401,12 +416,18 @@ pub fn pod_info(pod: &Pod) -> std::collections::BTreeMap<String, String> {
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".into());
     [
-        ("csi.storage.k8s.io/pod.name", meta.name.clone().unwrap_or_default()),
+        (
+            "csi.storage.k8s.io/pod.name",
+            meta.name.clone().unwrap_or_default(),
+        ),
         (
             "csi.storage.k8s.io/pod.namespace",
             meta.namespace.clone().unwrap_or_else(|| "default".into()),
         ),
-        ("csi.storage.k8s.io/pod.uid", meta.uid.clone().unwrap_or_default()),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            meta.uid.clone().unwrap_or_default(),
+        ),
         ("csi.storage.k8s.io/serviceAccount.name", account),
         ("csi.storage.k8s.io/ephemeral", "false".into()),
     ]
@@ -433,7 +454,11 @@ mod tests {
 
     #[test]
     fn staging_paths_are_upstreams_layout() {
-        let path = staging_path(Path::new("/var/lib/krust/agent"), "csi.example.com", "vol-1");
+        let path = staging_path(
+            Path::new("/var/lib/krust/agent"),
+            "csi.example.com",
+            "vol-1",
+        );
         let digest = sha256_hex("vol-1");
         assert_eq!(digest.len(), 64);
         assert_eq!(
@@ -444,7 +469,12 @@ mod tests {
         );
         // A handle with slashes stays one path component.
         let odd = staging_path(Path::new("/d"), "drv", "a/b/../c");
-        assert_eq!(odd.components().count(), "/d/plugins/kubernetes.io/csi/drv/x/globalmount".split('/').count());
+        assert_eq!(
+            odd.components().count(),
+            "/d/plugins/kubernetes.io/csi/drv/x/globalmount"
+                .split('/')
+                .count()
+        );
     }
 
     #[test]
@@ -495,7 +525,11 @@ mod tests {
             ("ReadWriteOncePod", Mode::SingleNodeSingleWriter),
         ] {
             let capability = volume_capability(&volume(mode));
-            assert_eq!(capability.access_mode.unwrap().mode, expected as i32, "{mode}");
+            assert_eq!(
+                capability.access_mode.unwrap().mode,
+                expected as i32,
+                "{mode}"
+            );
             let Some(volume_capability::AccessType::Mount(mount)) = capability.access_type else {
                 panic!("not a mount capability");
             };
