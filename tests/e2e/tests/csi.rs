@@ -7,7 +7,9 @@
 //! one; deleting the pods unpublishes and unstages, deleting the claim deletes the
 //! volume. Bad input: a class whose driver is not registered leaves its claim
 //! Pending with an Event, a driver that fails CreateVolume gives ProvisioningFailed
-//! and retries, and a driver that goes away leaves the CSINode. One function, one
+//! and retries, and a driver that goes away leaves the CSINode. A driver without
+//! staging and attaching publishes directly, with no VolumeAttachment, and its
+//! pod's volume is unpublished also after an agent restart. One function, one
 //! containerd start-up.
 
 use std::time::Duration;
@@ -125,7 +127,7 @@ fn calls_for(driver: &TestCsiDriver, volume: &str) -> Vec<String> {
 
 #[test]
 fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
-    let node = TestNode::start();
+    let mut node = TestNode::start();
     let registry = krust_kubelet::csi::registry_dir(node.agent_dir());
     let suffix = &node.node_name["node-".len()..];
     let name = format!("csi-{suffix}.krust.test");
@@ -364,6 +366,77 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
         ""
     );
     kubectl(&node, &["delete", "pvc", "broken", "orphan", "--wait=true"]);
+
+    // A driver that neither stages nor attaches (CSIDriver attachRequired: false):
+    // no VolumeAttachment, NodePublishVolume straight into the pod. Its pod's volume
+    // is unpublished after an agent restart (the whole server, killed) too.
+    let plain = format!("plain-{suffix}.krust.test");
+    let plain_driver = TestCsiDriver::start(
+        &plain,
+        &node.node_name,
+        &registry,
+        &["--no-stage", "--no-attach"],
+    );
+    apply(
+        &node,
+        &format!(
+            "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {{name: {plain}}}\nspec: {{attachRequired: false}}\n"
+        ),
+    );
+    let plain_class = format!("plain-{suffix}");
+    apply(&node, &class(&plain_class, &plain, "Immediate", ""));
+    apply(&node, &claim("plain", &plain_class));
+    wait_value(
+        &node,
+        &["get", "pvc", "plain", "-o=jsonpath={.status.phase}"],
+        "Bound",
+    );
+    let plain_volume = kubectl(
+        &node,
+        &["get", "pvc", "plain", "-o=jsonpath={.spec.volumeName}"],
+    );
+    apply(
+        &node,
+        &pod(
+            &node,
+            "sleeper",
+            "plain",
+            "echo there > /data/file && sleep 3600",
+        ),
+    );
+    wait_phase(&node, "sleeper", "Running");
+    wait_until("the sleeper wrote into the volume", TIMEOUT, || {
+        std::fs::read_to_string(plain_driver.volume_dir(&plain_volume).join("file")).ok()
+            == Some("there\n".into())
+    });
+    assert_eq!(
+        kubectl(
+            &node,
+            &[
+                "get",
+                "volumeattachments",
+                "-o=jsonpath={.items[*].metadata.name}"
+            ]
+        ),
+        "",
+        "attachRequired: false makes no VolumeAttachment"
+    );
+    node.server.kill9();
+    node.server.restart();
+    node.wait_ready();
+    kubectl(&node, &["delete", "pod", "sleeper", "--wait=true"]);
+    assert_eq!(
+        calls_for(&plain_driver, &plain_volume),
+        vec!["CreateVolume", "NodePublishVolume", "NodeUnpublishVolume"]
+    );
+    kubectl(&node, &["delete", "pvc", "plain", "--wait=true"]);
+    wait_until("the plain driver deleted its volume", TIMEOUT, || {
+        calls_for(&plain_driver, &plain_volume)
+            .last()
+            .map(String::as_str)
+            == Some("DeleteVolume")
+    });
+    drop(plain_driver);
 
     // The driver goes away: the CSINode no longer lists it.
     driver.stop();
