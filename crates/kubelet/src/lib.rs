@@ -12,6 +12,7 @@
 
 pub mod containerd;
 pub mod cri;
+pub mod csi;
 pub mod dns;
 pub mod eviction;
 pub mod image_gc;
@@ -398,7 +399,21 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         config.node_name.clone(),
         config.data_dir.clone(),
     ));
-    let result = pods::run(client, cri, config, sampler, pressure).await;
+    let drivers = csi::Drivers::default();
+    let plugin_watcher = tokio::spawn(csi::watch_registry(
+        client.clone(),
+        config.node_name.clone(),
+        config.data_dir.clone(),
+        drivers.clone(),
+    ));
+    let csi_controller = tokio::spawn(csi::controller::run(
+        client.clone(),
+        config.node_name.clone(),
+        drivers.clone(),
+    ));
+    let result = pods::run(client, cri, config, sampler, pressure, drivers).await;
+    plugin_watcher.abort();
+    csi_controller.abort();
     local_path.abort();
     sampling.abort();
     heartbeat.abort();

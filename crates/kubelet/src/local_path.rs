@@ -115,7 +115,7 @@ pub async fn run(client: Client, node: String, data_dir: PathBuf) -> Result<()> 
 
 /// A watch event handler that wakes the provisioner's loop (errors are retried by
 /// the watch's backoff).
-fn notify<E>(changed: Arc<Notify>) -> impl FnMut(E) -> std::future::Ready<()> {
+pub(crate) fn notify<E>(changed: Arc<Notify>) -> impl FnMut(E) -> std::future::Ready<()> {
     move |_| {
         changed.notify_one();
         std::future::ready(())
@@ -123,7 +123,7 @@ fn notify<E>(changed: Arc<Notify>) -> impl FnMut(E) -> std::future::Ready<()> {
 }
 
 /// Aborts the watch tasks when the provisioner stops.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+pub(crate) struct AbortOnDrop(pub(crate) Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

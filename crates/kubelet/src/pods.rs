@@ -52,6 +52,7 @@ struct Agent {
     secrets: Store<Secret>,
     claims: Store<PersistentVolumeClaim>,
     persistent_volumes: Store<PersistentVolume>,
+    csi: crate::csi::mount::Mounter,
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
     /// The latest usage sample (the eviction ranking's memory use).
     sampler: crate::stats::Sampler,
@@ -91,6 +92,7 @@ pub async fn run(
     config: AgentConfig,
     sampler: crate::stats::Sampler,
     pressure: tokio::sync::watch::Sender<Pressure>,
+    drivers: crate::csi::Drivers,
 ) -> Result<()> {
     let (config_maps, cm_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
@@ -149,7 +151,14 @@ pub async fn run(
         ),
     )
     .default_backoff();
+    let csi = crate::csi::mount::Mounter::new(
+        client.clone(),
+        config.node_name.clone(),
+        config.data_dir.clone(),
+        drivers,
+    );
     let agent = Arc::new(Agent {
+        csi,
         client,
         cri,
         config,
@@ -264,6 +273,22 @@ impl Agent {
                 self.remove_pod(uid, None, 0).await?;
             }
         }
+        // CSI volumes still published for pods that are gone (the agent stopped
+        // between removing the sandbox and unpublishing).
+        for uid in self.csi.published_pods() {
+            let has_worker = self
+                .workers
+                .lock()
+                .expect("workers lock")
+                .contains_key(&uid);
+            if !known.contains(&uid) && !has_worker {
+                tracing::info!(
+                    uid,
+                    "unpublishing the CSI volumes of a pod that no longer exists"
+                );
+                self.csi.unpublish_pod(&uid).await?;
+            }
+        }
         Ok(())
     }
 
@@ -367,7 +392,8 @@ impl Agent {
             runtime
         };
         let pods_dir = self.config.data_dir.join("pods");
-        let volumes_ok = match volumes::sync(&pods_dir, pod, self) {
+        let published = self.csi.publish_pod(pod, self).await;
+        let volumes_ok = match published.and_then(|()| volumes::sync(&pods_dir, pod, self)) {
             Ok(()) => {
                 state.volume_error = None;
                 true
@@ -1082,6 +1108,8 @@ impl Agent {
             cri.stop_pod_sandbox(&sandbox.id).await?;
             cri.remove_pod_sandbox(&sandbox.id).await?;
         }
+        // The drivers unmount what they published before anything else is removed.
+        self.csi.unpublish_pod(uid).await?;
         let pod_dir = self.pod_dir(uid);
         volumes::unmount_all_under(&pod_dir);
         let _ = std::fs::remove_dir_all(&pod_dir);

@@ -1,6 +1,7 @@
 //! Pod volumes on the host: emptyDir, configMap, secret, downwardAPI, projected,
 //! hostPath and persistentVolumeClaim (a bound claim's `local` or `hostPath`
-//! volume, mounted where it is; an unbound claim keeps the pod waiting), each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
+//! volume, mounted where it is, or a CSI volume where `crate::csi::mount` had its
+//! driver publish it; an unbound claim keeps the pod waiting), each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
 //! a container gets from its volumeMounts (subPath, subPathExpr expanded from the
 //! container's environment, readOnly). A claim's directory is given to the pod's
 //! fsGroup.
@@ -33,7 +34,7 @@ pub trait Objects {
 
 /// The claim a pod volume uses (its persistentVolumeClaim, or the claim
 /// `<pod>-<volume>` of an ephemeral volume) and whether the pod mounts it read-only.
-fn claim_of(pod: &Pod, volume: &Volume) -> Option<(String, bool)> {
+pub(crate) fn claim_of(pod: &Pod, volume: &Volume) -> Option<(String, bool)> {
     if let Some(source) = &volume.persistent_volume_claim {
         return Some((source.claim_name.clone(), source.read_only.unwrap_or(false)));
     }
@@ -43,8 +44,12 @@ fn claim_of(pod: &Pod, volume: &Volume) -> Option<(String, bool)> {
     })
 }
 
-/// The host directory of a claim's volume; an error says what the pod waits for.
-fn claim_path(namespace: &str, claim_name: &str, objects: &dyn Objects) -> Result<PathBuf> {
+/// The bound PersistentVolume of a claim; an error says what the pod waits for.
+pub(crate) fn claim_volume(
+    namespace: &str,
+    claim_name: &str,
+    objects: &dyn Objects,
+) -> Result<PersistentVolume> {
     let Some(claim) = objects.claim(namespace, claim_name) else {
         bail!("persistentvolumeclaim {claim_name:?} not found");
     };
@@ -63,12 +68,34 @@ fn claim_path(namespace: &str, claim_name: &str, objects: &dyn Objects) -> Resul
     let Some(volume) = objects.volume(&volume_name) else {
         bail!("persistentvolume {volume_name:?} of claim {claim_name:?} not found");
     };
+    Ok(volume)
+}
+
+/// The host directory of a claim's volume; an error says what the pod waits for.
+/// A CSI volume is where its driver published it for the pod, `csi_target`.
+fn claim_path(
+    namespace: &str,
+    claim_name: &str,
+    objects: &dyn Objects,
+    csi_target: &Path,
+) -> Result<PathBuf> {
+    let volume = claim_volume(namespace, claim_name, objects)?;
+    let volume_name = volume.metadata.name.clone().unwrap_or_default();
     let spec = volume.spec.unwrap_or_default();
-    let path = match (&spec.local, &spec.host_path) {
-        (Some(local), _) => PathBuf::from(&local.path),
-        (None, Some(host_path)) => PathBuf::from(&host_path.path),
+    let path = match (&spec.local, &spec.host_path, &spec.csi) {
+        (Some(local), _, _) => PathBuf::from(&local.path),
+        (None, Some(host_path), _) => PathBuf::from(&host_path.path),
+        (None, None, Some(csi)) => {
+            if !is_listed_mount_point(csi_target) {
+                bail!(
+                    "persistentvolume {volume_name:?} is not yet published by CSI driver {:?}",
+                    csi.driver
+                );
+            }
+            return Ok(csi_target.to_path_buf());
+        }
         _ => bail!(
-            "persistentvolume {volume_name:?} is of a kind this node cannot mount: use a local or hostPath volume"
+            "persistentvolume {volume_name:?} is of a kind this node cannot mount: use a local, hostPath or CSI volume"
         ),
     };
     if !path.is_dir() {
@@ -100,7 +127,7 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             write_atomic(&dir, &files, mode)
                 .with_context(|| format!("volume {:?}", volume.name))?;
         } else if let Some((claim, _)) = claim_of(pod, volume) {
-            let path = claim_path(namespace, &claim, objects)
+            let path = claim_path(namespace, &claim, objects, &dir)
                 .with_context(|| format!("volume {:?}", volume.name))?;
             apply_fs_group(pod, &path)?;
         } else if volume.host_path.is_none() {
@@ -408,7 +435,8 @@ pub fn mounts(
         let mut host = match &volume.host_path {
             _ if claim.is_some() => {
                 let (name, _) = claim.as_ref().expect("checked");
-                claim_path(namespace, name, objects)
+                let target = volume_dir(pods_dir, uid, &volume.name);
+                claim_path(namespace, name, objects, &target)
                     .with_context(|| format!("volume {:?}", volume.name))?
             }
             Some(host_path) => {
@@ -469,6 +497,18 @@ fn apply_fs_group(pod: &Pod, dir: &Path) -> Result<()> {
     let mode = std::fs::metadata(dir)?.permissions().mode();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o2070))?;
     Ok(())
+}
+
+/// Whether `path` is a mount point in /proc/self/mountinfo (also a bind mount from
+/// the same filesystem, which [`is_mount_point`] cannot tell).
+pub(crate) fn is_listed_mount_point(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.display().to_string();
+    text.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| point == wanted)
 }
 
 fn is_mount_point(dir: &Path) -> bool {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod csi;
 pub mod hollow;
 pub mod images;
 pub mod node;
