@@ -102,7 +102,7 @@ pub fn validate(csr: &Value) -> Vec<Cause> {
                 causes.push(Cause::new(
                     "FieldValueInvalid",
                     "spec.request",
-                    &format!("Invalid value: \"<PEM data>\": {message}"),
+                    format!("Invalid value: \"<PEM data>\": {message}"),
                 ));
             }
         }
@@ -118,7 +118,7 @@ pub fn validate(csr: &Value) -> Vec<Cause> {
         causes.push(Cause::new(
             "FieldValueInvalid",
             "spec.signerName",
-            &format!("Invalid value: \"{signer}\": must be a fully qualified domain and path of the form 'example.com/signer-name'"),
+            format!("Invalid value: \"{signer}\": must be a fully qualified domain and path of the form 'example.com/signer-name'"),
         ));
     }
     if spec["usages"].as_array().is_none_or(|u| u.is_empty()) {
@@ -134,7 +134,7 @@ pub fn validate(csr: &Value) -> Vec<Cause> {
         causes.push(Cause::new(
             "FieldValueInvalid",
             "spec.expirationSeconds",
-            &format!("Invalid value: {seconds}: may not specify a duration less than 600 seconds (10 minutes)"),
+            format!("Invalid value: {seconds}: may not specify a duration less than 600 seconds (10 minutes)"),
         ));
     }
     if has_condition(csr, "Approved") && has_condition(csr, "Denied") {

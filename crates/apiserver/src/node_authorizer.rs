@@ -118,11 +118,9 @@ fn authorize_referenced(
                 claim_volume(cache, namespace, claim).as_deref() == Some(attributes.name.as_str())
             })
         }),
-        _ => pods.iter().any(|pod| {
-            references(pod, kind)
-                .iter()
-                .any(|name| *name == attributes.name)
-        }),
+        _ => pods
+            .iter()
+            .any(|pod| references(pod, kind).contains(&attributes.name)),
     };
     match related {
         true => Decision::Allow,
