@@ -11,6 +11,7 @@ mod agent;
 mod components;
 mod hostaddrs;
 mod kubeconfig;
+mod node_join;
 mod pki;
 mod server;
 mod tokens;
@@ -50,7 +51,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "URL")]
     pub server: String,
 
-    /// Bearer token the agent authenticates with.
+    /// Bearer token the agent authenticates with. A bootstrap token (`<id>.<secret>`,
+    /// 6 and 16 characters of [a-z0-9]) is used only to get the node's client
+    /// certificate through a CertificateSigningRequest (kept under
+    /// <agent-data-dir>/pki/ and reused while valid).
     #[arg(
         long,
         value_name = "TOKEN",
