@@ -14,6 +14,7 @@ mod kubeconfig;
 mod node_join;
 mod pki;
 mod server;
+mod token;
 mod tokens;
 
 use std::io::{IsTerminal, Write};
@@ -42,6 +43,40 @@ enum Command {
     /// Run the controllers against a cluster (leader-elected on the
     /// kube-system/kube-controller-manager Lease).
     ControllerManager(ControllerManagerArgs),
+    /// Manage bootstrap tokens, with which new nodes join (`krust agent --token`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a bootstrap token (a kube-system/bootstrap-token-<id> Secret) and print
+    /// it as <id>.<secret>.
+    Create(TokenCreateArgs),
+}
+
+/// Flags of `krust token create`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenCreateArgs {
+    /// An admin kubeconfig of the cluster.
+    #[arg(
+        long,
+        default_value = "/var/lib/krust/admin.kubeconfig",
+        value_name = "FILE"
+    )]
+    pub kubeconfig: PathBuf,
+
+    /// How long the token may be used, e.g. 24h, 30m; 0 for no expiry.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+
+    /// A description kept in the Secret.
+    #[arg(
+        long,
+        default_value = "created by krust token create",
+        value_name = "TEXT"
+    )]
+    pub description: String,
 }
 
 /// Flags of `krust agent`.
@@ -254,6 +289,7 @@ fn main() -> ExitCode {
             })
         }
         Command::ControllerManager(args) => controller_manager(args),
+        Command::Token(TokenCommand::Create(args)) => token::create(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

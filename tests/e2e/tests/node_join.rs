@@ -393,3 +393,68 @@ fn kubectl_denies_a_pending_request() {
         csrs.delete(&name, &Default::default()).await.unwrap();
     });
 }
+
+/// `krust token create` writes a bootstrap token Secret through the API and prints the
+/// token, which then authenticates as `system:bootstrap:<id>`.
+#[test]
+fn krust_token_create_prints_a_working_bootstrap_token() {
+    let server = TestServer::start();
+    let kubeconfig = server.kubeconfig_path();
+    let out = krust_e2e::run_krust(
+        [
+            "token",
+            "create",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--ttl",
+            "1h",
+        ],
+        DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (id, _) = token.split_once('.').expect("<id>.<secret>");
+    let expiration = server.kubectl_ok([
+        "get",
+        "secret",
+        "-n",
+        "kube-system",
+        &format!("bootstrap-token-{id}"),
+        "-o",
+        "jsonpath={.data.expiration}",
+    ]);
+    let expiration = base64::engine::general_purpose::STANDARD
+        .decode(expiration.trim())
+        .unwrap();
+    let expiration =
+        chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(&expiration).unwrap()).unwrap();
+    let left = expiration
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!((3500..=3600).contains(&left), "{left}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime.block_on(async {
+        let review: SelfSubjectReview = serde_json::from_value(json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview", "metadata": {},
+        }))
+        .unwrap();
+        let me = Api::<SelfSubjectReview>::all(token_client(&server, &token))
+            .create(&PostParams::default(), &review)
+            .await
+            .unwrap();
+        let user = me.status.unwrap().user_info.unwrap();
+        assert_eq!(user.username.unwrap(), format!("system:bootstrap:{id}"));
+    });
+    server.kubectl_ok([
+        "delete",
+        "secret",
+        "-n",
+        "kube-system",
+        &format!("bootstrap-token-{id}"),
+    ]);
+}
