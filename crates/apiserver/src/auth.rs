@@ -1,5 +1,6 @@
-//! Authentication (client certificates, static bearer tokens) and authorization
-//! (RBAC over the roles and bindings in the watch cache).
+//! Authentication (client certificates, static bearer tokens, bootstrap tokens) and
+//! authorization: the Node authorizer ([`crate::node_authorizer`]) then RBAC over the
+//! roles and bindings in the watch cache, as upstream's `--authorization-mode=Node,RBAC`.
 
 use std::collections::HashMap;
 
@@ -88,6 +89,27 @@ impl TokenAuthenticator {
     }
 }
 
+/// The user of an `Authorization: Bearer` header: a static token, else a bootstrap
+/// token ([`crate::bootstrap_token`]); `Err` when a token was given that neither knows.
+pub fn authenticate_bearer(
+    tokens: &TokenAuthenticator,
+    cache: &WatchCache,
+    header: Option<&str>,
+) -> Result<Option<User>, UnknownToken> {
+    match tokens.authenticate(header) {
+        Err(UnknownToken) => {
+            let token = header
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim)
+                .unwrap_or("");
+            crate::bootstrap_token::authenticate(cache, token)
+                .map(Some)
+                .ok_or(UnknownToken)
+        }
+        found => found,
+    }
+}
+
 /// A bearer token that no authenticator knows.
 #[derive(Debug)]
 pub struct UnknownToken;
@@ -116,9 +138,15 @@ impl Attributes {
     }
 }
 
-/// Whether `user` may do what `attributes` describe under RBAC.
+/// Whether `user` may do what `attributes` describe: the Node authorizer first, then
+/// RBAC.
 pub fn authorize(cache: &WatchCache, user: &User, attributes: &Attributes) -> bool {
     if user.groups.iter().any(|g| g == "system:masters") {
+        return true;
+    }
+    if crate::node_authorizer::authorize(cache, user, attributes)
+        == crate::node_authorizer::Decision::Allow
+    {
         return true;
     }
     rules_for(cache, user, &attributes.namespace)

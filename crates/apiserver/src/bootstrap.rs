@@ -163,6 +163,26 @@ fn edit_rules() -> Vec<Value> {
     ]
 }
 
+/// What a krust node agent needs beyond upstream's kubelet (the Node authorizer's
+/// node rules): it also runs the pod network, the service proxy, NetworkPolicy
+/// enforcement (upstream: flannel, kube-proxy, a policy agent, each with its own
+/// identity) and the node's side of the local-path provisioner. No secrets or
+/// configmaps: those stay limited to what the node's pods use.
+fn node_agent_rules() -> Vec<Value> {
+    vec![
+        rule(&[""], &["namespaces", "endpoints"], READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        rule(&["networking.k8s.io"], &["networkpolicies"], READ),
+        rule(&[""], &["persistentvolumeclaims"], READ),
+        rule(
+            &[""],
+            &["persistentvolumes"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
+        rule(&["storage.k8s.io"], &["storageclasses"], READ),
+    ]
+}
+
 fn admin_rules() -> Vec<Value> {
     vec![
         rule(
@@ -313,6 +333,82 @@ fn builtin_objects() -> Vec<(&'static str, &'static str, Value)> {
                     json!({"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
                 ],
             ),
+        ),
+        // Node joining, as upstream's bootstrap policy and kubeadm's bindings: bootstrap
+        // tokens may create CSRs and have their node client CSRs approved; nodes may
+        // have their renewals approved.
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "system:node-bootstrapper",
+                vec![rule(
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests"],
+                    &["create", "get", "list", "watch"],
+                )],
+            ),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                vec![rule(
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests/nodeclient"],
+                    &["create"],
+                )],
+            ),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                vec![rule(
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests/selfnodeclient"],
+                    &["create"],
+                )],
+            ),
+        ),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role("krust:node-agent", node_agent_rules()),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding(
+                "krust:kubelet-bootstrap",
+                "system:node-bootstrapper",
+                &["system:bootstrappers"],
+            ),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding(
+                "krust:node-autoapprove-bootstrap",
+                "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                &["system:bootstrappers"],
+            ),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding(
+                "krust:node-autoapprove-certificate-rotation",
+                "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                &["system:nodes"],
+            ),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding("krust:node-agent", "krust:node-agent", &["system:nodes"]),
         ),
         (
             rbac,
@@ -496,7 +592,11 @@ pub async fn review(api: &Api, call: &Call, body: &[u8]) -> ApiResult<Response<B
         }
         "TokenReview" => {
             let token = review["spec"]["token"].as_str().unwrap_or("");
-            match api.tokens.authenticate(Some(&format!("Bearer {token}"))) {
+            match auth::authenticate_bearer(
+                &api.tokens,
+                &api.cache,
+                Some(&format!("Bearer {token}")),
+            ) {
                 Ok(Some(found)) => {
                     json!({"authenticated": true, "user": {"username": found.name, "uid": found.uid, "groups": found.groups}})
                 }

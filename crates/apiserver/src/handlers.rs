@@ -318,7 +318,15 @@ impl Api {
             resource: call.resource.plural.to_string(),
             subresource: call.subresource.clone().unwrap_or_default(),
             namespace: call.namespace.clone().unwrap_or_default(),
-            name: call.name.clone().unwrap_or_default(),
+            // As upstream, a list or watch of one object by `metadata.name=` is
+            // authorized as a request for that object.
+            name: match &call.name {
+                Some(name) => name.clone(),
+                None if matches!(verb, "list" | "watch") => {
+                    single_name_selector(call.query.get("fieldSelector").unwrap_or(""))
+                }
+                None => String::new(),
+            },
             path: None,
         };
         if !auth::authorize(&self.cache, &call.user, &attributes) {
@@ -824,6 +832,9 @@ impl Api {
             resource.kind,
             object,
         ));
+        if is_csr(resource) {
+            causes.extend(crate::csr::validate(object));
+        }
         if causes.is_empty() {
             Ok(())
         } else {
@@ -937,6 +948,9 @@ impl Api {
             metadata_mut(&mut object).insert("generation".into(), json!(1));
         }
         prepare_create(resource, &mut object);
+        if is_csr(resource) {
+            crate::csr::prepare_create(&mut object, &call.user);
+        }
         normalize_input(resource, &mut object);
         defaults::apply_defaults(resource.group, resource.kind, &mut object);
         crate::storage_admission::admit_create(self.store.as_ref(), resource, &mut object).await?;
@@ -955,6 +969,14 @@ impl Api {
             );
         }
         self.validate(resource, &object)?;
+        crate::node_restriction::admit(
+            &call.user,
+            resource.group,
+            resource.plural,
+            None,
+            None,
+            Some(&object),
+        )?;
         let name = meta_str(&object, "name").to_string();
         if let Some(ns) = &namespace {
             self.check_namespace(call, ns).await?;
@@ -1083,6 +1105,17 @@ impl Api {
             metadata_mut(&mut merged).insert("generation".into(), json!(generation + 1));
         }
         self.validate(resource, &merged)?;
+        crate::node_restriction::admit(
+            &call.user,
+            resource.group,
+            resource.plural,
+            call.subresource.as_deref(),
+            Some(old),
+            Some(&merged),
+        )?;
+        if is_csr(resource) && crate::csr::approval_changed(old, &merged) {
+            crate::csr::admit_approval(&self.cache, &call.user, &merged)?;
+        }
         crate::storage_admission::admit_update(
             self.store.as_ref(),
             resource,
@@ -1685,6 +1718,14 @@ impl Api {
         let options = DeleteOptions::parse(&call.query, body, &call.content_type)?;
         let key = call.key();
         let current = self.read(&key).await?.ok_or_else(|| call.not_found())?;
+        crate::node_restriction::admit(
+            &call.user,
+            call.resource.group,
+            call.resource.plural,
+            None,
+            Some(&from_kv(&current)?),
+            None,
+        )?;
         let (code, object) = self.delete_object(call, &key, current, &options).await?;
         if code == 200 {
             let status = json!({
@@ -2042,6 +2083,24 @@ fn is_service(resource: &ResourceInfo) -> bool {
     resource.group.is_empty() && resource.plural == "services"
 }
 
+/// The name a field selector `metadata.name=<name>` (or `==`) picks; empty otherwise.
+fn single_name_selector(selector: &str) -> String {
+    let selector = selector.trim();
+    if selector.contains(',') {
+        return String::new();
+    }
+    selector
+        .strip_prefix("metadata.name")
+        .map(|rest| rest.trim_start_matches("==").trim_start_matches('='))
+        .filter(|_| !selector.starts_with("metadata.name!"))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn is_csr(resource: &ResourceInfo) -> bool {
+    resource.group == "certificates.k8s.io" && resource.plural == "certificatesigningrequests"
+}
+
 fn prepare_create(resource: &ResourceInfo, object: &mut Value) {
     if resource.has_status()
         && let Some(map) = object.as_object_mut()
@@ -2104,6 +2163,11 @@ fn merge_update(
             };
         }
         meta.remove("resourceVersion");
+    }
+    if is_csr(resource) {
+        let mut old = old.clone();
+        metadata_mut(&mut old).remove("resourceVersion");
+        return crate::csr::merge_update(subresource, &old, &new);
     }
     match subresource {
         Some("status") => {

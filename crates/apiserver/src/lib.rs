@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 pub mod auth;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod cache;
+pub mod csr;
 pub mod discovery;
 pub mod errors;
 pub mod eviction;
@@ -20,6 +22,8 @@ pub mod handlers;
 pub mod kubelet_proxy;
 pub mod limit_ranger;
 pub mod metrics_api;
+pub mod node_authorizer;
+pub mod node_restriction;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;

@@ -152,7 +152,7 @@ async fn handle(
     // As upstream: a verified client certificate wins, then a bearer token.
     let user = match cert_user {
         Some(user) => user,
-        None => match tokens.authenticate(authorization) {
+        None => match auth::authenticate_bearer(&tokens, &api.cache, authorization) {
             Ok(Some(user)) => user,
             Ok(None) => User::anonymous(),
             Err(_) => return error_response(&ApiError::unauthorized()),

@@ -45,6 +45,7 @@
 //! types the server serves.
 
 pub mod cache;
+pub mod certificates;
 pub mod changes;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
@@ -86,6 +87,9 @@ pub struct Options {
     /// PEM of the cluster CA, published in every namespace as the
     /// `kube-root-ca.crt` ConfigMap (None: not published).
     pub root_ca_pem: Option<String>,
+    /// The CA that signs approved node client CSRs (None: they are approved but not
+    /// signed).
+    pub signing_ca: Option<certificates::SigningCa>,
     /// The range node pod CIDRs are taken from (`--cluster-cidr`).
     pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
     /// The prefix length of each node's pod CIDR.
@@ -99,6 +103,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             root_ca_pem: None,
+            signing_ca: None,
             cluster_cidr: "10.42.0.0/16".parse().expect("valid default range"),
             node_cidr_mask_size: 24,
             node_monitor_grace_period: std::time::Duration::from_secs(40),
@@ -134,6 +139,10 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
     tasks.spawn(cronjob::run(caches.clone()));
     tasks.spawn(statefulset::run(caches.clone()));
     tasks.spawn(daemonset::run(caches.clone()));
+    tasks.spawn(certificates::run(
+        client.clone(),
+        options.signing_ca.clone(),
+    ));
     tasks.spawn(clusterrole_aggregation::run(client));
     tasks.spawn(serviceaccount::run(
         caches.clone(),

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::AgentArgs;
 
@@ -23,7 +25,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
                     .with_context(|| format!("cannot read --ca-file {}", path.display()))?,
             );
         }
-        let client = client_for(&args)?;
+        let client = client_for(&args, &config).await?;
         let network = NodeNetwork {
             options: args.net.clone(),
             cluster_cidr: args.cluster_cidr,
@@ -100,32 +102,62 @@ async fn run_node(
     Ok(())
 }
 
-/// A client for `--server` with the bearer token, trusting `--ca-file` (or, without
-/// one, any certificate: say so loudly).
-fn client_for(args: &AgentArgs) -> Result<kube::Client> {
-    let url = args.server.parse().with_context(|| {
+/// A client for `--server`, trusting `--ca-file` (or, without one, any certificate:
+/// say so loudly). With a bootstrap token (`<id>.<secret>`) the agent is the node
+/// `system:node:<name>` by its client certificate ([`crate::node_join`]); any other
+/// token is used as it is.
+async fn client_for(args: &AgentArgs, agent: &krust_kubelet::AgentConfig) -> Result<kube::Client> {
+    let url: http::Uri = args.server.parse().with_context(|| {
         format!(
             "--server {:?} is not a URL like https://host:6443",
             args.server
         )
     })?;
-    let mut config = kube::Config::new(url);
-    config.auth_info.token = Some(args.token.clone().into());
-    match &args.ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
-            let certs = rustls_pemfile_certs(&pem).with_context(|| {
-                format!("--ca-file {}: no PEM certificate in it", path.display())
-            })?;
-            config.root_cert = Some(certs);
-        }
+    let ca_pem = match &args.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-file {}", path.display()))?,
+        ),
         None => {
             tracing::warn!("no --ca-file: the server's certificate is not verified");
-            config.accept_invalid_certs = true;
+            None
         }
+    };
+    let base = || -> Result<kube::Config> {
+        let mut config = kube::Config::new(url.clone());
+        match &ca_pem {
+            Some(pem) => {
+                config.root_cert = Some(rustls_pemfile_certs(pem).with_context(|| {
+                    format!(
+                        "--ca-file {}: no PEM certificate in it",
+                        args.ca_file.as_deref().unwrap_or(Path::new("")).display()
+                    )
+                })?);
+            }
+            None => config.accept_invalid_certs = true,
+        }
+        Ok(config)
+    };
+    let mut config = base()?;
+    config.auth_info.token = Some(args.token.clone().into());
+    if !crate::node_join::is_bootstrap_token(&args.token) {
+        return kube::Client::try_from(config).context("cannot build the agent's client");
     }
-    kube::Client::try_from(config).context("cannot build the agent's client")
+    let bootstrap =
+        kube::Client::try_from(config).context("cannot build the agent's bootstrap client")?;
+    let paths = crate::node_join::Paths::new(&agent.data_dir);
+    let (cert, key) = crate::node_join::ensure_credentials(
+        bootstrap,
+        &agent.node_name,
+        &paths,
+        &args.server,
+        ca_pem.as_deref(),
+    )
+    .await?;
+    let mut config = base()?;
+    config.auth_info.client_certificate_data = Some(BASE64.encode(cert));
+    config.auth_info.client_key_data = Some(BASE64.encode(key).into());
+    kube::Client::try_from(config).context("cannot build the node's client")
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Option<Vec<Vec<u8>>> {

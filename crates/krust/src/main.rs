@@ -11,8 +11,10 @@ mod agent;
 mod components;
 mod hostaddrs;
 mod kubeconfig;
+mod node_join;
 mod pki;
 mod server;
+mod token;
 mod tokens;
 
 use krust_kubelet::parse_duration;
@@ -43,6 +45,40 @@ enum Command {
     /// Run the controllers against a cluster (leader-elected on the
     /// kube-system/kube-controller-manager Lease).
     ControllerManager(ControllerManagerArgs),
+    /// Manage bootstrap tokens, with which new nodes join (`krust agent --token`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a bootstrap token (a kube-system/bootstrap-token-<id> Secret) and print
+    /// it as <id>.<secret>.
+    Create(TokenCreateArgs),
+}
+
+/// Flags of `krust token create`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenCreateArgs {
+    /// An admin kubeconfig of the cluster.
+    #[arg(
+        long,
+        default_value = "/var/lib/krust/admin.kubeconfig",
+        value_name = "FILE"
+    )]
+    pub kubeconfig: PathBuf,
+
+    /// How long the token may be used, e.g. 24h, 30m; 0 for no expiry.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+
+    /// A description kept in the Secret.
+    #[arg(
+        long,
+        default_value = "created by krust token create",
+        value_name = "TEXT"
+    )]
+    pub description: String,
 }
 
 /// Flags of `krust agent`.
@@ -52,7 +88,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "URL")]
     pub server: String,
 
-    /// Bearer token the agent authenticates with.
+    /// Bearer token the agent authenticates with. A bootstrap token (`<id>.<secret>`,
+    /// 6 and 16 characters of [a-z0-9]) is used only to get the node's client
+    /// certificate through a CertificateSigningRequest (kept under
+    /// <agent-data-dir>/pki/ and reused while valid).
     #[arg(
         long,
         value_name = "TOKEN",
@@ -232,6 +271,7 @@ fn main() -> ExitCode {
             })
         }
         Command::ControllerManager(args) => controller_manager(args),
+        Command::Token(TokenCommand::Create(args)) => token::create(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -121,7 +121,12 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     // expire.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let identity = format!("{}_krust-server-{}", host.trim(), args.port);
-    let controller_options = args.controllers.options(Some(pki.ca.cert_pem.clone()));
+    let mut controller_options = args.controllers.options(Some(pki.ca.cert_pem.clone()));
+    // The cluster CA signs approved client certificate requests (joining nodes).
+    controller_options.signing_ca = Some(krust_controllers::certificates::SigningCa {
+        cert_pem: pki.ca.cert_pem.clone(),
+        key_pem: pki.ca.key_pem.clone(),
+    });
     start_controllers(
         &kubeconfig_path,
         controller_options,

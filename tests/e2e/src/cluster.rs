@@ -44,7 +44,14 @@ pub struct ClusterOptions {
     pub server_args: Vec<String>,
     /// More flags for every `krust agent`.
     pub agent_args: Vec<String>,
+    /// Agents join with a bootstrap token (a `kube-system/bootstrap-token-<id>`
+    /// Secret written as the admin) instead of the static admin token, and so run as
+    /// `system:node:<name>` with the certificate they get through a CSR.
+    pub bootstrap_token: bool,
 }
+
+/// The bootstrap token agents join with under [`ClusterOptions::bootstrap_token`].
+pub const BOOTSTRAP_TOKEN: &str = "e2ejoi.n0de0b00tstrap00";
 
 /// One node: a network namespace with a `krust agent` in it.
 pub struct ClusterNode {
@@ -147,6 +154,29 @@ impl TestCluster {
             work,
             _lock: lock,
         };
+        let agent_token = match options.bootstrap_token {
+            true => {
+                let (id, secret) = BOOTSTRAP_TOKEN.split_once('.').expect("id.secret");
+                let manifest = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+                    "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+                    "stringData": {
+                        "token-id": id, "token-secret": secret,
+                        "usage-bootstrap-authentication": "true",
+                    },
+                });
+                let out = cluster
+                    .server
+                    .kubectl_stdin(["apply", "-f", "-"], &manifest.to_string());
+                assert!(
+                    out.status.success(),
+                    "cannot write the bootstrap token: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                BOOTSTRAP_TOKEN
+            }
+            false => AGENT_TOKEN,
+        };
         for index in 0..node_count {
             let name = format!("node-{subnet:03x}-{index}");
             let netns = netns_name(subnet, index);
@@ -169,7 +199,7 @@ impl TestCluster {
             in_netns(&netns, &["ip", "link", "set", "eth0", "up"]);
             let mut args = vec![
                 format!("--server={}", cluster.server.url()),
-                format!("--token={AGENT_TOKEN}"),
+                format!("--token={agent_token}"),
                 format!(
                     "--ca-file={}",
                     cluster.server.data_dir().join("tls/ca.crt").display()

@@ -104,3 +104,60 @@ fn running_pods_survive_a_server_kill_and_restart() {
         "0"
     );
 }
+
+/// An agent given only a bootstrap token gets its client certificate through a CSR
+/// (auto-approved, signed), becomes Ready as `system:node:<name>`, and after a restart
+/// reuses the stored certificate without a new request.
+#[test]
+fn an_agent_joining_with_a_bootstrap_token_becomes_ready_as_its_node() {
+    let mut cluster = TestCluster::start_with(
+        1,
+        krust_e2e::cluster::ClusterOptions {
+            bootstrap_token: true,
+            ..Default::default()
+        },
+    );
+    let name = cluster.nodes[0].name.clone();
+    let csrs = |cluster: &TestCluster| -> Vec<String> {
+        let out = cluster.server.kubectl([
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.username}{\"\\n\"}{end}",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&format!("node-csr-{name}-")))
+            .map(String::from)
+            .collect()
+    };
+    let made = csrs(&cluster);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].ends_with("system:bootstrap:e2ejoi"), "{made:?}");
+    let pki = cluster.nodes[0].data_dir().join("pki");
+    for file in ["kubelet-client.key", "kubelet-client.crt"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(pki.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    // The Node's Lease is renewed by the node's own identity: its holder is the node.
+    let holder = cluster.server.kubectl_ok([
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        &name,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder.trim(), name);
+    // A restart reuses the certificate: no second request.
+    cluster.stop_agent(0);
+    cluster.start_agent(0);
+    cluster.wait_node_ready(0, true);
+    let after = csrs(&cluster);
+    assert_eq!(after.len(), 1, "{after:?}");
+}

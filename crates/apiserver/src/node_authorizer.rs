@@ -1,0 +1,412 @@
+//! The Node authorizer, as upstream's (`--authorization-mode=Node,RBAC`): a kubelet
+//! (user `system:node:<name>` in group `system:nodes`) may do what kubelets need and
+//! no more. Reads of secrets, configmaps, persistentvolumeclaims and
+//! persistentvolumes, and serviceaccount tokens, are allowed only for objects the pods
+//! bound to that node use; its Lease only under its own name; everything else by
+//! upstream's fixed node rules ([`node_rules`]). It answers Allow or NoOpinion, so
+//! RBAC may still allow more; writes are narrowed further by the NodeRestriction
+//! admission ([`crate::node_restriction`]).
+//!
+//! Upstream keeps a graph of pods, nodes and what they use; krust looks at the pods in
+//! the watch cache when asked, which is the same relation without a second index.
+
+use serde_json::{Value, json};
+
+use crate::auth::{Attributes, User, rule_allows};
+use crate::cache::WatchCache;
+
+/// The group of every node's identity.
+pub const NODES_GROUP: &str = "system:nodes";
+/// The prefix of a node's user name.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// The namespace of node Leases.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// What the Node authorizer says about one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Not this authorizer's to allow; the reason says why, for the log.
+    NoOpinion(String),
+}
+
+/// The node a user is, when it is a node identity.
+pub fn node_name(user: &User) -> Option<&str> {
+    let name = user.name.strip_prefix(NODE_USER_PREFIX)?;
+    (!name.is_empty() && user.groups.iter().any(|g| g == NODES_GROUP)).then_some(name)
+}
+
+/// Decides a request of a node identity; NoOpinion for everyone else.
+pub fn authorize(cache: &WatchCache, user: &User, attributes: &Attributes) -> Decision {
+    let Some(node) = node_name(user) else {
+        return Decision::NoOpinion("not a node".into());
+    };
+    if attributes.path.is_some() {
+        return Decision::NoOpinion("non-resource request".into());
+    }
+    let kind = match (attributes.group.as_str(), attributes.resource.as_str()) {
+        ("", "secrets") => Some(Reference::Secret),
+        ("", "configmaps") => Some(Reference::ConfigMap),
+        ("", "persistentvolumeclaims") => Some(Reference::Claim),
+        ("", "persistentvolumes") => Some(Reference::Volume),
+        ("", "serviceaccounts") if attributes.subresource == "token" => {
+            Some(Reference::ServiceAccount)
+        }
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        return authorize_referenced(cache, node, attributes, kind);
+    }
+    if attributes.group == "coordination.k8s.io" && attributes.resource == "leases" {
+        return authorize_lease(node, attributes);
+    }
+    match node_rules()
+        .iter()
+        .any(|rule| rule_allows(rule, attributes))
+    {
+        true => Decision::Allow,
+        false => Decision::NoOpinion("not among the node rules".into()),
+    }
+}
+
+fn authorize_lease(node: &str, attributes: &Attributes) -> Decision {
+    if !matches!(
+        attributes.verb.as_str(),
+        "get" | "create" | "update" | "patch" | "delete"
+    ) {
+        return Decision::NoOpinion(
+            "can only get, create, update, patch, or delete a node lease".into(),
+        );
+    }
+    if attributes.namespace != NODE_LEASE_NAMESPACE {
+        return Decision::NoOpinion(format!(
+            "can only access leases in the {NODE_LEASE_NAMESPACE} namespace"
+        ));
+    }
+    // On create the name is in the body: NodeRestriction checks it there.
+    if attributes.verb != "create" && attributes.name != node {
+        return Decision::NoOpinion("can only access its own node lease".into());
+    }
+    Decision::Allow
+}
+
+fn authorize_referenced(
+    cache: &WatchCache,
+    node: &str,
+    attributes: &Attributes,
+    kind: Reference,
+) -> Decision {
+    let allowed_verb = match kind {
+        Reference::ServiceAccount => attributes.verb == "create",
+        Reference::Claim | Reference::Volume => attributes.verb == "get",
+        Reference::Secret | Reference::ConfigMap => {
+            matches!(attributes.verb.as_str(), "get" | "list" | "watch")
+        }
+    };
+    if !allowed_verb {
+        return Decision::NoOpinion(format!("can not {} this resource", attributes.verb));
+    }
+    // list and watch name one object by a metadata.name field selector.
+    if attributes.name.is_empty() {
+        return Decision::NoOpinion("can only get individual objects of this type".into());
+    }
+    let pods = pods_on_node(cache, node, &attributes.namespace);
+    let related = match kind {
+        Reference::Volume => pods.iter().any(|pod| {
+            let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("");
+            references(pod, Reference::Claim).iter().any(|claim| {
+                claim_volume(cache, namespace, claim).as_deref() == Some(attributes.name.as_str())
+            })
+        }),
+        _ => pods
+            .iter()
+            .any(|pod| references(pod, kind).contains(&attributes.name)),
+    };
+    match related {
+        true => Decision::Allow,
+        false => Decision::NoOpinion(format!(
+            "no relationship found between node '{node}' and this object"
+        )),
+    }
+}
+
+/// The pods bound to `node`, in `namespace` (every namespace when empty).
+fn pods_on_node(cache: &WatchCache, node: &str, namespace: &str) -> Vec<Value> {
+    let Some(resource) = krust_api::resources::find("", "v1", "pods") else {
+        return Vec::new();
+    };
+    let prefix = match namespace {
+        "" => resource.key_prefix(),
+        namespace => format!("{}{namespace}/", resource.key_prefix()),
+    };
+    cache
+        .list(&prefix, None)
+        .objects
+        .into_iter()
+        .map(|(_, pod)| pod.value())
+        .filter(|pod| pod["spec"]["nodeName"] == node)
+        .collect()
+}
+
+/// The volume a claim is bound to.
+fn claim_volume(cache: &WatchCache, namespace: &str, claim: &str) -> Option<String> {
+    let resource = krust_api::resources::find("", "v1", "persistentvolumeclaims")?;
+    let claim = cache.get(&format!("{}{namespace}/{claim}", resource.key_prefix()))?;
+    claim.value()["spec"]["volumeName"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The kinds of objects a pod uses by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reference {
+    Secret,
+    ConfigMap,
+    Claim,
+    /// A PersistentVolume, through a claim.
+    Volume,
+    ServiceAccount,
+}
+
+/// The names of the objects of `kind` (in the pod's namespace) that `pod` uses.
+pub fn references(pod: &Value, kind: Reference) -> Vec<String> {
+    let spec = &pod["spec"];
+    let mut names = Vec::new();
+    let mut add = |name: &Value| {
+        if let Some(name) = name.as_str().filter(|n| !n.is_empty())
+            && !names.iter().any(|n| n == name)
+        {
+            names.push(name.to_string());
+        }
+    };
+    let items = |value: &Value| value.as_array().cloned().unwrap_or_default();
+    let containers: Vec<Value> = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|field| items(&spec[*field]))
+        .collect();
+    let volumes = items(&spec["volumes"]);
+    match kind {
+        Reference::Secret => {
+            for secret in items(&spec["imagePullSecrets"]) {
+                add(&secret["name"]);
+            }
+            for volume in &volumes {
+                add(&volume["secret"]["secretName"]);
+                for source in items(&volume["projected"]["sources"]) {
+                    add(&source["secret"]["name"]);
+                }
+                for driver in ["csi", "cephfs", "rbd", "iscsi", "flexVolume", "scaleIO"] {
+                    add(&volume[driver]["secretRef"]["name"]);
+                }
+                add(&volume["csi"]["nodePublishSecretRef"]["name"]);
+                add(&volume["azureFile"]["secretName"]);
+            }
+            for container in &containers {
+                for env in items(&container["env"]) {
+                    add(&env["valueFrom"]["secretKeyRef"]["name"]);
+                }
+                for from in items(&container["envFrom"]) {
+                    add(&from["secretRef"]["name"]);
+                }
+            }
+        }
+        Reference::ConfigMap => {
+            for volume in &volumes {
+                add(&volume["configMap"]["name"]);
+                for source in items(&volume["projected"]["sources"]) {
+                    add(&source["configMap"]["name"]);
+                }
+            }
+            for container in &containers {
+                for env in items(&container["env"]) {
+                    add(&env["valueFrom"]["configMapKeyRef"]["name"]);
+                }
+                for from in items(&container["envFrom"]) {
+                    add(&from["configMapRef"]["name"]);
+                }
+            }
+        }
+        Reference::Claim | Reference::Volume => {
+            let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
+            for volume in &volumes {
+                add(&volume["persistentVolumeClaim"]["claimName"]);
+                if volume.get("ephemeral").is_some_and(Value::is_object) {
+                    let name = volume["name"].as_str().unwrap_or("");
+                    add(&json!(format!("{pod_name}-{name}")));
+                }
+            }
+        }
+        Reference::ServiceAccount => {
+            let account = spec["serviceAccountName"].as_str().unwrap_or("default");
+            add(&json!(if account.is_empty() {
+                "default"
+            } else {
+                account
+            }));
+        }
+    }
+    names
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+/// What every node may do, as upstream's NodeRules (system:node), less what krust
+/// does not serve (CSI and dynamic resource allocation objects).
+pub fn node_rules() -> Vec<Value> {
+    const READ: &[&str] = &["get", "list", "watch"];
+    vec![
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+            &["create"],
+        ),
+        rule(&[""], &["services"], READ),
+        rule(&[""], &["nodes"], &["create", "get", "list", "watch"]),
+        rule(&[""], &["nodes/status"], &["update", "patch"]),
+        rule(&[""], &["nodes"], &["update", "patch"]),
+        rule(&[""], &["events"], &["create", "update", "patch"]),
+        rule(
+            &["events.k8s.io"],
+            &["events"],
+            &["create", "update", "patch"],
+        ),
+        rule(&[""], &["pods"], READ),
+        rule(&[""], &["pods"], &["create", "delete"]),
+        rule(&[""], &["pods/status"], &["update", "patch"]),
+        rule(&[""], &["pods/eviction"], &["create"]),
+        rule(&[""], &["endpoints"], &["get"]),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+            &["create", "get", "list", "watch"],
+        ),
+        rule(&["storage.k8s.io"], &["volumeattachments"], &["get"]),
+        rule(&["node.k8s.io"], &["runtimeclasses"], READ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Value {
+        json!({
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {
+                "nodeName": "n1",
+                "serviceAccountName": "builder",
+                "imagePullSecrets": [{"name": "pull"}],
+                "volumes": [
+                    {"name": "s", "secret": {"secretName": "vol-secret"}},
+                    {"name": "c", "configMap": {"name": "vol-cm"}},
+                    {"name": "p", "projected": {"sources": [
+                        {"secret": {"name": "proj-secret"}}, {"configMap": {"name": "proj-cm"}}]}},
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}},
+                    {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {}}},
+                ],
+                "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "init-env"}}]}],
+                "containers": [{"name": "c", "env": [
+                    {"name": "A", "valueFrom": {"secretKeyRef": {"name": "env-secret", "key": "k"}}},
+                    {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "env-cm", "key": "k"}}},
+                ], "envFrom": [{"configMapRef": {"name": "from-cm"}}]}],
+            },
+        })
+    }
+
+    #[test]
+    fn a_pod_references_what_its_spec_names() {
+        let pod = pod();
+        assert_eq!(
+            references(&pod, Reference::Secret),
+            vec![
+                "pull",
+                "vol-secret",
+                "proj-secret",
+                "env-secret",
+                "init-env"
+            ]
+        );
+        assert_eq!(
+            references(&pod, Reference::ConfigMap),
+            vec!["vol-cm", "proj-cm", "env-cm", "from-cm"]
+        );
+        assert_eq!(
+            references(&pod, Reference::Claim),
+            vec!["claim", "web-scratch"]
+        );
+        assert_eq!(references(&pod, Reference::ServiceAccount), vec!["builder"]);
+        let bare = json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c"}]}});
+        assert!(references(&bare, Reference::Secret).is_empty());
+        assert_eq!(
+            references(&bare, Reference::ServiceAccount),
+            vec!["default"]
+        );
+    }
+
+    #[test]
+    fn only_node_identities_are_nodes() {
+        let user = |name: &str, groups: &[&str]| User {
+            name: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        assert_eq!(
+            node_name(&user("system:node:n1", &["system:nodes"])),
+            Some("n1")
+        );
+        assert_eq!(
+            node_name(&user("system:node:n1", &["system:masters"])),
+            None
+        );
+        assert_eq!(node_name(&user("system:node:", &["system:nodes"])), None);
+        assert_eq!(node_name(&user("alice", &["system:nodes"])), None);
+    }
+
+    #[test]
+    fn leases_only_under_the_nodes_own_name() {
+        let attributes = |verb: &str, namespace: &str, name: &str| Attributes {
+            verb: verb.into(),
+            group: "coordination.k8s.io".into(),
+            resource: "leases".into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        let allow = |a: &Attributes| authorize_lease("n1", a) == Decision::Allow;
+        assert!(allow(&attributes("update", NODE_LEASE_NAMESPACE, "n1")));
+        assert!(allow(&attributes("create", NODE_LEASE_NAMESPACE, "")));
+        assert!(!allow(&attributes("update", NODE_LEASE_NAMESPACE, "n2")));
+        assert!(!allow(&attributes("get", "kube-system", "n1")));
+        assert!(!allow(&attributes("list", NODE_LEASE_NAMESPACE, "")));
+    }
+
+    #[test]
+    fn node_rules_allow_reads_and_status_but_not_secrets_or_deletes_of_nodes() {
+        let allows = |verb: &str, group: &str, resource: &str, sub: &str| {
+            let a = Attributes {
+                verb: verb.into(),
+                group: group.into(),
+                resource: resource.into(),
+                subresource: sub.into(),
+                ..Default::default()
+            };
+            node_rules().iter().any(|r| rule_allows(r, &a))
+        };
+        assert!(allows("get", "", "nodes", ""));
+        assert!(allows("patch", "", "nodes", "status"));
+        assert!(allows("update", "", "pods", "status"));
+        assert!(allows(
+            "create",
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            ""
+        ));
+        assert!(!allows("delete", "", "nodes", ""));
+        assert!(!allows("list", "", "secrets", ""));
+        assert!(!allows("update", "", "pods", ""));
+        assert!(!allows("create", "", "namespaces", ""));
+    }
+}
