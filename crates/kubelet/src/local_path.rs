@@ -294,15 +294,27 @@ impl Provisioner {
         reason: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Provisioning".into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::debug!(reason, "cannot publish an event: {error}");
-        }
+        provisioning_event(&self.recorder, object, type_, reason, note).await;
+    }
+}
+
+/// Publishes a provisioner's Event (action `Provisioning`) about `object`; a failure
+/// to publish is only logged. Shared by the local-path and the CSI provisioners.
+pub(crate) async fn provisioning_event<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    object: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Provisioning".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(reason, "cannot publish an event: {error}");
     }
 }

@@ -193,6 +193,27 @@ impl TestServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `kubectl apply -f -` of a manifest (YAML or JSON); panics with kubectl's error.
+    pub fn apply_yaml(&self, manifest: &str) {
+        let out = self.kubectl_stdin(["apply", "-f", "-"], manifest);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// kubectl's standard output, trimmed (empty when it failed).
+    pub fn kubectl_text<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        String::from_utf8_lossy(&self.kubectl(args).stdout)
+            .trim()
+            .to_string()
+    }
+
     /// Like [`TestServer::kubectl`], with `stdin` as kubectl's standard input
     /// (e.g. `apply -f -`).
     pub fn kubectl_stdin<I, S>(&self, args: I, stdin: &str) -> Output

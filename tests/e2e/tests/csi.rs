@@ -23,20 +23,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const EVENTS: &str = "-o=jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}";
 const TOPOLOGY_KEY: &str = "topology.csi.krust.test/node";
 
-fn apply(node: &TestNode, yaml: &str) {
-    let out = node.server.kubectl_stdin(["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn kubectl(node: &TestNode, args: &[&str]) -> String {
-    let out = node.server.kubectl(args);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn wait_value(node: &TestNode, args: &[&str], expected: &str) {
     wait_for(node, args, |value| value == expected, expected);
 }
@@ -45,7 +31,7 @@ fn wait_for(node: &TestNode, args: &[&str], ok: impl Fn(&str) -> bool, what: &st
     let mut last = String::new();
     let deadline = std::time::Instant::now() + TIMEOUT;
     while std::time::Instant::now() < deadline {
-        last = kubectl(node, args);
+        last = node.server.kubectl_text(args);
         if ok(&last) {
             return;
         }
@@ -53,7 +39,7 @@ fn wait_for(node: &TestNode, args: &[&str], ok: impl Fn(&str) -> bool, what: &st
     }
     panic!(
         "kubectl {args:?} is {last:?}, not {what:?}; events:\n{}\nserver log:\n{}",
-        kubectl(node, &["get", "events", "-A"]),
+        node.server.kubectl_text(["get", "events", "-A"]),
         node.server.log_tail()
     );
 }
@@ -150,7 +136,7 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
     let args = csinode("{.spec.drivers[0].nodeID} {.spec.drivers[0].topologyKeys[0]}");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(
-        kubectl(&node, &args),
+        node.server.kubectl_text(args),
         format!("{} {TOPOLOGY_KEY}", node.node_name)
     );
     let label_path = format!(
@@ -158,7 +144,8 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
         TOPOLOGY_KEY.replace('.', "\\.")
     );
     assert_eq!(
-        kubectl(&node, &["get", "node", &node.node_name, &label_path]),
+        node.server
+            .kubectl_text(["get", "node", &node.node_name, &label_path]),
         node.node_name
     );
     assert!(
@@ -170,50 +157,42 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
     );
 
     // The driver wants attaching; a class names it, waiting for the first consumer.
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {{name: {name}}}\nspec: {{attachRequired: true, podInfoOnMount: true}}\n"
         ),
     );
     let class_name = format!("csi-{suffix}");
-    apply(
+    node.server.apply_yaml(&class(
+        &class_name,
+        &name,
+        "WaitForFirstConsumer",
+        "tier: gold",
+    ));
+    node.server.apply_yaml(&claim("data", &class_name));
+    node.server.apply_yaml(&pod(
         &node,
-        &class(&class_name, &name, "WaitForFirstConsumer", "tier: gold"),
-    );
-    apply(&node, &claim("data", &class_name));
-    apply(
-        &node,
-        &pod(
-            &node,
-            "writer",
-            "data",
-            "echo hello > /data/file && echo written",
-        ),
-    );
+        "writer",
+        "data",
+        "echo hello > /data/file && echo written",
+    ));
     wait_phase(&node, "writer", "Succeeded");
-    assert_eq!(kubectl(&node, &["logs", "writer"]), "written");
+    assert_eq!(node.server.kubectl_text(["logs", "writer"]), "written");
     wait_value(
         &node,
         &["get", "pvc", "data", "-o=jsonpath={.status.phase}"],
         "Bound",
     );
-    let uid = kubectl(
-        &node,
-        &["get", "pvc", "data", "-o=jsonpath={.metadata.uid}"],
-    );
+    let uid = node
+        .server
+        .kubectl_text(["get", "pvc", "data", "-o=jsonpath={.metadata.uid}"]);
     let volume = format!("pvc-{uid}");
     assert_eq!(
-        kubectl(
-            &node,
-            &["get", "pvc", "data", "-o=jsonpath={.spec.volumeName}"]
-        ),
+        node.server
+            .kubectl_text(["get", "pvc", "data", "-o=jsonpath={.spec.volumeName}"]),
         volume
     );
     assert_eq!(
-        kubectl(
-            &node,
-            &[
+        node.server.kubectl_text([
                 "get",
                 "pv",
                 &volume,
@@ -229,9 +208,7 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
     );
     // The volume was attached through a VolumeAttachment of this node.
     assert_eq!(
-        kubectl(
-            &node,
-            &[
+        node.server.kubectl_text([
                 "get",
                 "volumeattachments",
                 "-o=jsonpath={.items[*].spec.attacher} {.items[*].spec.nodeName} {.items[*].status.attached}"
@@ -241,15 +218,18 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
     );
 
     // The writer goes: unpublished and unstaged (and detached) before it is gone.
-    kubectl(&node, &["delete", "pod", "writer", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pod", "writer", "--wait=true"]);
     wait_until("the writer's volume is unstaged", TIMEOUT, || {
         calls_for(&driver, &volume).contains(&"NodeUnstageVolume".to_string())
     });
     // A new pod reads the data back.
-    apply(&node, &pod(&node, "reader", "data", "cat /data/file"));
+    node.server
+        .apply_yaml(&pod(&node, "reader", "data", "cat /data/file"));
     wait_phase(&node, "reader", "Succeeded");
-    assert_eq!(kubectl(&node, &["logs", "reader"]), "hello");
-    kubectl(&node, &["delete", "pod", "reader", "--wait=true"]);
+    assert_eq!(node.server.kubectl_text(["logs", "reader"]), "hello");
+    node.server
+        .kubectl_text(["delete", "pod", "reader", "--wait=true"]);
     wait_value(
         &node,
         &[
@@ -261,7 +241,8 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
     );
 
     // Deleting the claim deletes the volume in the driver and the PV.
-    kubectl(&node, &["delete", "pvc", "data", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pvc", "data", "--wait=true"]);
     wait_value(
         &node,
         &["get", "pv", "-o=jsonpath={.items[*].metadata.name}"],
@@ -286,11 +267,14 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
 
     // A class whose driver is registered nowhere: the claim waits, and says for what.
     let missing = format!("missing-{suffix}.krust.test");
-    apply(
-        &node,
-        &class(&format!("missing-{suffix}"), &missing, "Immediate", ""),
-    );
-    apply(&node, &claim("orphan", &format!("missing-{suffix}")));
+    node.server.apply_yaml(&class(
+        &format!("missing-{suffix}"),
+        &missing,
+        "Immediate",
+        "",
+    ));
+    node.server
+        .apply_yaml(&claim("orphan", &format!("missing-{suffix}")));
     wait_for(
         &node,
         &[
@@ -303,25 +287,20 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
         "an ExternalProvisioning event naming the driver",
     );
     assert_eq!(
-        kubectl(
-            &node,
-            &["get", "pvc", "orphan", "-o=jsonpath={.status.phase}"]
-        ),
+        node.server
+            .kubectl_text(["get", "pvc", "orphan", "-o=jsonpath={.status.phase}"]),
         "Pending"
     );
 
     // A driver that fails CreateVolume: ProvisioningFailed, tried again, nothing made.
     let failing = format!("failing-{suffix}");
-    apply(
-        &node,
-        &class(
-            &failing,
-            &name,
-            "Immediate",
-            "failCreate: no space left in the test pool",
-        ),
-    );
-    apply(&node, &claim("broken", &failing));
+    node.server.apply_yaml(&class(
+        &failing,
+        &name,
+        "Immediate",
+        "failCreate: no space left in the test pool",
+    ));
+    node.server.apply_yaml(&claim("broken", &failing));
     wait_for(
         &node,
         &[
@@ -338,10 +317,9 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
         },
         "a ProvisioningFailed event with the driver's message",
     );
-    let broken_uid = kubectl(
-        &node,
-        &["get", "pvc", "broken", "-o=jsonpath={.metadata.uid}"],
-    );
+    let broken_uid =
+        node.server
+            .kubectl_text(["get", "pvc", "broken", "-o=jsonpath={.metadata.uid}"]);
     let broken = format!("pvc-{broken_uid}");
     wait_until("CreateVolume is retried", TIMEOUT, || {
         calls_for(&driver, &broken).len() >= 2
@@ -352,20 +330,17 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
             .all(|c| c == "CreateVolumeFailed")
     );
     assert_eq!(
-        kubectl(
-            &node,
-            &["get", "pvc", "broken", "-o=jsonpath={.status.phase}"]
-        ),
+        node.server
+            .kubectl_text(["get", "pvc", "broken", "-o=jsonpath={.status.phase}"]),
         "Pending"
     );
     assert_eq!(
-        kubectl(
-            &node,
-            &["get", "pv", "-o=jsonpath={.items[*].metadata.name}"]
-        ),
+        node.server
+            .kubectl_text(["get", "pv", "-o=jsonpath={.items[*].metadata.name}"]),
         ""
     );
-    kubectl(&node, &["delete", "pvc", "broken", "orphan", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pvc", "broken", "orphan", "--wait=true"]);
 
     // A driver that neither stages nor attaches (CSIDriver attachRequired: false):
     // no VolumeAttachment, NodePublishVolume straight into the pod. Its pod's volume
@@ -377,59 +352,53 @@ fn csi_driver_provisions_attaches_stages_and_publishes_for_pods() {
         &registry,
         &["--no-stage", "--no-attach"],
     );
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {{name: {plain}}}\nspec: {{attachRequired: false}}\n"
         ),
     );
     let plain_class = format!("plain-{suffix}");
-    apply(&node, &class(&plain_class, &plain, "Immediate", ""));
-    apply(&node, &claim("plain", &plain_class));
+    node.server
+        .apply_yaml(&class(&plain_class, &plain, "Immediate", ""));
+    node.server.apply_yaml(&claim("plain", &plain_class));
     wait_value(
         &node,
         &["get", "pvc", "plain", "-o=jsonpath={.status.phase}"],
         "Bound",
     );
-    let plain_volume = kubectl(
+    let plain_volume =
+        node.server
+            .kubectl_text(["get", "pvc", "plain", "-o=jsonpath={.spec.volumeName}"]);
+    node.server.apply_yaml(&pod(
         &node,
-        &["get", "pvc", "plain", "-o=jsonpath={.spec.volumeName}"],
-    );
-    apply(
-        &node,
-        &pod(
-            &node,
-            "sleeper",
-            "plain",
-            "echo there > /data/file && sleep 3600",
-        ),
-    );
+        "sleeper",
+        "plain",
+        "echo there > /data/file && sleep 3600",
+    ));
     wait_phase(&node, "sleeper", "Running");
     wait_until("the sleeper wrote into the volume", TIMEOUT, || {
         std::fs::read_to_string(plain_driver.volume_dir(&plain_volume).join("file")).ok()
             == Some("there\n".into())
     });
     assert_eq!(
-        kubectl(
-            &node,
-            &[
-                "get",
-                "volumeattachments",
-                "-o=jsonpath={.items[*].metadata.name}"
-            ]
-        ),
+        node.server.kubectl_text([
+            "get",
+            "volumeattachments",
+            "-o=jsonpath={.items[*].metadata.name}"
+        ]),
         "",
         "attachRequired: false makes no VolumeAttachment"
     );
     node.server.kill9();
     node.server.restart();
     node.wait_ready();
-    kubectl(&node, &["delete", "pod", "sleeper", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pod", "sleeper", "--wait=true"]);
     assert_eq!(
         calls_for(&plain_driver, &plain_volume),
         vec!["CreateVolume", "NodePublishVolume", "NodeUnpublishVolume"]
     );
-    kubectl(&node, &["delete", "pvc", "plain", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pvc", "plain", "--wait=true"]);
     wait_until("the plain driver deleted its volume", TIMEOUT, || {
         calls_for(&plain_driver, &plain_volume)
             .last()

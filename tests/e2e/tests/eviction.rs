@@ -47,15 +47,6 @@ spec:
     )
 }
 
-fn apply(node: &TestNode, yaml: &str) {
-    let out = node.server.kubectl_stdin(["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn memory_pressure_taints_refuses_and_evicts_by_qos() {
     let node = TestNode::start_with_agent_args(&["--eviction-hard=memory.available<100Ti"]);
@@ -96,19 +87,16 @@ fn memory_pressure_taints_refuses_and_evicts_by_qos() {
     );
 
     // A critical pod is admitted and never chosen.
-    apply(
+    node.server.apply_yaml(&pod(
         &node,
-        &pod(
-            &node,
-            "critical",
-            "priorityClassName: system-node-critical",
-            "",
-        ),
-    );
+        "critical",
+        "priorityClassName: system-node-critical",
+        "",
+    ));
     wait_for(&node, "pod", "critical", "{.status.phase}", "Running");
 
     // A new BestEffort pod is refused: Failed, reason Evicted, nothing started.
-    apply(&node, &pod(&node, "best-effort", "", ""));
+    node.server.apply_yaml(&pod(&node, "best-effort", "", ""));
     wait_for(&node, "pod", "best-effort", "{.status.phase}", "Failed");
     assert_eq!(
         get(&node, "pod", "best-effort", "{.status.reason}"),
@@ -125,15 +113,12 @@ fn memory_pressure_taints_refuses_and_evicts_by_qos() {
 
     // A Burstable pod is admitted under memory pressure alone, then evicted: the
     // kubelet stops it and says why.
-    apply(
+    node.server.apply_yaml(&pod(
         &node,
-        &pod(
-            &node,
-            "burstable",
-            "",
-            "resources: {requests: {memory: 1Mi}}",
-        ),
-    );
+        "burstable",
+        "",
+        "resources: {requests: {memory: 1Mi}}",
+    ));
     wait_for(&node, "pod", "burstable", "{.status.reason}", "Evicted");
     assert_eq!(get(&node, "pod", "burstable", "{.status.phase}"), "Failed");
     let message = get(&node, "pod", "burstable", "{.status.message}");
@@ -203,9 +188,10 @@ fn unused_images_are_collected_and_used_ones_kept() {
     ]);
     let busybox = node.image("krust/busybox:1");
     let httpd = node.image("krust/httpd:1");
-    apply(&node, &pod(&node, "keeps", "", ""));
+    node.server.apply_yaml(&pod(&node, "keeps", "", ""));
     wait_for(&node, "pod", "keeps", "{.status.phase}", "Running");
-    apply(&node, &pod(&node, "goes", "", "").replace(&busybox, &httpd));
+    node.server
+        .apply_yaml(&pod(&node, "goes", "", "").replace(&busybox, &httpd));
     wait_for(&node, "pod", "goes", "{.status.phase}", "Running");
     assert!(has_image(&node, &httpd));
 

@@ -12,15 +12,6 @@ use krust_e2e::wait_until;
 /// How long a pod may take to reach a state (image pulls are local, ~20 ms).
 const POD_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn apply(node: &TestNode, yaml: &str) {
-    let out = node.server.kubectl_stdin(["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn kubectl_text(node: &TestNode, args: &[&str]) -> String {
     let out = node.server.kubectl(args);
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -75,10 +66,8 @@ fn pods_run_restart_and_report_bad_input() {
     let node = TestNode::start();
 
     // A server pod from the registry reaches Running and Ready, with a pod IP.
-    apply(
-        &node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: web}}
 spec:
@@ -88,10 +77,9 @@ spec:
   - name: httpd
     image: {}
 "#,
-            node.node_name,
-            node.image("krust/httpd:1")
-        ),
-    );
+        node.node_name,
+        node.image("krust/httpd:1")
+    ));
     wait_for(&node, "web", "{.status.phase}", "Running");
     wait_for(
         &node,
@@ -105,10 +93,8 @@ spec:
     assert!(image_id.starts_with("sha256:"), "imageID {image_id:?}");
 
     // A crash-looping container: restarted, then CrashLoopBackOff with its last exit.
-    apply(
-        &node,
-        &pod_yaml(&node, "crash", "Always", "echo crashing; exit 3"),
-    );
+    node.server
+        .apply_yaml(&pod_yaml(&node, "crash", "Always", "echo crashing; exit 3"));
     wait_for(
         &node,
         "crash",
@@ -142,15 +128,12 @@ spec:
     assert_eq!(jsonpath(&node, "crash", "{.status.phase}"), "Running");
 
     // Logs through the API server and the kubelet API: all, tail, previous, follow.
-    apply(
+    node.server.apply_yaml(&pod_yaml(
         &node,
-        &pod_yaml(
-            &node,
-            "talker",
-            "Always",
-            "echo line1; echo line2; sleep 1000",
-        ),
-    );
+        "talker",
+        "Always",
+        "echo line1; echo line2; sleep 1000",
+    ));
     wait_for(&node, "talker", "{.status.phase}", "Running");
     wait_until("talker logged two lines", POD_TIMEOUT, || {
         kubectl_text(&node, &["logs", "talker"]) == "line1\nline2\n"
@@ -163,15 +146,12 @@ spec:
         kubectl_text(&node, &["logs", "crash", "--previous"]).contains("crashing"),
         "logs --previous of crash"
     );
-    apply(
+    node.server.apply_yaml(&pod_yaml(
         &node,
-        &pod_yaml(
-            &node,
-            "follower",
-            "Never",
-            "sleep 1; for i in 1 2 3; do echo n$i; sleep 0.3; done",
-        ),
-    );
+        "follower",
+        "Never",
+        "sleep 1; for i in 1 2 3; do echo n$i; sleep 0.3; done",
+    ));
     wait_for(&node, "follower", "{.status.phase}", "Running");
     let followed = node
         .server
@@ -191,15 +171,12 @@ spec:
     );
 
     // restartPolicy Never: Succeeded with the termination message, Failed on error.
-    apply(
+    node.server.apply_yaml(&pod_yaml(
         &node,
-        &pod_yaml(
-            &node,
-            "done",
-            "Never",
-            "echo -n finished > /dev/termination-log",
-        ),
-    );
+        "done",
+        "Never",
+        "echo -n finished > /dev/termination-log",
+    ));
     wait_for(&node, "done", "{.status.phase}", "Succeeded");
     assert_eq!(
         jsonpath(
@@ -217,14 +194,13 @@ spec:
         ),
         "Completed"
     );
-    apply(&node, &pod_yaml(&node, "fails", "Never", "exit 1"));
+    node.server
+        .apply_yaml(&pod_yaml(&node, "fails", "Never", "exit 1"));
     wait_for(&node, "fails", "{.status.phase}", "Failed");
 
     // An image that does not exist: ErrImagePull, then ImagePullBackOff.
-    apply(
-        &node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: noimage}}
 spec:
@@ -233,10 +209,9 @@ spec:
   - name: main
     image: {}
 "#,
-            node.node_name,
-            node.image("krust/does-not-exist:1")
-        ),
-    );
+        node.node_name,
+        node.image("krust/does-not-exist:1")
+    ));
     wait_until("noimage shows ErrImagePull", POD_TIMEOUT, || {
         let reason = jsonpath(
             &node,
@@ -254,10 +229,8 @@ spec:
     assert_eq!(jsonpath(&node, "noimage", "{.status.phase}"), "Pending");
 
     // An invalid command: the start fails and the status says why.
-    apply(
-        &node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: badcmd}}
 spec:
@@ -268,10 +241,9 @@ spec:
     image: {}
     command: ["/no/such/binary"]
 "#,
-            node.node_name,
-            node.image("krust/busybox:1")
-        ),
-    );
+        node.node_name,
+        node.image("krust/busybox:1")
+    ));
     wait_until("badcmd reports its failed start", POD_TIMEOUT, || {
         let status = jsonpath(&node, "badcmd", "{.status.containerStatuses[0].state}");
         status.contains("no such file") || status.contains("StartError")
@@ -298,7 +270,7 @@ spec:
         node.node_name,
         node.image("krust/busybox:1")
     );
-    apply(&node, &env_pod);
+    node.server.apply_yaml(&env_pod);
     wait_for(
         &node,
         "envpod",
@@ -311,8 +283,7 @@ spec:
         "{.status.containerStatuses[0].state.waiting.message}",
     );
     assert!(message.contains("settings"), "message {message:?}");
-    apply(
-        &node,
+    node.server.apply_yaml(
         r#"apiVersion: v1
 kind: Secret
 metadata: {name: creds}
@@ -365,9 +336,7 @@ fn init_sidecar_limits_volumes_hooks_and_agent_restart() {
 
     // Init containers run in order before the main container; a native sidecar runs
     // alongside; limits reach the container's cgroup.
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             r#"apiVersion: v1
 kind: Pod
 metadata: {{name: ordered}}
@@ -441,9 +410,7 @@ spec:
     );
 
     // emptyDir in memory is a tmpfs; a downwardAPI volume holds the pod's fields.
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             r#"apiVersion: v1
 kind: Pod
 metadata: {{name: memvol, labels: {{app: demo}}}}
@@ -481,9 +448,7 @@ spec:
     );
 
     // /etc/hosts carries the hostAliases; the hostname is the pod's.
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             r#"apiVersion: v1
 kind: Pod
 metadata: {{name: hosts}}
@@ -511,10 +476,8 @@ spec:
     );
 
     // An OOM-killed container says so.
-    apply(
-        &node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: oom}}
 spec:
@@ -527,10 +490,9 @@ spec:
     resources:
       limits: {{memory: 16Mi}}
 "#,
-            node.node_name,
-            node.image("krust/busybox:1")
-        ),
-    );
+        node.node_name,
+        node.image("krust/busybox:1")
+    ));
     wait_for(&node, "oom", "{.status.phase}", "Failed");
     assert_eq!(
         jsonpath(
@@ -542,9 +504,7 @@ spec:
     );
 
     // A ConfigMap volume follows changes to the ConfigMap while the pod runs.
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             r#"apiVersion: v1
 kind: ConfigMap
 metadata: {{name: live}}
@@ -570,10 +530,8 @@ spec:
         ),
     );
     wait_for(&node, "watcher", "{.status.phase}", "Running");
-    apply(
-        &node,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: live}\ndata: {key: v2}\n",
-    );
+    node.server
+        .apply_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: live}\ndata: {key: v2}\n");
     wait_for(&node, "watcher", "{.status.phase}", "Succeeded");
     assert_eq!(
         jsonpath(
@@ -585,9 +543,7 @@ spec:
     );
 
     // Graceful termination runs the preStop hook before SIGTERM.
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             r#"apiVersion: v1
 kind: Pod
 metadata: {{name: hooked}}
@@ -638,10 +594,12 @@ spec:
         let pid = read_pid();
         pid != old_pid && std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
-    apply(
+    node.server.apply_yaml(&pod_yaml(
         &node,
-        &pod_yaml(&node, "after", "Never", "echo -n ok > /dev/termination-log"),
-    );
+        "after",
+        "Never",
+        "echo -n ok > /dev/termination-log",
+    ));
     wait_for(&node, "after", "{.status.phase}", "Succeeded");
     assert_eq!(
         jsonpath(
@@ -692,10 +650,8 @@ fn probes_fail_and_recover() {
     let node = TestNode::start();
     let busybox = node.image("krust/busybox:1");
     let httpd = node.image("krust/httpd:1");
-    apply(
-        &node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: probed}}
 spec:
@@ -732,9 +688,8 @@ spec:
       periodSeconds: 1
       failureThreshold: 2
 "#,
-            node = node.node_name,
-        ),
-    );
+        node = node.node_name,
+    ));
     let ready = |name: &str| {
         jsonpath(
             &node,
@@ -831,8 +786,8 @@ spec:
             node.image("krust/busybox:1")
         )
     };
-    apply(&node, &sleeper("stay"));
-    apply(&node, &sleeper("gone"));
+    node.server.apply_yaml(&sleeper("stay"));
+    node.server.apply_yaml(&sleeper("gone"));
     wait_for(&node, "stay", "{.status.phase}", "Running");
     wait_for(&node, "gone", "{.status.phase}", "Running");
     let stay_id = jsonpath(&node, "stay", "{.status.containerStatuses[0].containerID}");

@@ -62,9 +62,15 @@ fn namespaces_of(server: &TestServer) -> Vec<String> {
 fn server_starts_and_kubectl_reports_version_1_33() {
     let server = TestServer::start();
 
+    // The line follows readiness (the API answers a moment before it is printed).
     let export_line = format!("export KUBECONFIG={}", server.kubeconfig_path().display());
+    let printed = || server.stdout().lines().any(|line| line == export_line);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !printed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
-        server.stdout().lines().any(|line| line == export_line),
+        printed(),
         "expected {export_line:?} on stdout, got:\n{}",
         server.stdout()
     );

@@ -14,25 +14,11 @@ use krust_e2e::wait_until;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn apply(node: &TestNode, yaml: &str) {
-    let out = node.server.kubectl_stdin(["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn kubectl(node: &TestNode, args: &[&str]) -> String {
-    let out = node.server.kubectl(args);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn wait_value(node: &TestNode, args: &[&str], expected: &str) {
     let mut last = String::new();
     let deadline = std::time::Instant::now() + TIMEOUT;
     while std::time::Instant::now() < deadline {
-        last = kubectl(node, args);
+        last = node.server.kubectl_text(args);
         if last == expected {
             return;
         }
@@ -40,7 +26,7 @@ fn wait_value(node: &TestNode, args: &[&str], expected: &str) {
     }
     panic!(
         "kubectl {args:?} is {last:?}, not {expected:?}; events:\n{}\nserver log:\n{}",
-        kubectl(node, &["get", "events", "-A"]),
+        node.server.kubectl_text(["get", "events", "-A"]),
         node.server.log_tail()
     );
 }
@@ -96,25 +82,22 @@ fn claims_keep_data_across_pods_and_are_reclaimed_by_policy() {
     let volumes_dir = krust_kubelet::local_path::volumes_dir(node.agent_dir());
 
     // A pod writes to a claim of the default class; the volume lives on its node.
-    apply(&node, &claim("data", "", "ReadWriteOnce"));
+    node.server.apply_yaml(&claim("data", "", "ReadWriteOnce"));
     wait_value(
         &node,
         &["get", "pvc", "data", "-o=jsonpath={.status.phase}"],
         "Pending",
     );
-    apply(
+    node.server.apply_yaml(&pod(
         &node,
-        &pod(
-            &node,
-            "writer",
-            "data",
-            false,
-            "echo hello > /data/file && stat -c %g /data",
-        ),
-    );
+        "writer",
+        "data",
+        false,
+        "echo hello > /data/file && stat -c %g /data",
+    ));
     wait_phase(&node, "writer", "Succeeded");
     assert_eq!(
-        kubectl(&node, &["logs", "writer"]),
+        node.server.kubectl_text(["logs", "writer"]),
         "2000",
         "fsGroup owns the volume"
     );
@@ -123,52 +106,43 @@ fn claims_keep_data_across_pods_and_are_reclaimed_by_policy() {
         &["get", "pvc", "data", "-o=jsonpath={.status.phase}"],
         "Bound",
     );
-    let volume = kubectl(
-        &node,
-        &["get", "pvc", "data", "-o=jsonpath={.spec.volumeName}"],
-    );
-    let path = kubectl(
-        &node,
-        &["get", "pv", &volume, "-o=jsonpath={.spec.local.path}"],
-    );
+    let volume = node
+        .server
+        .kubectl_text(["get", "pvc", "data", "-o=jsonpath={.spec.volumeName}"]);
+    let path = node
+        .server
+        .kubectl_text(["get", "pv", &volume, "-o=jsonpath={.spec.local.path}"]);
     assert!(path.starts_with(volumes_dir.to_str().unwrap()), "{path}");
     assert_eq!(
         std::fs::read_to_string(format!("{path}/file")).unwrap(),
         "hello\n"
     );
     assert_eq!(
-        kubectl(
-            &node,
-            &[
-                "get",
-                "pvc",
-                "data",
-                "-o=jsonpath={.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"
-            ]
-        ),
+        node.server.kubectl_text([
+            "get",
+            "pvc",
+            "data",
+            "-o=jsonpath={.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"
+        ]),
         node.node_name
     );
 
     // The writer goes; a new pod reads the data back, through a read-only mount.
-    kubectl(&node, &["delete", "pod", "writer", "--wait=true"]);
-    apply(
+    node.server
+        .kubectl_text(["delete", "pod", "writer", "--wait=true"]);
+    node.server.apply_yaml(&pod(
         &node,
-        &pod(
-            &node,
-            "reader",
-            "data",
-            true,
-            "if touch /data/other 2>/dev/null; then echo writable; fi; cat /data/file",
-        ),
-    );
+        "reader",
+        "data",
+        true,
+        "if touch /data/other 2>/dev/null; then echo writable; fi; cat /data/file",
+    ));
     wait_phase(&node, "reader", "Succeeded");
-    assert_eq!(kubectl(&node, &["logs", "reader"]), "hello");
+    assert_eq!(node.server.kubectl_text(["logs", "reader"]), "hello");
 
     // subPathExpr: each pod its own directory in the volume, named from its env.
-    apply(
-        &node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: expr}}
 spec:
@@ -186,21 +160,19 @@ spec:
   - name: data
     persistentVolumeClaim: {{claimName: data}}
 "#,
-            image = node.image("krust/busybox:1")
-        ),
-    );
+        image = node.image("krust/busybox:1")
+    ));
     wait_phase(&node, "expr", "Succeeded");
     assert_eq!(
         std::fs::read_to_string(format!("{path}/expr/file")).unwrap(),
         "mine\n"
     );
-    kubectl(&node, &["delete", "pod", "expr", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pod", "expr", "--wait=true"]);
 
     // An ephemeral volume: its claim is made for the pod and goes with it.
-    apply(
-        &node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: scratch}}
 spec:
@@ -219,59 +191,52 @@ spec:
           accessModes: [ReadWriteOnce]
           resources: {{requests: {{storage: 8Mi}}}}
 "#,
-            image = node.image("krust/busybox:1")
-        ),
-    );
+        image = node.image("krust/busybox:1")
+    ));
     wait_phase(&node, "scratch", "Succeeded");
-    assert_eq!(kubectl(&node, &["logs", "scratch"]), "temp");
+    assert_eq!(node.server.kubectl_text(["logs", "scratch"]), "temp");
     let owner = "-o=jsonpath={.metadata.ownerReferences[0].name}";
     assert_eq!(
-        kubectl(&node, &["get", "pvc", "scratch-work", owner]),
+        node.server
+            .kubectl_text(["get", "pvc", "scratch-work", owner]),
         "scratch"
     );
-    let scratch_volume = kubectl(
-        &node,
-        &[
-            "get",
-            "pvc",
-            "scratch-work",
-            "-o=jsonpath={.spec.volumeName}",
-        ],
-    );
-    kubectl(&node, &["delete", "pod", "scratch", "--wait=true"]);
+    let scratch_volume = node.server.kubectl_text([
+        "get",
+        "pvc",
+        "scratch-work",
+        "-o=jsonpath={.spec.volumeName}",
+    ]);
+    node.server
+        .kubectl_text(["delete", "pod", "scratch", "--wait=true"]);
     wait_until(
         "the ephemeral claim and its volume go with the pod",
         TIMEOUT,
         || {
-            kubectl(
-                &node,
-                &[
+            node.server
+                .kubectl_text([
                     "get",
                     "pvc",
                     "scratch-work",
                     "--ignore-not-found",
                     "-o=name",
-                ],
-            )
-            .is_empty()
-                && kubectl(
-                    &node,
-                    &[
+                ])
+                .is_empty()
+                && node
+                    .server
+                    .kubectl_text([
                         "get",
                         "pv",
                         &scratch_volume,
                         "--ignore-not-found",
                         "-o=name",
-                    ],
-                )
-                .is_empty()
+                    ])
+                    .is_empty()
         },
     );
 
     // A StatefulSet's ordinals keep their own data across pod deletion.
-    apply(
-        &node,
-        &format!(
+    node.server.apply_yaml(&format!(
             r#"apiVersion: apps/v1
 kind: StatefulSet
 metadata: {{name: web}}
@@ -301,16 +266,15 @@ spec:
         wait_phase(&node, ordinal, "Running");
         wait_value(&node, &["logs", ordinal], "new");
     }
-    let uid = kubectl(
-        &node,
-        &["get", "pod", "web-0", "-o=jsonpath={.metadata.uid}"],
-    );
-    kubectl(&node, &["delete", "pod", "web-0", "--wait=true"]);
+    let uid = node
+        .server
+        .kubectl_text(["get", "pod", "web-0", "-o=jsonpath={.metadata.uid}"]);
+    node.server
+        .kubectl_text(["delete", "pod", "web-0", "--wait=true"]);
     wait_until("web-0 is recreated", TIMEOUT, || {
-        let now = kubectl(
-            &node,
-            &["get", "pod", "web-0", "-o=jsonpath={.metadata.uid}"],
-        );
+        let now = node
+            .server
+            .kubectl_text(["get", "pod", "web-0", "-o=jsonpath={.metadata.uid}"]);
         !now.is_empty() && now != uid
     });
     wait_phase(&node, "web-0", "Running");
@@ -327,15 +291,18 @@ spec:
         "{error}"
     );
     let request = "-o=jsonpath={.spec.resources.requests.storage}";
-    assert_eq!(kubectl(&node, &["get", "pvc", "data", request]), "64Mi");
-    kubectl(&node, &["delete", "pod", "reader", "--wait=true"]);
-    kubectl(&node, &["delete", "pvc", "data", "--wait=true"]);
+    assert_eq!(
+        node.server.kubectl_text(["get", "pvc", "data", request]),
+        "64Mi"
+    );
+    node.server
+        .kubectl_text(["delete", "pod", "reader", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pvc", "data", "--wait=true"]);
     wait_until("the Delete volume is removed", TIMEOUT, || {
-        kubectl(
-            &node,
-            &["get", "pv", &volume, "--ignore-not-found", "-o=name"],
-        )
-        .is_empty()
+        node.server
+            .kubectl_text(["get", "pv", &volume, "--ignore-not-found", "-o=name"])
+            .is_empty()
     });
     assert!(
         !std::path::Path::new(&path).exists(),
@@ -343,8 +310,7 @@ spec:
     );
 
     // Retain: the volume and its data stay, Released.
-    apply(
-        &node,
+    node.server.apply_yaml(
         r#"apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata: {name: keep}
@@ -354,20 +320,22 @@ volumeBindingMode: WaitForFirstConsumer
 allowVolumeExpansion: true
 "#,
     );
-    apply(&node, &claim("kept", "keep", "ReadWriteOnce"));
-    apply(
+    node.server
+        .apply_yaml(&claim("kept", "keep", "ReadWriteOnce"));
+    node.server.apply_yaml(&pod(
         &node,
-        &pod(&node, "keeper", "kept", false, "echo kept > /data/file"),
-    );
+        "keeper",
+        "kept",
+        false,
+        "echo kept > /data/file",
+    ));
     wait_phase(&node, "keeper", "Succeeded");
-    let kept = kubectl(
-        &node,
-        &["get", "pvc", "kept", "-o=jsonpath={.spec.volumeName}"],
-    );
-    let kept_path = kubectl(
-        &node,
-        &["get", "pv", &kept, "-o=jsonpath={.spec.local.path}"],
-    );
+    let kept = node
+        .server
+        .kubectl_text(["get", "pvc", "kept", "-o=jsonpath={.spec.volumeName}"]);
+    let kept_path =
+        node.server
+            .kubectl_text(["get", "pv", &kept, "-o=jsonpath={.spec.local.path}"]);
     // Expansion: allowed by this class, to the volume and the claim's capacity;
     // shrinking below the capacity is refused.
     let grow = r#"{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}"#;
@@ -380,7 +348,10 @@ allowVolumeExpansion: true
     let capacity = "-o=jsonpath={.status.capacity.storage}";
     wait_value(&node, &["get", "pvc", "kept", capacity], "128Mi");
     let size = "-o=jsonpath={.spec.capacity.storage}";
-    assert_eq!(kubectl(&node, &["get", "pv", &kept, size]), "128Mi");
+    assert_eq!(
+        node.server.kubectl_text(["get", "pv", &kept, size]),
+        "128Mi"
+    );
     let shrink = r#"{"spec":{"resources":{"requests":{"storage":"64Mi"}}}}"#;
     let out = node.server.kubectl(["patch", "pvc", "kept", "-p", shrink]);
     assert!(!out.status.success());
@@ -389,8 +360,10 @@ allowVolumeExpansion: true
         error.contains("field can not be less than status.capacity"),
         "{error}"
     );
-    kubectl(&node, &["delete", "pod", "keeper", "--wait=true"]);
-    kubectl(&node, &["delete", "pvc", "kept", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pod", "keeper", "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pvc", "kept", "--wait=true"]);
     wait_value(
         &node,
         &["get", "pv", &kept, "-o=jsonpath={.status.phase}"],
@@ -400,40 +373,37 @@ allowVolumeExpansion: true
         std::fs::read_to_string(format!("{kept_path}/file")).unwrap(),
         "kept\n"
     );
-    kubectl(&node, &["delete", "pv", &kept, "--wait=true"]);
+    node.server
+        .kubectl_text(["delete", "pv", &kept, "--wait=true"]);
     std::fs::remove_dir_all(&kept_path).unwrap();
 
     // A directory on one node cannot be ReadWriteMany: the claim says so and stays Pending.
-    apply(&node, &claim("shared", "", "ReadWriteMany"));
-    apply(&node, &pod(&node, "sharer", "shared", false, "true"));
+    node.server
+        .apply_yaml(&claim("shared", "", "ReadWriteMany"));
+    node.server
+        .apply_yaml(&pod(&node, "sharer", "shared", false, "true"));
     wait_until(
         "ProvisioningFailed for the ReadWriteMany claim",
         TIMEOUT,
         || {
-            kubectl(
-                &node,
-                &[
+            node.server
+                .kubectl_text([
                     "get",
                     "events",
                     "--field-selector=involvedObject.name=shared,reason=ProvisioningFailed",
                     "-o=jsonpath={.items[*].message}",
-                ],
-            )
-            .contains("cannot offer access mode ReadWriteMany")
+                ])
+                .contains("cannot offer access mode ReadWriteMany")
         },
     );
     assert_eq!(
-        kubectl(
-            &node,
-            &["get", "pvc", "shared", "-o=jsonpath={.status.phase}"]
-        ),
+        node.server
+            .kubectl_text(["get", "pvc", "shared", "-o=jsonpath={.status.phase}"]),
         "Pending"
     );
     assert_ne!(
-        kubectl(
-            &node,
-            &["get", "pod", "sharer", "-o=jsonpath={.status.phase}"]
-        ),
+        node.server
+            .kubectl_text(["get", "pod", "sharer", "-o=jsonpath={.status.phase}"]),
         "Running"
     );
 }

@@ -14,22 +14,11 @@ use krust_e2e::wait_until;
 
 const POD_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn apply(node: &TestNode, yaml: &str) {
-    let out = node.server.kubectl_stdin(["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A running pod on the node with one container `main` running `script`, and
 /// `stdin` kept open for attach when asked.
 fn start_pod(node: &TestNode, name: &str, script: &str, stdin: bool) {
-    apply(
-        node,
-        &format!(
-            r#"apiVersion: v1
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: {name}}}
 spec:
@@ -42,10 +31,9 @@ spec:
     stdin: {stdin}
     stdinOnce: {stdin}
 "#,
-            node_name = node.node_name,
-            image = node.image("krust/busybox:1"),
-        ),
-    );
+        node_name = node.node_name,
+        image = node.image("krust/busybox:1"),
+    ));
     wait_until(&format!("pod {name} running"), POD_TIMEOUT, || {
         let out = node
             .server
