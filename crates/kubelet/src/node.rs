@@ -271,8 +271,12 @@ pub fn node_status(config: &AgentConfig, runtime: &VersionResponse, pressure: Pr
 
 /// A value from /proc/meminfo in KiB.
 pub fn meminfo_ki(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines().find_map(|line| {
+    meminfo_value_ki(&std::fs::read_to_string("/proc/meminfo").ok()?, field)
+}
+
+/// A value in KiB from the text of /proc/meminfo.
+pub fn meminfo_value_ki(meminfo: &str, field: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
         rest.split_whitespace().next()?.parse().ok()
     })

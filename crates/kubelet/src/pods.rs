@@ -1233,7 +1233,7 @@ impl Agent {
             let memory = std::fs::read_to_string("/proc/meminfo")
                 .ok()
                 .and_then(|text| {
-                    let total = crate::node::meminfo_ki("MemTotal")? * 1024;
+                    let total = crate::node::meminfo_value_ki(&text, "MemTotal")? * 1024;
                     Some((total, crate::stats::node_memory(&text)?.working_set_bytes))
                 });
             let observed = eviction::observe(&self.config.data_dir, memory);

@@ -164,13 +164,7 @@ pub fn node_cpu_nanoseconds(proc_stat: &str) -> Option<u64> {
 /// The machine's memory from `/proc/meminfo`, as upstream counts it for the root
 /// cgroup: usage is what is not free, the working set is usage less inactive file pages.
 pub fn node_memory(meminfo: &str) -> Option<Memory> {
-    let field = |name: &str| {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-    };
+    let field = |name: &str| crate::node::meminfo_value_ki(meminfo, name).map(|kib| kib * 1024);
     let total = field("MemTotal")?;
     let usage = total.saturating_sub(field("MemFree")?);
     let inactive_file = field("Inactive(file)").unwrap_or(0);
