@@ -24,6 +24,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
 use crate::AgentConfig;
 use crate::cri::{Cri, api};
 use crate::eviction::{self, Pressure};
@@ -60,6 +63,8 @@ struct Agent {
     pressure: tokio::sync::watch::Sender<Pressure>,
     /// Pods the eviction manager chose, with the message they fail with.
     evicted: Mutex<HashMap<String, String>>,
+    /// Events about pods (reporting controller `kubelet`, this node).
+    recorder: Recorder,
 }
 
 impl volumes::Objects for Agent {
@@ -157,8 +162,16 @@ pub async fn run(
         config.data_dir.clone(),
         drivers,
     );
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kubelet".into(),
+            instance: Some(config.node_name.clone()),
+        },
+    );
     let agent = Arc::new(Agent {
         csi,
+        recorder,
         client,
         cri,
         config,
@@ -369,6 +382,7 @@ impl Agent {
                 cri.stop_pod_sandbox(&sandbox.id).await?;
             }
             self.write_failed(pod, &message, true, state).await?;
+            self.event(pod, None, EventType::Warning, "Evicted", message);
             self.evicted.lock().expect("evicted lock").remove(uid);
             return Ok(false);
         }
@@ -382,6 +396,7 @@ impl Agent {
         if never_started && let Err(message) = eviction::admit(pod, pressure) {
             tracing::info!(pod = ?pod.metadata.name, %message, "pod refused under node pressure");
             self.write_failed(pod, &message, false, state).await?;
+            self.event(pod, None, EventType::Warning, "Evicted", message);
             return Ok(false);
         }
 
@@ -563,7 +578,7 @@ impl Agent {
             };
             return Ok(SandboxInfo {
                 id: sandbox.id.clone(),
-                config: self.sandbox_config(pod, attempt),
+                config: self.sandbox_config(pod, attempt, false),
                 ip,
                 created: false,
             });
@@ -572,7 +587,7 @@ impl Agent {
         for old in &runtime.sandboxes {
             let _ = cri.stop_pod_sandbox(&old.id).await;
         }
-        let config = self.sandbox_config(pod, attempt);
+        let config = self.sandbox_config(pod, attempt, true);
         std::fs::create_dir_all(&config.log_directory)?;
         let id = cri.run_pod_sandbox(config.clone()).await?;
         let status = cri.pod_sandbox_status(&id).await?;
@@ -586,7 +601,9 @@ impl Agent {
         })
     }
 
-    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> api::PodSandboxConfig {
+    /// The pod's sandbox settings; `new` for a sandbox about to be created, whose DNS
+    /// warnings are logged and published as DNSConfigForming Events.
+    fn sandbox_config(&self, pod: &Pod, attempt: u32, new: bool) -> api::PodSandboxConfig {
         let meta = &pod.metadata;
         let spec = pod.spec.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
@@ -608,7 +625,14 @@ impl Agent {
             (LABEL_POD_NAMESPACE.to_string(), namespace.clone()),
         ]);
         let security = spec.security_context.clone().unwrap_or_default();
-        let dns_config = self.dns_config(&spec, &namespace, &name);
+        let dns = self.dns_config(&spec, &namespace);
+        if new {
+            for warning in dns.warnings {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), "DNSConfigForming: {warning}");
+                self.event(pod, None, EventType::Warning, "DNSConfigForming", warning);
+            }
+        }
+        let dns_config = dns.config;
         api::PodSandboxConfig {
             metadata: Some(api::PodSandboxMetadata {
                 name,
@@ -640,8 +664,7 @@ impl Agent {
         &self,
         spec: &k8s_openapi::api::core::v1::PodSpec,
         namespace: &str,
-        pod_name: &str,
-    ) -> api::DnsConfig {
+    ) -> crate::dns::PodDns {
         let host = std::fs::read_to_string(&self.config.resolv_conf).unwrap_or_else(|error| {
             tracing::warn!(path = %self.config.resolv_conf.display(), %error,
                 "cannot read the host resolv.conf (--resolv-conf); pods get no host DNS settings");
@@ -652,11 +675,7 @@ impl Agent {
             cluster_domain: self.config.cluster_domain.clone(),
             host: crate::dns::parse_resolv_conf(&host),
         };
-        let dns = crate::dns::pod_dns(spec, namespace, &node);
-        for warning in &dns.warnings {
-            tracing::warn!(pod = %format!("{namespace}/{pod_name}"), "DNSConfigForming: {warning}");
-        }
-        dns.config
+        crate::dns::pod_dns(spec, namespace, &node)
     }
 
     /// Brings one container to its desired state for this pass.
@@ -707,18 +726,25 @@ impl Agent {
                         if let Some(backoff) = state.crash_backoff.get(&container.name)
                             && Instant::now() < backoff.until
                         {
-                            state.waiting.insert(
-                                container.name.clone(),
-                                (
-                                    "CrashLoopBackOff".into(),
-                                    format!(
-                                        "back-off {} restarting failed container={} pod={}",
-                                        human(backoff.delay),
-                                        container.name,
-                                        pod.metadata.name.as_deref().unwrap_or_default()
-                                    ),
-                                ),
+                            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+                            let message = format!(
+                                "back-off {} restarting failed container={} pod={pod_name}",
+                                human(backoff.delay),
+                                container.name,
                             );
+                            if start_waiting(state, &container.name, "CrashLoopBackOff", &message) {
+                                let note = format!(
+                                    "Back-off restarting failed container {} in pod {pod_name}",
+                                    container.name
+                                );
+                                self.event(
+                                    pod,
+                                    Some(&container.name),
+                                    EventType::Warning,
+                                    "BackOff",
+                                    note,
+                                );
+                            }
                             return Ok(Outcome::Waiting);
                         }
                         c.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1)
@@ -734,10 +760,17 @@ impl Agent {
         let config = match self.container_config(pod, container, attempt, &image, sandbox) {
             Ok(config) => config,
             Err(error) => {
-                state.waiting.insert(
-                    container.name.clone(),
-                    ("CreateContainerConfigError".into(), format!("{error:#}")),
-                );
+                let message = format!("{error:#}");
+                let reason = "CreateContainerConfigError";
+                if start_waiting(state, &container.name, reason, &message) {
+                    self.event(
+                        pod,
+                        Some(&container.name),
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {message}"),
+                    );
+                }
                 return Ok(Outcome::Waiting);
             }
         };
@@ -747,13 +780,26 @@ impl Agent {
         {
             Ok(id) => id,
             Err(error) => {
-                state.waiting.insert(
-                    container.name.clone(),
-                    ("CreateContainerError".into(), format!("{error:#}")),
-                );
+                let message = format!("{error:#}");
+                if start_waiting(state, &container.name, "CreateContainerError", &message) {
+                    self.event(
+                        pod,
+                        Some(&container.name),
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {message}"),
+                    );
+                }
                 return Ok(Outcome::Waiting);
             }
         };
+        self.event(
+            pod,
+            Some(&container.name),
+            EventType::Normal,
+            "Created",
+            format!("Created container: {}", container.name),
+        );
         if attempt > 0 {
             let delay = state
                 .crash_backoff
@@ -784,6 +830,13 @@ impl Agent {
                 });
             return Ok(Outcome::Waiting);
         }
+        self.event(
+            pod,
+            Some(&container.name),
+            EventType::Normal,
+            "Started",
+            format!("Started container {}", container.name),
+        );
         state.waiting.remove(&container.name);
         if let Some(hook) = container
             .lifecycle
@@ -850,24 +903,57 @@ impl Agent {
         if policy == "IfNotPresent"
             && let Some(id) = present
         {
+            if state.pulled.insert(container.name.clone()) {
+                let note = format!("Container image \"{image}\" already present on machine");
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    EventType::Normal,
+                    "Pulled",
+                    note,
+                );
+            }
             return Some(id);
         }
         if let Some(backoff) = state.pull_backoff.get(&container.name)
             && Instant::now() < backoff.until
         {
-            state.waiting.insert(
-                container.name.clone(),
-                (
-                    "ImagePullBackOff".into(),
-                    format!("Back-off pulling image \"{image}\""),
-                ),
-            );
+            let message = format!("Back-off pulling image \"{image}\"");
+            if start_waiting(state, &container.name, "ImagePullBackOff", &message) {
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    EventType::Normal,
+                    "BackOff",
+                    message,
+                );
+            }
             return None;
         }
         let auth = self.pull_auth(pod, &image);
+        self.event(
+            pod,
+            Some(&container.name),
+            EventType::Normal,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        );
+        let started = Instant::now();
         match cri.pull_image(&image, auth).await {
             Ok(id) => {
                 state.pull_backoff.remove(&container.name);
+                state.pulled.insert(container.name.clone());
+                let note = format!(
+                    "Successfully pulled image \"{image}\" in {:?}",
+                    started.elapsed()
+                );
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    EventType::Normal,
+                    "Pulled",
+                    note,
+                );
                 Some(id)
             }
             Err(error) => {
@@ -883,13 +969,18 @@ impl Agent {
                         until: Instant::now() + delay,
                     },
                 );
-                state.waiting.insert(
-                    container.name.clone(),
-                    (
-                        "ErrImagePull".into(),
-                        format!("failed to pull image \"{image}\": {error:#}"),
-                    ),
+                let note = format!("Failed to pull image \"{image}\": {error:#}");
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    EventType::Warning,
+                    "Failed",
+                    note,
                 );
+                let message = format!("failed to pull image \"{image}\": {error:#}");
+                state
+                    .waiting
+                    .insert(container.name.clone(), ("ErrImagePull".into(), message));
                 None
             }
         }
@@ -1389,6 +1480,41 @@ impl Agent {
         self.write_status(pod, status, state).await
     }
 
+    /// Publishes an Event about the pod (or one of its containers) without waiting
+    /// for it; a failure to publish is only logged.
+    fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let mut reference = pod.object_ref(&());
+        if let Some(name) = container {
+            let init = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.name == name));
+            let list = if init { "initContainers" } else { "containers" };
+            reference.field_path = Some(format!("spec.{list}{{{name}}}"));
+        }
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::debug!(reason = %event.reason, "cannot publish an event: {error}");
+            }
+        });
+    }
+
     async fn write_status(&self, pod: &Pod, status: Value, state: &mut PodState) -> Result<()> {
         if state.written.as_ref() == Some(&status) {
             return Ok(());
@@ -1427,6 +1553,17 @@ struct PodState {
     volume_error: Option<String>,
     /// The last status written, to skip writes that change nothing.
     written: Option<Value>,
+    /// Containers whose image this worker has reported pulled or present.
+    pulled: std::collections::HashSet<String>,
+}
+
+/// Records why a container waits; true when the reason is new (an Event is due),
+/// false when it was already waiting for it.
+fn start_waiting(state: &mut PodState, container: &str, reason: &str, message: &str) -> bool {
+    let previous = state
+        .waiting
+        .insert(container.into(), (reason.into(), message.into()));
+    previous.is_none_or(|(old, _)| old != reason)
 }
 
 struct Backoff {

@@ -154,6 +154,22 @@ fn memory_pressure_taints_refuses_and_evicts_by_qos() {
         ""
     );
 
+    wait_until(
+        "the burstable pod has a Warning Evicted Event",
+        TIMEOUT,
+        || {
+            node.server
+                .kubectl_text([
+                    "get",
+                    "events",
+                    "--field-selector=involvedObject.name=burstable",
+                    "-o=jsonpath={range .items[*]}{.type} {.reason}{\"\\n\"}{end}",
+                ])
+                .lines()
+                .any(|l| l == "Warning Evicted")
+        },
+    );
+
     // Still running: the critical pod.
     assert_eq!(get(&node, "pod", "critical", "{.status.phase}"), "Running");
     assert_eq!(get(&node, "pod", "critical", "{.status.reason}"), "");

@@ -61,6 +61,25 @@ spec:
     )
 }
 
+/// Waits until the pod's Events include each `"<type> <reason> <fieldPath>"`.
+fn wait_for_events(node: &TestNode, pod: &str, expected: &[&str]) {
+    let selector = format!("--field-selector=involvedObject.name={pod}");
+    let format =
+        "-o=jsonpath={range .items[*]}{.type} {.reason} {.involvedObject.fieldPath}{\"\\n\"}{end}";
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + POD_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        seen = node
+            .server
+            .kubectl_text(["get", "events", &selector, format]);
+        if expected.iter().all(|e| seen.lines().any(|line| line == *e)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("pod {pod}: events {expected:?} expected, got:\n{seen}");
+}
+
 #[test]
 fn pods_run_restart_and_report_bad_input() {
     let node = TestNode::start();
@@ -91,6 +110,17 @@ spec:
     assert!(ip.starts_with("10.42."), "pod IP {ip:?}");
     let image_id = jsonpath(&node, "web", "{.status.containerStatuses[0].imageID}");
     assert!(image_id.starts_with("sha256:"), "imageID {image_id:?}");
+    // The kubelet's Events tell the story, on the container.
+    wait_for_events(
+        &node,
+        "web",
+        &[
+            "Normal Pulling spec.containers{httpd}",
+            "Normal Pulled spec.containers{httpd}",
+            "Normal Created spec.containers{httpd}",
+            "Normal Started spec.containers{httpd}",
+        ],
+    );
 
     // A crash-looping container: restarted, then CrashLoopBackOff with its last exit.
     node.server
@@ -126,6 +156,7 @@ spec:
     .unwrap();
     assert!(restarts >= 1, "restartCount {restarts}");
     assert_eq!(jsonpath(&node, "crash", "{.status.phase}"), "Running");
+    wait_for_events(&node, "crash", &["Warning BackOff spec.containers{main}"]);
 
     // Logs through the API server and the kubelet API: all, tail, previous, follow.
     node.server.apply_yaml(&pod_yaml(
@@ -227,6 +258,14 @@ spec:
         "ImagePullBackOff",
     );
     assert_eq!(jsonpath(&node, "noimage", "{.status.phase}"), "Pending");
+    wait_for_events(
+        &node,
+        "noimage",
+        &[
+            "Warning Failed spec.containers{main}",
+            "Normal BackOff spec.containers{main}",
+        ],
+    );
 
     // An invalid command: the start fails and the status says why.
     node.server.apply_yaml(&format!(
