@@ -225,6 +225,10 @@ async fn static_volumes_bind_and_are_reclaimed_by_policy() {
             .await
             .unwrap();
     }
+    // Only Available volumes are candidates (as upstream): wait for all three.
+    for name in [&small, &big, &tiny] {
+        wait_volume(&volumes, name, "Available").await;
+    }
     claims
         .create(
             &PostParams::default(),
