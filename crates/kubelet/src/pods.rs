@@ -732,19 +732,17 @@ impl Agent {
                                 human(backoff.delay),
                                 container.name,
                             );
-                            if start_waiting(state, &container.name, "CrashLoopBackOff", &message) {
-                                let note = format!(
-                                    "Back-off restarting failed container {} in pod {pod_name}",
-                                    container.name
-                                );
-                                self.event(
-                                    pod,
-                                    Some(&container.name),
-                                    EventType::Warning,
-                                    "BackOff",
-                                    note,
-                                );
-                            }
+                            let note = format!(
+                                "Back-off restarting failed container {} in pod {pod_name}",
+                                container.name
+                            );
+                            self.wait(
+                                pod,
+                                state,
+                                &container.name,
+                                ("CrashLoopBackOff", message),
+                                (EventType::Warning, "BackOff", note),
+                            );
                             return Ok(Outcome::Waiting);
                         }
                         c.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1)
@@ -761,16 +759,14 @@ impl Agent {
             Ok(config) => config,
             Err(error) => {
                 let message = format!("{error:#}");
-                let reason = "CreateContainerConfigError";
-                if start_waiting(state, &container.name, reason, &message) {
-                    self.event(
-                        pod,
-                        Some(&container.name),
-                        EventType::Warning,
-                        "Failed",
-                        format!("Error: {message}"),
-                    );
-                }
+                let note = format!("Error: {message}");
+                self.wait(
+                    pod,
+                    state,
+                    &container.name,
+                    ("CreateContainerConfigError", message),
+                    (EventType::Warning, "Failed", note),
+                );
                 return Ok(Outcome::Waiting);
             }
         };
@@ -781,15 +777,14 @@ impl Agent {
             Ok(id) => id,
             Err(error) => {
                 let message = format!("{error:#}");
-                if start_waiting(state, &container.name, "CreateContainerError", &message) {
-                    self.event(
-                        pod,
-                        Some(&container.name),
-                        EventType::Warning,
-                        "Failed",
-                        format!("Error: {message}"),
-                    );
-                }
+                let note = format!("Error: {message}");
+                self.wait(
+                    pod,
+                    state,
+                    &container.name,
+                    ("CreateContainerError", message),
+                    (EventType::Warning, "Failed", note),
+                );
                 return Ok(Outcome::Waiting);
             }
         };
@@ -919,15 +914,13 @@ impl Agent {
             && Instant::now() < backoff.until
         {
             let message = format!("Back-off pulling image \"{image}\"");
-            if start_waiting(state, &container.name, "ImagePullBackOff", &message) {
-                self.event(
-                    pod,
-                    Some(&container.name),
-                    EventType::Normal,
-                    "BackOff",
-                    message,
-                );
-            }
+            self.wait(
+                pod,
+                state,
+                &container.name,
+                ("ImagePullBackOff", message.clone()),
+                (EventType::Normal, "BackOff", message),
+            );
             return None;
         }
         let auth = self.pull_auth(pod, &image);
@@ -1480,6 +1473,24 @@ impl Agent {
         self.write_status(pod, status, state).await
     }
 
+    /// Records why a container waits (reason, message) and, when it has just begun
+    /// to wait for that reason, publishes `event` (type, reason, note) about it.
+    fn wait(
+        &self,
+        pod: &Pod,
+        state: &mut PodState,
+        container: &str,
+        (reason, message): (&str, String),
+        (type_, event_reason, note): (EventType, &str, String),
+    ) {
+        let previous = state
+            .waiting
+            .insert(container.into(), (reason.into(), message));
+        if previous.is_none_or(|(old, _)| old != reason) {
+            self.event(pod, Some(container), type_, event_reason, note);
+        }
+    }
+
     /// Publishes an Event about the pod (or one of its containers) without waiting
     /// for it; a failure to publish is only logged.
     fn event(
@@ -1555,15 +1566,6 @@ struct PodState {
     written: Option<Value>,
     /// Containers whose image this worker has reported pulled or present.
     pulled: std::collections::HashSet<String>,
-}
-
-/// Records why a container waits; true when the reason is new (an Event is due),
-/// false when it was already waiting for it.
-fn start_waiting(state: &mut PodState, container: &str, reason: &str, message: &str) -> bool {
-    let previous = state
-        .waiting
-        .insert(container.into(), (reason.into(), message.into()));
-    previous.is_none_or(|(old, _)| old != reason)
 }
 
 struct Backoff {
