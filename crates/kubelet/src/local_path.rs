@@ -59,33 +59,11 @@ struct Provisioner {
 
 /// Runs the node's provisioner until the process ends.
 pub async fn run(client: Client, node: String, data_dir: PathBuf) -> Result<()> {
-    let (claims, claim_writer) = reflector::store();
-    let (volumes, volume_writer) = reflector::store();
     // The watches fill the caches on their own tasks and only say that something
     // changed; the loop below looks at the whole state then.
     let changed = Arc::new(Notify::new());
-    let claim_watch = tokio::spawn(
-        reflector::reflector(
-            claim_writer,
-            watcher(
-                Api::<PersistentVolumeClaim>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .for_each(notify(changed.clone())),
-    );
-    let volume_watch = tokio::spawn(
-        reflector::reflector(
-            volume_writer,
-            watcher(
-                Api::<PersistentVolume>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .for_each(notify(changed.clone())),
-    );
+    let (claims, claim_watch) = watch_all::<PersistentVolumeClaim>(&client, &changed);
+    let (volumes, volume_watch) = watch_all::<PersistentVolume>(&client, &changed);
     let _stop_watches = AbortOnDrop(vec![claim_watch, volume_watch]);
     let reporter = Reporter {
         controller: format!("{PROVISIONER}_{node}"),
@@ -113,13 +91,35 @@ pub async fn run(client: Client, node: String, data_dir: PathBuf) -> Result<()> 
     }
 }
 
-/// A watch event handler that wakes the provisioner's loop (errors are retried by
-/// the watch's backoff).
-pub(crate) fn notify<E>(changed: Arc<Notify>) -> impl FnMut(E) -> std::future::Ready<()> {
-    move |_| {
-        changed.notify_one();
-        std::future::ready(())
-    }
+/// A cache of every `K`, filled by a watch on its own task that wakes `changed` on
+/// each event (errors are retried by the watch's backoff).
+pub(crate) fn watch_all<K>(
+    client: &Client,
+    changed: &Arc<Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changed = changed.clone();
+    let task = tokio::spawn(
+        reflector::reflector(
+            writer,
+            watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(move |_| {
+            changed.notify_one();
+            std::future::ready(())
+        }),
+    );
+    (store, task)
 }
 
 /// Aborts the watch tasks when the provisioner stops.

@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass, VolumeAttachment};
 use krust_csi::v1::{
@@ -38,17 +37,15 @@ use krust_csi::v1::{
     CreateVolumeRequest, DeleteVolumeRequest, Topology, TopologyRequirement,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher::{self, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
 use super::mount::{capability, volume_capability};
 use super::{Driver, Drivers, call_error};
-use crate::local_path::{AbortOnDrop, notify};
+use crate::local_path::{AbortOnDrop, watch_all};
 
 const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
 const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
@@ -95,56 +92,11 @@ struct Controller {
 /// Runs the controller side of this node's CSI drivers until the process ends.
 pub async fn run(client: Client, node: String, drivers: Drivers) -> Result<()> {
     let changed = Arc::new(Notify::new());
-    let (claims, claim_writer) = reflector::store();
-    let (volumes, volume_writer) = reflector::store();
-    let (attachments, attachment_writer) = reflector::store();
-    let (csi_nodes, csi_node_writer) = reflector::store();
-    let tasks = vec![
-        tokio::spawn(
-            reflector::reflector(
-                claim_writer,
-                watcher(
-                    Api::<PersistentVolumeClaim>::all(client.clone()),
-                    Default::default(),
-                ),
-            )
-            .default_backoff()
-            .for_each(notify(changed.clone())),
-        ),
-        tokio::spawn(
-            reflector::reflector(
-                volume_writer,
-                watcher(
-                    Api::<PersistentVolume>::all(client.clone()),
-                    Default::default(),
-                ),
-            )
-            .default_backoff()
-            .for_each(notify(changed.clone())),
-        ),
-        tokio::spawn(
-            reflector::reflector(
-                attachment_writer,
-                watcher(
-                    Api::<VolumeAttachment>::all(client.clone()),
-                    Default::default(),
-                ),
-            )
-            .default_backoff()
-            .for_each(notify(changed.clone())),
-        ),
-        tokio::spawn(
-            reflector::reflector(
-                csi_node_writer,
-                watcher(
-                    Api::<CSINode>::all(client.clone()),
-                    watcher::Config::default(),
-                ),
-            )
-            .default_backoff()
-            .for_each(notify(changed.clone())),
-        ),
-    ];
+    let (claims, claim_watch) = watch_all::<PersistentVolumeClaim>(&client, &changed);
+    let (volumes, volume_watch) = watch_all::<PersistentVolume>(&client, &changed);
+    let (attachments, attachment_watch) = watch_all::<VolumeAttachment>(&client, &changed);
+    let (csi_nodes, csi_node_watch) = watch_all::<CSINode>(&client, &changed);
+    let tasks = vec![claim_watch, volume_watch, attachment_watch, csi_node_watch];
     let _stop_watches = AbortOnDrop(tasks);
     let reporter = Reporter {
         controller: format!("csi-controller_{node}"),
