@@ -13,6 +13,7 @@
 //! - [`defaults`]: the fields kube-apiserver fills in on create and update.
 //! - [`cidr`]: IPv4 address ranges and port ranges (Service and node IPAM).
 //! - [`volume`]: whether a PersistentVolume can serve a claim; storage quantities.
+//! - [`pod_references`]: the Secrets, ConfigMaps and claims a pod uses by name.
 //! - [`table`]: server-side printing (`as=Table`) with upstream's columns.
 //!
 //! A newcomer starts at [`resources::ResourceInfo`].
@@ -22,6 +23,7 @@ pub mod cidr;
 pub mod convert;
 pub mod defaults;
 pub mod patch;
+pub mod pod_references;
 pub mod quota;
 pub mod resources;
 pub mod selector;

@@ -180,6 +180,20 @@ fn node_agent_rules() -> Vec<Value> {
             &["get", "list", "watch", "create", "delete"],
         ),
         rule(&["storage.k8s.io"], &["storageclasses"], READ),
+        // The agent's CSI attacher and provisioner (external-attacher's part).
+        rule(
+            &["storage.k8s.io"],
+            &["volumeattachments"],
+            &[
+                "get", "list", "watch", "create", "delete", "patch", "update",
+            ],
+        ),
+        rule(
+            &["storage.k8s.io"],
+            &["volumeattachments/status"],
+            &["patch", "update"],
+        ),
+        rule(&["storage.k8s.io"], &["csinodes"], READ),
     ]
 }
 

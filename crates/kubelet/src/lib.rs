@@ -18,6 +18,7 @@ pub mod eviction;
 pub mod image_gc;
 pub mod local_path;
 pub mod node;
+pub mod object_watches;
 pub mod oci;
 pub mod pods;
 pub mod probes;

@@ -30,7 +30,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use crate::AgentConfig;
 use crate::cri::{Cri, api};
 use crate::eviction::{self, Pressure};
+use crate::object_watches::ObjectWatches;
 use crate::volumes;
+use krust_api::pod_references::{Reference, references};
 
 const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
 const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
@@ -51,8 +53,9 @@ struct Agent {
     cri: Cri,
     config: AgentConfig,
     pods: Store<Pod>,
-    config_maps: Store<ConfigMap>,
-    secrets: Store<Secret>,
+    /// The ConfigMaps and Secrets the node's pods use, each watched alone.
+    config_maps: ObjectWatches<ConfigMap>,
+    secrets: ObjectWatches<Secret>,
     claims: Store<PersistentVolumeClaim>,
     persistent_volumes: Store<PersistentVolume>,
     csi: crate::csi::mount::Mounter,
@@ -69,14 +72,10 @@ struct Agent {
 
 impl volumes::Objects for Agent {
     fn config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap> {
-        self.config_maps
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|c| (*c).clone())
+        self.config_maps.get(namespace, name)
     }
     fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
-        self.secrets
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|s| (*s).clone())
+        self.secrets.get(namespace, name)
     }
     fn claim(&self, namespace: &str, name: &str) -> Option<PersistentVolumeClaim> {
         self.claims
@@ -99,24 +98,6 @@ pub async fn run(
     pressure: tokio::sync::watch::Sender<Pressure>,
     drivers: crate::csi::Drivers,
 ) -> Result<()> {
-    let (config_maps, cm_writer) = reflector::store();
-    let (secrets, secret_writer) = reflector::store();
-    let cm_stream = reflector::reflector(
-        cm_writer,
-        watcher(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
-    let secret_stream = reflector::reflector(
-        secret_writer,
-        watcher(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
     let (claims, claim_writer) = reflector::store();
     let (persistent_volumes, volume_writer) = reflector::store();
     tokio::spawn(
@@ -141,10 +122,8 @@ pub async fn run(
         .default_backoff()
         .for_each(|_| async {}),
     );
-    tokio::spawn(cm_stream.for_each(|_| async {}));
-    tokio::spawn(secret_stream.for_each(|_| async {}));
-    config_maps.wait_until_ready().await.ok();
-    secrets.wait_until_ready().await.ok();
+    let config_maps = ObjectWatches::new(client.clone());
+    let secrets = ObjectWatches::new(client.clone());
 
     let (pods, pod_writer) = reflector::store();
     let selector = format!("spec.nodeName={}", config.node_name);
@@ -251,6 +230,28 @@ impl Agent {
             }
         }
         self.workers.lock().expect("workers lock").remove(&uid);
+        self.config_maps.release(&uid);
+        self.secrets.release(&uid);
+    }
+
+    /// Watches the ConfigMaps and Secrets `pod` names (the only ones a node may
+    /// read) and waits a little for their caches, so the first sync finds them.
+    async fn track_objects(&self, uid: &str, pod: &Pod, state: &mut PodState) {
+        if state.objects_tracked {
+            return;
+        }
+        const FIRST_LIST_TIMEOUT: Duration = Duration::from_secs(5);
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let spec = serde_json::to_value(pod).unwrap_or_default();
+        let config_map_names = references(&spec, Reference::ConfigMap);
+        let secret_names = references(&spec, Reference::Secret);
+        let (config_maps, secrets) = tokio::join!(
+            self.config_maps
+                .track(uid, namespace, &config_map_names, FIRST_LIST_TIMEOUT),
+            self.secrets
+                .track(uid, namespace, &secret_names, FIRST_LIST_TIMEOUT),
+        );
+        state.objects_tracked = config_maps && secrets;
     }
 
     /// Once the pod cache is complete, and every 10 s after, removes the sandboxes
@@ -358,6 +359,7 @@ impl Agent {
             }
             return Ok(true);
         }
+        self.track_objects(uid, pod, state).await;
         let spec = pod.spec.clone().unwrap_or_default();
         let mut cri = self.cri.clone();
         let runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
@@ -1566,6 +1568,8 @@ struct PodState {
     written: Option<Value>,
     /// Containers whose image this worker has reported pulled or present.
     pulled: std::collections::HashSet<String>,
+    /// Whether the ConfigMaps and Secrets the pod uses are watched and cached.
+    objects_tracked: bool,
 }
 
 struct Backoff {

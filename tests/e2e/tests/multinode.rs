@@ -161,3 +161,60 @@ fn an_agent_joining_with_a_bootstrap_token_becomes_ready_as_its_node() {
     let after = csrs(&cluster);
     assert_eq!(after.len(), 1, "{after:?}");
 }
+
+/// A node joined with a bootstrap token reads only what its pods use (the Node
+/// authorizer): its pod still gets a ConfigMap value in its environment and a Secret
+/// as a file, and none of the agent's requests is refused.
+#[test]
+fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_and_secret() {
+    let cluster = TestCluster::start_with(
+        1,
+        krust_e2e::cluster::ClusterOptions {
+            bootstrap_token: true,
+            ..Default::default()
+        },
+    );
+    cluster.apply(&serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "greeting", "namespace": "default"},
+        "data": {"text": "hello-from-config"},
+    }));
+    cluster.apply(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "password", "namespace": "default"},
+        "stringData": {"value": "s3cret-value"},
+    }));
+    let script = "echo env=$GREETING; cat /etc/password/value; echo";
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "uses-objects", "namespace": "default"},
+        "spec": {
+            "nodeName": cluster.nodes[0].name,
+            "restartPolicy": "Never",
+            "volumes": [{"name": "password", "secret": {"secretName": "password"}}],
+            "containers": [{
+                "name": "c", "image": cluster.image("krust/busybox:1"),
+                "command": ["sh", "-c", script],
+                "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "greeting", "key": "text"}}}],
+                "volumeMounts": [{"name": "password", "mountPath": "/etc/password"}],
+            }],
+        },
+    });
+    cluster.apply(&pod);
+    let timeout = std::time::Duration::from_secs(90);
+    let mut phase = String::new();
+    krust_e2e::wait_until("pod uses-objects finishes", timeout, || {
+        phase = cluster.pod_field("default", "uses-objects", ".status.phase");
+        phase == "Succeeded" || phase == "Failed"
+    });
+    let log = cluster.server.kubectl_text(["logs", "uses-objects"]);
+    assert_eq!(phase, "Succeeded", "{log}\n{}", cluster.agent_logs());
+    assert!(log.contains("env=hello-from-config"), "{log}");
+    assert!(log.contains("s3cret-value"), "{log}");
+    let agent_log = cluster.nodes[0].log();
+    assert!(
+        !agent_log.contains("forbidden") && !agent_log.contains("Forbidden"),
+        "the node was refused something it needs:\n{}",
+        cluster.agent_logs()
+    );
+}
