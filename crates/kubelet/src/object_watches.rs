@@ -116,11 +116,6 @@ where
         });
     }
 
-    /// How many objects are watched (for tests and logs).
-    pub fn len(&self) -> usize {
-        self.watched.lock().expect("object watches lock").len()
-    }
-
     fn start(&self, namespace: &str, name: &str) -> Watched<K> {
         let (cache, writer) = reflector::store();
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
