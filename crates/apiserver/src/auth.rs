@@ -53,10 +53,12 @@ pub fn user_from_certificate(der: &[u8]) -> Option<User> {
     Some(User::authenticated(name, String::new(), groups))
 }
 
-/// Bearer tokens from the static token file.
+/// Bearer tokens from the static token file, and the service account token signer.
 #[derive(Default)]
 pub struct TokenAuthenticator {
     tokens: HashMap<String, User>,
+    /// Signs and checks service account tokens; None without a signing key.
+    pub service_accounts: Option<crate::service_account::Signer>,
 }
 
 impl TokenAuthenticator {
@@ -71,8 +73,16 @@ impl TokenAuthenticator {
                     )
                 })
                 .collect(),
+            service_accounts: None,
         }
     }
+
+    /// Also accepts (and issues) service account tokens signed by `signer`.
+    pub fn with_service_accounts(mut self, signer: crate::service_account::Signer) -> Self {
+        self.service_accounts = Some(signer);
+        self
+    }
+
     /// The user of an `Authorization` header; `Err` when a token was given but is unknown.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Option<User>, UnknownToken> {
         let Some(header) = header else {
@@ -90,7 +100,8 @@ impl TokenAuthenticator {
 }
 
 /// The user of an `Authorization: Bearer` header: a static token, else a bootstrap
-/// token ([`crate::bootstrap_token`]); `Err` when a token was given that neither knows.
+/// token ([`crate::bootstrap_token`]), else a service account token
+/// ([`crate::service_account`]); `Err` when a token was given that none knows.
 pub fn authenticate_bearer(
     tokens: &TokenAuthenticator,
     cache: &WatchCache,
@@ -103,6 +114,10 @@ pub fn authenticate_bearer(
                 .map(str::trim)
                 .unwrap_or("");
             crate::bootstrap_token::authenticate(cache, token)
+                .or_else(|| {
+                    let signer = tokens.service_accounts.as_ref()?;
+                    crate::service_account::authenticate(signer, cache, token)
+                })
                 .map(Some)
                 .ok_or(UnknownToken)
         }

@@ -348,6 +348,16 @@ fn builtin_objects() -> Vec<(&'static str, &'static str, Value)> {
                 ],
             ),
         ),
+        (
+            rbac,
+            "clusterroles",
+            cluster_role(
+                "system:service-account-issuer-discovery",
+                vec![
+                    json!({"nonResourceURLs": ["/.well-known/openid-configuration", "/.well-known/openid-configuration/", "/openid/v1/jwks", "/openid/v1/jwks/"], "verbs": ["get"]}),
+                ],
+            ),
+        ),
         // Node joining, as upstream's bootstrap policy and kubeadm's bindings: bootstrap
         // tokens may create CSRs and have their node client CSRs approved; nodes may
         // have their renewals approved.
@@ -454,6 +464,15 @@ fn builtin_objects() -> Vec<(&'static str, &'static str, Value)> {
                 "system:public-info-viewer",
                 "system:public-info-viewer",
                 &["system:authenticated", "system:unauthenticated"],
+            ),
+        ),
+        (
+            rbac,
+            "clusterrolebindings",
+            cluster_role_binding(
+                "system:service-account-issuer-discovery",
+                "system:service-account-issuer-discovery",
+                &["system:serviceaccounts"],
             ),
         ),
     ]

@@ -878,6 +878,9 @@ impl Api {
             return match sub {
                 "binding" => self.bind(call, body).await,
                 "eviction" => self.evict(call, body).await,
+                "token" if call.resource.plural == "serviceaccounts" => {
+                    self.token_request(call, body)
+                }
                 _ => Err(ApiError::method_not_allowed(format!(
                     "create is not supported on {}/{sub}",
                     call.resource.plural
@@ -956,6 +959,9 @@ impl Api {
         crate::storage_admission::admit_create(self.store.as_ref(), resource, &mut object).await?;
         if let Some(ns) = &namespace {
             self.admit_limit_ranges(resource, ns, &mut object)?;
+            if resource.group.is_empty() && resource.plural == "pods" {
+                crate::service_account::admit_pod(&self.cache, ns, &mut object)?;
+            }
         }
         if tracking == Tracking::Update {
             let api_version = resource.api_version();
@@ -1384,6 +1390,24 @@ impl Api {
     }
 
     /// `pods/<name>/binding` and `bindings`: assigns a pod to a node.
+    /// `serviceaccounts/<name>/token`: a signed token for the ServiceAccount.
+    fn token_request(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
+        let Some(signer) = &self.tokens.service_accounts else {
+            return Err(ApiError::new_service_unavailable(
+                "this server has no service account signing key (--service-account-key-file)",
+            ));
+        };
+        let request = request::decode_body(body, &request::media_type(Some(&call.content_type)))?;
+        let answer = crate::service_account::token_request(
+            signer,
+            &self.cache,
+            call.namespace.as_deref().unwrap_or("default"),
+            call.name(),
+            &request,
+        )?;
+        Ok(json_response(201, &answer))
+    }
+
     pub(crate) async fn bind(&self, call: &Call, body: &[u8]) -> ApiResult<Response<Body>> {
         let binding = request::decode_body(body, &request::media_type(Some(&call.content_type)))?;
         let pod_name = if call.name().is_empty() {
@@ -2054,7 +2078,7 @@ fn parse_rv(text: &str) -> ApiResult<Revision> {
 }
 
 /// Upstream's name suffix alphabet (no vowels, no look-alikes), five characters.
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();

@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod protobuf;
 pub mod request;
 pub mod server;
+pub mod service_account;
 pub mod service_alloc;
 pub mod storage_admission;
 pub mod tls;
@@ -67,6 +68,10 @@ pub struct ServerConfig {
     /// PEM of the client certificate and key the server presents to kubelets
     /// (pods/log); None answers those requests with 503.
     pub kubelet_client_cert_pem: Option<(String, String)>,
+    /// PEM of the key that signs service account tokens (PKCS#8 P-256), and the
+    /// issuer they name; None serves no service account tokens.
+    pub service_account_key_pem: Option<String>,
+    pub service_account_issuer: String,
 }
 
 /// Starts serving the API. Returns once the listener is bound, the watch cache is
@@ -86,7 +91,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<tokio::task::JoinHand
             )
         })?;
     let cache = cache::WatchCache::start(config.store.clone()).await?;
-    let tokens = Arc::new(auth::TokenAuthenticator::new(&config.static_tokens));
+    let mut tokens = auth::TokenAuthenticator::new(&config.static_tokens);
+    if let Some(key) = &config.service_account_key_pem {
+        let signer = service_account::Signer::new(key, &config.service_account_issuer)?;
+        tokens = tokens.with_service_accounts(signer);
+    }
+    let tokens = Arc::new(tokens);
     let mut api = handlers::Api::new(
         config.store.clone(),
         cache,

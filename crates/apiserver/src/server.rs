@@ -262,6 +262,17 @@ async fn non_resource(api: &Api, path: &str, req: &Request<Incoming>) -> Respons
         .unwrap_or("");
     match path {
         "/version" => json_response(200, &version_document()),
+        "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
+            let Some(signer) = &api.tokens.service_accounts else {
+                return error_response(&ApiError::path_not_found());
+            };
+            let (document, content_type) = match path {
+                "/openid/v1/jwks" => (signer.jwks(), "application/jwk-set+json"),
+                _ => (signer.openid_configuration(), "application/json"),
+            };
+            let body = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+            bytes_response(200, content_type, body)
+        }
         "/openapi/v2" => {
             let protobuf = openapi::v2_wants_protobuf(accept);
             let document = tokio::task::spawn_blocking(move || {

@@ -198,6 +198,16 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub token_auth_file: Option<PathBuf>,
 
+    /// Private key (PEM, PKCS#8 ECDSA P-256) that signs service account tokens
+    /// (default: tls/service-account.key in the data dir, created when missing).
+    /// Every server of one cluster needs the same key.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_key_file: Option<PathBuf>,
+
+    /// The issuer (`iss`) of service account tokens, also the audience the API accepts.
+    #[arg(long, value_name = "URL", default_value = krust_apiserver::service_account::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
+
     /// Most read requests served at once (watches excepted); more get 429.
     #[arg(long, default_value_t = 400, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_requests_inflight: u32,

@@ -12,6 +12,9 @@
 //! - `admin.crt` / `admin.key`: the admin's client certificate (CN `system:admin`,
 //!   O `system:masters`), renewed on the same terms.
 //!
+//! Beside them [`ensure_service_account_key`] keeps `service-account.key`, the key
+//! that signs service account tokens.
+//!
 //! Keys are ECDSA P-256, written with mode 0600. Files are written to a temporary name
 //! and renamed, so a crash never leaves half a file.
 
@@ -161,6 +164,19 @@ pub fn ensure(tls_dir: &Path, names: &ServingNames) -> Result<Pki> {
         serving,
         admin,
     })
+}
+
+/// The PEM of the key that signs service account tokens: `path` when it exists, else
+/// a new ECDSA P-256 key written there. Servers sharing one cluster need the same key.
+pub fn ensure_service_account_key(path: &Path) -> Result<String> {
+    if path.exists() {
+        return read(path);
+    }
+    let key = KeyPair::generate().context("cannot generate the service account key")?;
+    tracing::info!(path = %path.display(), "creating a new service account signing key");
+    let pem = key.serialize_pem();
+    write_private(path, &pem)?;
+    Ok(pem)
 }
 
 /// Creates `dir` (and parents) if needed, and makes it private to its owner.

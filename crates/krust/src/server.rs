@@ -96,6 +96,11 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         &kubeconfig::render(&pki, &server_url, &pki.admin),
     )?;
 
+    let service_account_key = match &args.service_account_key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the service account key {}", path.display()))?,
+        None => pki::ensure_service_account_key(&data_dir.join("tls/service-account.key"))?,
+    };
     let config = krust_apiserver::ServerConfig {
         bind,
         store,
@@ -112,6 +117,8 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         advertise_address: advertise_address(args.bind_address),
         // Kubelets accept the admin identity (system:masters) for pods/log.
         kubelet_client_cert_pem: Some((pki.admin.cert_pem.clone(), pki.admin.key_pem.clone())),
+        service_account_key_pem: Some(service_account_key),
+        service_account_issuer: args.service_account_issuer.clone(),
     };
     let server = krust_apiserver::serve(config)
         .await

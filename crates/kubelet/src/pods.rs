@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -68,6 +69,8 @@ struct Agent {
     evicted: Mutex<HashMap<String, String>>,
     /// Events about pods (reporting controller `kubelet`, this node).
     recorder: Recorder,
+    /// Service account tokens of projected volumes, by (pod uid, audience, lifetime).
+    tokens: Mutex<HashMap<(String, String, i64), IssuedToken>>,
 }
 
 impl volumes::Objects for Agent {
@@ -87,6 +90,18 @@ impl volumes::Objects for Agent {
             .get(&ObjectRef::new(name))
             .map(|v| (*v).clone())
     }
+    fn service_account_token(&self, uid: &str, audience: &str, expiration: i64) -> Option<String> {
+        let tokens = self.tokens.lock().expect("tokens lock");
+        let key = (uid.to_string(), audience.to_string(), expiration);
+        tokens.get(&key).map(|issued| issued.token.clone())
+    }
+}
+
+/// A service account token the API server issued for a pod.
+struct IssuedToken {
+    token: String,
+    /// When to ask for a new one: 80% into its lifetime, at most a day after issue.
+    refresh_at: Instant,
 }
 
 /// Watches the node's pods and runs their workers until the watch ends.
@@ -163,6 +178,7 @@ pub async fn run(
         sampler,
         pressure,
         evicted: Mutex::new(HashMap::new()),
+        tokens: Mutex::new(HashMap::new()),
     });
     let mut pod_stream = std::pin::pin!(pod_stream);
     let mut orphan_sweeper = None;
@@ -232,6 +248,76 @@ impl Agent {
         self.workers.lock().expect("workers lock").remove(&uid);
         self.config_maps.release(&uid);
         self.secrets.release(&uid);
+        self.tokens
+            .lock()
+            .expect("tokens lock")
+            .retain(|(pod, _, _), _| pod != &uid);
+    }
+
+    /// Asks the API server for the service account tokens the pod's projected
+    /// volumes hold, when missing or due for refresh (upstream's token manager: 80%
+    /// into the requested lifetime, or after a day).
+    async fn refresh_tokens(&self, pod: &Pod) -> Result<()> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "default".into());
+        for (audience, expiration) in volumes::token_sources(pod) {
+            let key = (uid.clone(), audience.clone(), expiration);
+            let due = self
+                .tokens
+                .lock()
+                .expect("tokens lock")
+                .get(&key)
+                .is_none_or(|issued| Instant::now() >= issued.refresh_at);
+            if !due {
+                continue;
+            }
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: if audience.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![audience.clone()]
+                    },
+                    expiration_seconds: Some(expiration),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(name.clone()),
+                        uid: Some(uid.clone()),
+                    }),
+                },
+                ..Default::default()
+            };
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+            let issued = api
+                .create_token_request(&account, &Default::default(), &request)
+                .await
+                .with_context(|| {
+                    format!("cannot get a token for service account {namespace}/{account}")
+                })?;
+            let token = issued
+                .status
+                .map(|s| s.token)
+                .filter(|t| !t.is_empty())
+                .context("the API server answered the token request without a token")?;
+            let lifetime = Duration::from_secs(expiration.max(0) as u64);
+            let refresh_in = (lifetime * 4 / 5).min(Duration::from_secs(24 * 3600));
+            self.tokens.lock().expect("tokens lock").insert(
+                key,
+                IssuedToken {
+                    token,
+                    refresh_at: Instant::now() + refresh_in,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Watches the ConfigMaps and Secrets `pod` names (the only ones a node may
@@ -409,7 +495,10 @@ impl Agent {
             runtime
         };
         let pods_dir = self.config.data_dir.join("pods");
-        let published = self.csi.publish_pod(pod, self).await;
+        let published = match self.refresh_tokens(pod).await {
+            Ok(()) => self.csi.publish_pod(pod, self).await,
+            Err(error) => Err(error),
+        };
         let volumes_ok = match published.and_then(|()| volumes::sync(&pods_dir, pod, self)) {
             Ok(()) => {
                 state.volume_error = None;
@@ -2407,6 +2496,9 @@ mod tests {
             None
         }
         fn volume(&self, _: &str) -> Option<PersistentVolume> {
+            None
+        }
+        fn service_account_token(&self, _: &str, _: &str, _: i64) -> Option<String> {
             None
         }
     }

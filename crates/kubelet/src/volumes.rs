@@ -30,6 +30,35 @@ pub trait Objects {
     fn secret(&self, namespace: &str, name: &str) -> Option<Secret>;
     fn claim(&self, namespace: &str, name: &str) -> Option<PersistentVolumeClaim>;
     fn volume(&self, name: &str) -> Option<PersistentVolume>;
+    /// The service account token issued for pod `pod_uid`'s projected source, by
+    /// audience (empty: the API's) and requested lifetime.
+    fn service_account_token(
+        &self,
+        pod_uid: &str,
+        audience: &str,
+        expiration: i64,
+    ) -> Option<String>;
+}
+
+/// A pod's projected serviceAccountToken sources: (audience, expirationSeconds).
+pub fn token_sources(pod: &Pod) -> Vec<(String, i64)> {
+    let mut sources = Vec::new();
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let projected = volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten());
+        for token in projected.filter_map(|source| source.service_account_token.as_ref()) {
+            let wanted = (
+                token.audience.clone().unwrap_or_default(),
+                token.expiration_seconds.unwrap_or(3600),
+            );
+            if !sources.contains(&wanted) {
+                sources.push(wanted);
+            }
+        }
+    }
+    sources
 }
 
 /// The claim a pod volume uses (its persistentVolumeClaim, or the claim
@@ -327,6 +356,14 @@ fn files_of(
                     pod,
                     downward.items.as_deref().unwrap_or_default(),
                 )?);
+            }
+            if let Some(token) = &source.service_account_token {
+                let audience = token.audience.as_deref().unwrap_or_default();
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                let issued = objects
+                    .service_account_token(uid, audience, token.expiration_seconds.unwrap_or(3600))
+                    .context("the pod's service account token is not issued yet")?;
+                files.insert(token.path.clone(), (issued.into_bytes(), None));
             }
         }
         return Ok(Some(files));

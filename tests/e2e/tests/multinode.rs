@@ -163,10 +163,11 @@ fn an_agent_joining_with_a_bootstrap_token_becomes_ready_as_its_node() {
 }
 
 /// A node joined with a bootstrap token reads only what its pods use (the Node
-/// authorizer): its pod still gets a ConfigMap value in its environment and a Secret
-/// as a file, and none of the agent's requests is refused.
+/// authorizer): its pod still gets a ConfigMap value in its environment, a Secret as
+/// a file and its service account token (with the CA and namespace), and none of the
+/// agent's requests is refused.
 #[test]
-fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_and_secret() {
+fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_secret_and_token() {
     let cluster = TestCluster::start_with(
         1,
         krust_e2e::cluster::ClusterOptions {
@@ -184,7 +185,10 @@ fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_and_secret() {
         "metadata": {"name": "password", "namespace": "default"},
         "stringData": {"value": "s3cret-value"},
     }));
-    let script = "echo env=$GREETING; cat /etc/password/value; echo";
+    let script = "echo env=$GREETING; cat /etc/password/value; echo; \
+                  cd /var/run/secrets/kubernetes.io/serviceaccount && \
+                  echo namespace=$(cat namespace) && grep -c 'BEGIN CERTIFICATE' ca.crt && \
+                  echo token=$(cat token)";
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "uses-objects", "namespace": "default"},
@@ -211,6 +215,37 @@ fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_and_secret() {
     assert_eq!(phase, "Succeeded", "{log}\n{}", cluster.agent_logs());
     assert!(log.contains("env=hello-from-config"), "{log}");
     assert!(log.contains("s3cret-value"), "{log}");
+    // The service account token the node got for the pod works, as the account.
+    assert!(log.contains("namespace=default"), "{log}");
+    let token = log
+        .lines()
+        .find_map(|line| line.strip_prefix("token="))
+        .filter(|t| t.split('.').count() == 3)
+        .unwrap_or_else(|| panic!("no token in the pod's log: {log}"));
+    let bare = cluster.server.data_dir().join("bare.kubeconfig");
+    std::fs::write(&bare, "apiVersion: v1\nkind: Config\n").unwrap();
+    let whoami = std::process::Command::new(krust_e2e::kubectl_bin())
+        .arg(format!("--kubeconfig={}", bare.display()))
+        .arg(format!("--server={}", cluster.server.url()))
+        .arg(format!(
+            "--certificate-authority={}",
+            cluster.server.data_dir().join("tls/ca.crt").display()
+        ))
+        .arg(format!("--token={token}"))
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        "system:serviceaccount:default:default",
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
     let agent_log = cluster.nodes[0].log();
     assert!(
         !agent_log.contains("forbidden") && !agent_log.contains("Forbidden"),
