@@ -23,6 +23,7 @@ pub mod oci;
 pub mod pods;
 pub mod probes;
 pub mod server;
+pub mod service_env;
 pub mod static_pods;
 pub mod stats;
 mod volumes;

@@ -17,7 +17,8 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+    ServiceAccount,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -59,6 +60,8 @@ struct Agent {
     secrets: ObjectWatches<Secret>,
     claims: Store<PersistentVolumeClaim>,
     persistent_volumes: Store<PersistentVolume>,
+    /// Every Service, for the containers' service environment variables.
+    services: Store<Service>,
     csi: crate::csi::mount::Mounter,
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
     /// The latest usage sample (the eviction ranking's memory use).
@@ -137,6 +140,21 @@ pub async fn run(
         .default_backoff()
         .for_each(|_| async {}),
     );
+    let (services, service_writer) = reflector::store();
+    tokio::spawn(
+        reflector::reflector(
+            service_writer,
+            watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .for_each(|_| async {}),
+    );
+    // As upstream's kubelet: containers start only once Services were read, so
+    // their environment names every Service.
+    services.wait_until_ready().await.ok();
     let config_maps = ObjectWatches::new(client.clone());
     let secrets = ObjectWatches::new(client.clone());
 
@@ -174,6 +192,7 @@ pub async fn run(
         secrets,
         claims,
         persistent_volumes,
+        services,
         workers: Mutex::new(HashMap::new()),
         sampler,
         pressure,
@@ -508,6 +527,8 @@ impl Agent {
                 let message = format!("{error:#}");
                 if state.volume_error.as_ref() != Some(&message) {
                     tracing::warn!(pod = ?pod.metadata.name, %message, "cannot set up the pod's volumes");
+                    let note = format!("MountVolume.SetUp failed: {message}");
+                    self.event(pod, None, EventType::Warning, "FailedMount", note);
                     state.volume_error = Some(message.clone());
                 }
                 for c in spec
@@ -626,6 +647,30 @@ impl Agent {
                 .prober
                 .check(cri, container, &c.id, started_at, &sandbox.ip)
                 .await;
+            for (kind, why) in &verdict.failures {
+                let note = format!("{} probe failed: {why}", kind.name());
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    EventType::Warning,
+                    "Unhealthy",
+                    note,
+                );
+            }
+            if let Some(kind) = verdict.killed_by {
+                let note = format!(
+                    "Container {} failed {} probe, will be restarted",
+                    container.name,
+                    kind.name().to_lowercase()
+                );
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    EventType::Normal,
+                    "Killing",
+                    note,
+                );
+            }
             if verdict.kill {
                 if let Err(error) = cri.stop_container(&c.id, grace).await {
                     tracing::warn!(container = %container.name, %error, "cannot kill the container that failed its probe");
@@ -1107,7 +1152,9 @@ impl Agent {
         sandbox: &SandboxInfo,
     ) -> Result<api::ContainerConfig> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let env = resolve_env(pod, container, self, &sandbox.ip)?;
+        let services = self.services.state();
+        let service_env = crate::service_env::for_pod(services.iter().map(|s| s.as_ref()), pod);
+        let env = resolve_env(pod, container, self, &sandbox.ip, &service_env)?;
         let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let expand_all = |list: &Option<Vec<String>>| -> Vec<String> {
             list.iter().flatten().map(|s| expand(s, &vars)).collect()
@@ -1264,6 +1311,10 @@ impl Agent {
                 .and_then(|h| h.exec.as_ref())
                 .and_then(|e| e.command.clone());
             let id = container.id.clone();
+            if let Some(pod) = pod {
+                let note = format!("Stopping container {name}");
+                self.event(pod, Some(&name), EventType::Normal, "Killing", note);
+            }
             async move {
                 if let Some(command) = hook {
                     let budget = deadline
@@ -2166,6 +2217,7 @@ fn resolve_env(
     container: &Container,
     objects: &dyn volumes::Objects,
     pod_ip: &str,
+    service_env: &[(String, String)],
 ) -> Result<Vec<(String, String)>> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env: Vec<(String, String)> = Vec::new();
@@ -2204,8 +2256,12 @@ fn resolve_env(
     }
     for var in container.env.iter().flatten() {
         let value = if let Some(value) = &var.value {
-            let vars: HashMap<&str, &str> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            // The container's own variables win over the Services'.
+            let vars: HashMap<&str, &str> = service_env
+                .iter()
+                .chain(env.iter())
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             expand(value, &vars)
         } else if let Some(from) = &var.value_from {
             if let Some(key_ref) = &from.config_map_key_ref {
@@ -2253,6 +2309,11 @@ fn resolve_env(
             String::new()
         };
         set(&mut env, var.name.clone(), value);
+    }
+    for (key, value) in service_env {
+        if !env.iter().any(|(k, _)| k == key) {
+            env.push((key.clone(), value.clone()));
+        }
     }
     Ok(env)
 }
@@ -2514,7 +2575,7 @@ mod tests {
             ]}]}}),
         );
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let env = resolve_env(&p, c, &NoObjects, "10.0.0.1").unwrap();
+        let env = resolve_env(&p, c, &NoObjects, "10.0.0.1", &[]).unwrap();
         assert_eq!(
             env,
             vec![
@@ -2528,7 +2589,37 @@ mod tests {
             "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]}]}}),
         );
         let c = &missing.spec.as_ref().unwrap().containers[0];
-        let error = resolve_env(&missing, c, &NoObjects, "").unwrap_err();
+        let error = resolve_env(&missing, c, &NoObjects, "", &[]).unwrap_err();
         assert_eq!(error.to_string(), "configmap \"nope\" not found");
+    }
+
+    #[test]
+    fn service_variables_follow_the_containers_own_and_expand() {
+        let p = pod(
+            json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [{"name": "c",
+            "env": [
+                {"name": "API", "value": "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)"},
+                {"name": "WEB_SERVICE_PORT", "value": "mine"},
+            ]}]}}),
+        );
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let services = [
+            (
+                "KUBERNETES_SERVICE_HOST".to_string(),
+                "10.43.0.1".to_string(),
+            ),
+            ("KUBERNETES_SERVICE_PORT".to_string(), "443".to_string()),
+            ("WEB_SERVICE_PORT".to_string(), "80".to_string()),
+        ];
+        let env = resolve_env(&p, c, &NoObjects, "", &services).unwrap();
+        assert_eq!(
+            env,
+            vec![
+                ("API".into(), "https://10.43.0.1:443".into()),
+                ("WEB_SERVICE_PORT".into(), "mine".into()),
+                ("KUBERNETES_SERVICE_HOST".into(), "10.43.0.1".into()),
+                ("KUBERNETES_SERVICE_PORT".into(), "443".into()),
+            ]
+        );
     }
 }

@@ -62,6 +62,22 @@ spec:
 }
 
 /// Waits until the pod's Events include each `"<type> <reason> <fieldPath>"`.
+/// The ClusterIP of the `kubernetes` Service, which every pod's environment names.
+fn api_service_ip(node: &TestNode) -> String {
+    kubectl_text(
+        node,
+        &[
+            "get",
+            "service",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    )
+}
+
 fn wait_for_events(node: &TestNode, pod: &str, expected: &[&str]) {
     let selector = format!("--field-selector=involvedObject.name={pod}");
     let format =
@@ -289,7 +305,7 @@ spec:
     });
 
     // A ConfigMap that does not exist yet: CreateContainerConfigError; once it is
-    // created the pod starts, with env from it and from a Secret.
+    // created the pod starts, with env from it, from a Secret and the API Service's.
     let env_pod = format!(
         r#"apiVersion: v1
 kind: Pod
@@ -300,7 +316,7 @@ spec:
   containers:
   - name: main
     image: {}
-    command: ["sh", "-c", "echo -n \"$(GREETING) $WHO $PASSWORD\" > /dev/termination-log"]
+    command: ["sh", "-c", "echo -n \"$(GREETING) $WHO $PASSWORD $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT\" > /dev/termination-log"]
     env:
     - {{name: WHO, valueFrom: {{configMapKeyRef: {{name: settings, key: who}}}}}}
     - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
@@ -341,7 +357,7 @@ data: {who: world}
             "envpod",
             "{.status.containerStatuses[0].state.terminated.message}"
         ),
-        "hello world s3cret"
+        format!("hello world s3cret {}:443", api_service_ip(&node))
     );
 
     // Nothing else was disturbed: the server pod never restarted.
@@ -786,6 +802,35 @@ spec:
             "{.status.containerStatuses[?(@.name==\"web\")].restartCount}"
         ),
         "0"
+    );
+    // What the probes found is in the pod's events, as upstream's kubelet tells it.
+    wait_for_events(
+        &node,
+        "probed",
+        &[
+            "Warning Unhealthy spec.containers{missing}",
+            "Warning Unhealthy spec.containers{dies}",
+            "Normal Killing spec.containers{dies}",
+        ],
+    );
+    let notes = node.server.kubectl_text([
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=probed",
+        "-o=jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        notes
+            .lines()
+            .any(|n| n
+                == "Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        "{notes}"
+    );
+    assert!(
+        notes
+            .lines()
+            .any(|n| n.starts_with("Unhealthy: Liveness probe failed: cat:")),
+        "{notes}"
     );
 }
 
