@@ -164,8 +164,9 @@ fn an_agent_joining_with_a_bootstrap_token_becomes_ready_as_its_node() {
 
 /// A node joined with a bootstrap token reads only what its pods use (the Node
 /// authorizer): its pod still gets a ConfigMap value in its environment, a Secret as
-/// a file and its service account token (with the CA and namespace), and none of the
-/// agent's requests is refused.
+/// a file, its service account token (with the CA and namespace) that authenticates
+/// as the account, and reaches the API at the `kubernetes` Service's address; none of
+/// the agent's requests is refused.
 #[test]
 fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_secret_and_token() {
     let cluster = TestCluster::start_with(
@@ -188,7 +189,8 @@ fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_secret_and_token() {
     let script = "echo env=$GREETING; cat /etc/password/value; echo; \
                   cd /var/run/secrets/kubernetes.io/serviceaccount && \
                   echo namespace=$(cat namespace) && grep -c 'BEGIN CERTIFICATE' ca.crt && \
-                  echo token=$(cat token)";
+                  echo token=$(cat token) && \
+                  nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo api-reachable";
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "uses-objects", "namespace": "default"},
@@ -217,6 +219,10 @@ fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_secret_and_token() {
     assert!(log.contains("s3cret-value"), "{log}");
     // The service account token the node got for the pod works, as the account.
     assert!(log.contains("namespace=default"), "{log}");
+    assert!(
+        log.contains("api-reachable"),
+        "the kubernetes Service: {log}"
+    );
     let token = log
         .lines()
         .find_map(|line| line.strip_prefix("token="))
