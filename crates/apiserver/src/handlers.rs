@@ -332,6 +332,18 @@ impl Api {
         if !auth::authorize(&self.cache, &call.user, &attributes) {
             return error_response(&forbidden(&call.user, &attributes));
         }
+        // A stream into a pod opened with GET (WebSocket) also needs `create`, as a
+        // POST (SPDY) does: being allowed to read pods/exec does not let one run
+        // commands (upstream's AuthorizePodWebsocketUpgradeCreatePermission).
+        if verb == "get" && is_pod_stream(&call) {
+            let create = Attributes {
+                verb: "create".into(),
+                ..attributes.clone()
+            };
+            if !auth::authorize(&self.cache, &call.user, &create) {
+                return error_response(&forbidden(&call.user, &create));
+            }
+        }
         if call.resource.group == crate::metrics_api::GROUP {
             return match verb {
                 "get" | "list" => crate::metrics_api::serve(self, &call).await,
@@ -371,14 +383,7 @@ impl Api {
                 .await
                 .unwrap_or_else(|error| error_response(&error));
         }
-        if call.resource.plural == "pods"
-            && call.name.is_some()
-            && matches!(verb, "get" | "create")
-            && matches!(
-                call.subresource.as_deref(),
-                Some("exec" | "attach" | "portforward")
-            )
-        {
+        if matches!(verb, "get" | "create") && is_pod_stream(&call) {
             return self
                 .pod_stream(&call, req)
                 .await
@@ -2105,6 +2110,17 @@ fn patch_resource_version(patch: &Value) -> Option<&str> {
 /// Whether objects of `resource` are Services (which hold allocated values).
 fn is_service(resource: &ResourceInfo) -> bool {
     resource.group.is_empty() && resource.plural == "services"
+}
+
+/// `pods/<name>/exec`, `attach` or `portforward`: a stream into the pod.
+fn is_pod_stream(call: &Call) -> bool {
+    call.resource.group.is_empty()
+        && call.resource.plural == "pods"
+        && call.name.is_some()
+        && matches!(
+            call.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward")
+        )
 }
 
 /// The name a field selector `metadata.name=<name>` (or `==`) picks; empty otherwise.

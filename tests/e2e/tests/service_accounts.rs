@@ -236,3 +236,44 @@ fn pod_tokens_and_the_service_account_admission() {
             .success()
     );
 }
+
+/// Opening pods/exec with GET (as WebSocket clients do) needs `create` as well as
+/// `get` on pods/exec: reading the subresource does not let one run commands.
+#[test]
+fn exec_over_get_needs_create_permission() {
+    let server = TestServer::start();
+    server.kubectl_ok(["create", "namespace", "streams"]);
+    wait_default_account(&server, "streams");
+    let token = server.kubectl_ok(["create", "token", "default", "-n", "streams"]);
+    let token = token.trim();
+    let exec = "/api/v1/namespaces/streams/pods/nobody/exec?command=true&stdout=true";
+    let role = |verbs: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+             metadata: {{name: exec, namespace: streams}}\n\
+             rules: [{{apiGroups: [\"\"], resources: [pods, pods/exec], verbs: [{verbs}]}}]\n\
+             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+             metadata: {{name: exec, namespace: streams}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}}\n\
+             subjects: [{{kind: ServiceAccount, name: default, namespace: streams}}]\n"
+        )
+    };
+    server.apply_yaml(&role("get"));
+    wait_until("get on pods is granted", TIMEOUT, || {
+        let pod = "/api/v1/namespaces/streams/pods/nobody";
+        text(&kubectl_as(&server, token, &["get", "--raw", pod])).contains("not found")
+    });
+    let refused = kubectl_as(&server, token, &["get", "--raw", exec]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("cannot create resource \"pods/exec\""),
+        "{}",
+        text(&refused)
+    );
+    server.apply_yaml(&role("get, create"));
+    wait_until(
+        "with create the request reaches the pod lookup",
+        TIMEOUT,
+        || text(&kubectl_as(&server, token, &["get", "--raw", exec])).contains("not found"),
+    );
+}
