@@ -42,6 +42,19 @@ const BACKDATE: Duration = Duration::from_secs(5 * 60);
 pub struct SigningCa {
     pub cert_pem: String,
     pub key_pem: String,
+    /// The longest a signed certificate is valid (`--cluster-signing-duration`).
+    pub max_validity: Duration,
+}
+
+impl SigningCa {
+    /// The CA with upstream's default longest validity, a year.
+    pub fn new(cert_pem: String, key_pem: String) -> SigningCa {
+        SigningCa {
+            cert_pem,
+            key_pem,
+            max_validity: MAX_VALIDITY,
+        }
+    }
 }
 
 /// Runs the approver and, with a CA, the signer, until the process ends.
@@ -49,10 +62,11 @@ pub async fn run(client: kube::Client, ca: Option<SigningCa>) -> Result<()> {
     let issuer = match &ca {
         Some(ca) => {
             let key = KeyPair::from_pem(&ca.key_pem).context("cannot read the signing CA key")?;
-            Some(
+            Some((
                 Issuer::from_ca_cert_pem(&ca.cert_pem, key)
                     .context("cannot use the cluster CA to sign")?,
-            )
+                ca.max_validity,
+            ))
         }
         None => {
             tracing::warn!("no signing CA: approved CSRs are not signed");
@@ -110,7 +124,7 @@ fn schedule_retry(retry: &tokio::sync::mpsc::UnboundedSender<String>, name: Stri
 async fn reconcile(
     client: &kube::Client,
     api: &Api<CertificateSigningRequest>,
-    issuer: Option<&Issuer<'static, KeyPair>>,
+    issuer: Option<&(Issuer<'static, KeyPair>, Duration)>,
     csr: &CertificateSigningRequest,
 ) -> Result<()> {
     let name = csr.metadata.name.clone().unwrap_or_default();
@@ -162,8 +176,10 @@ async fn reconcile(
     {
         return Ok(());
     }
-    let Some(issuer) = issuer else { return Ok(()) };
-    let status = match sign(issuer, csr, time::OffsetDateTime::now_utc()) {
+    let Some((issuer, max_validity)) = issuer else {
+        return Ok(());
+    };
+    let status = match sign(issuer, csr, time::OffsetDateTime::now_utc(), *max_validity) {
         Ok(pem) => json!({"status": {"certificate": k8s_openapi::ByteString(pem.into_bytes())}}),
         Err(reason) => {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -327,6 +343,7 @@ pub fn sign(
     issuer: &Issuer<'_, KeyPair>,
     csr: &CertificateSigningRequest,
     now: time::OffsetDateTime,
+    max_validity: Duration,
 ) -> Result<String, String> {
     let mut request = parse(csr)?;
     let usages = csr.spec.usages.clone().unwrap_or_default();
@@ -357,9 +374,10 @@ pub fn sign(
         .spec
         .expiration_seconds
         .map(|s| Duration::from_secs(s.max(600) as u64))
-        .unwrap_or(MAX_VALIDITY)
-        .min(MAX_VALIDITY);
-    params.not_before = now - BACKDATE;
+        .unwrap_or(max_validity)
+        .min(max_validity);
+    // Short-lived certificates are backdated less, so most of their life is ahead.
+    params.not_before = now - BACKDATE.min(validity / 10);
     params.not_after = now + validity;
     let certificate = request
         .signed_by(issuer)
@@ -462,7 +480,7 @@ mod tests {
             KUBELET_CLIENT_SIGNER,
         );
         request_csr.spec.expiration_seconds = Some(3600);
-        let pem = sign(&issuer, &request_csr, now).unwrap();
+        let pem = sign(&issuer, &request_csr, now, MAX_VALIDITY).unwrap();
         let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         let cert = block.parse_x509().unwrap();
         let subject = cert.subject().to_string();
@@ -477,7 +495,7 @@ mod tests {
         cert.verify_signature(Some(ca_parsed.public_key())).unwrap();
 
         request_csr.spec.usages = Some(vec!["digital signature".into()]);
-        assert!(sign(&issuer, &request_csr, now).is_err());
+        assert!(sign(&issuer, &request_csr, now, MAX_VALIDITY).is_err());
     }
 
     fn issuer() -> Issuer<'static, KeyPair> {
@@ -498,10 +516,14 @@ mod tests {
             b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
                 .to_vec(),
         );
-        let reason = sign(&issuer, &garbage, now).unwrap_err();
+        let reason = sign(&issuer, &garbage, now, MAX_VALIDITY).unwrap_err();
         assert!(reason.contains("does not parse"), "{reason}");
         garbage.spec.request = k8s_openapi::ByteString(vec![0xff, 0xfe]);
-        assert!(sign(&issuer, &garbage, now).unwrap_err().contains("PEM"));
+        assert!(
+            sign(&issuer, &garbage, now, MAX_VALIDITY)
+                .unwrap_err()
+                .contains("PEM")
+        );
 
         let wrong_cn = csr(
             request("alice", "system:nodes", None),
@@ -510,7 +532,7 @@ mod tests {
             KUBELET_CLIENT_SIGNER,
         );
         assert!(
-            sign(&issuer, &wrong_cn, now)
+            sign(&issuer, &wrong_cn, now, MAX_VALIDITY)
                 .unwrap_err()
                 .contains("system:node:")
         );
@@ -521,7 +543,7 @@ mod tests {
             CLIENT_SIGNER,
         );
         assert!(
-            sign(&issuer, &server_usage, now)
+            sign(&issuer, &server_usage, now, MAX_VALIDITY)
                 .unwrap_err()
                 .contains("server auth")
         );
@@ -531,7 +553,7 @@ mod tests {
             USAGES,
             "example.com/other",
         );
-        assert!(sign(&issuer, &other_signer, now).is_err());
+        assert!(sign(&issuer, &other_signer, now, MAX_VALIDITY).is_err());
     }
 
     #[test]
@@ -545,7 +567,7 @@ mod tests {
             CLIENT_SIGNER,
         );
         request_csr.spec.expiration_seconds = Some(10 * 365 * 24 * 3600);
-        let pem = sign(&issuer, &request_csr, now).unwrap();
+        let pem = sign(&issuer, &request_csr, now, MAX_VALIDITY).unwrap();
         let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         let cert = block.parse_x509().unwrap();
         assert!(cert.subject().to_string().contains("CN=alice"));
@@ -559,5 +581,17 @@ mod tests {
         assert!(ku.digital_signature() && ku.key_encipherment() && !ku.key_cert_sign());
         let constraints = cert.basic_constraints().unwrap();
         assert!(constraints.is_none_or(|c| !c.value.ca));
+        // A shorter --cluster-signing-duration caps it further.
+        let pem = sign(&issuer, &request_csr, now, Duration::from_secs(90)).unwrap();
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let not_after = block.parse_x509().unwrap().validity().not_after.timestamp();
+        assert!((89..=91).contains(&(not_after - now.unix_timestamp())));
+        let not_before = block
+            .parse_x509()
+            .unwrap()
+            .validity()
+            .not_before
+            .timestamp();
+        assert!((8..=10).contains(&(now.unix_timestamp() - not_before)));
     }
 }

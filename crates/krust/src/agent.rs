@@ -25,7 +25,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
                     .with_context(|| format!("cannot read --ca-file {}", path.display()))?,
             );
         }
-        let client = client_for(&args, &config).await?;
+        let (client, renewal) = client_for(&args, &config).await?;
         let network = NodeNetwork {
             options: args.net.clone(),
             cluster_cidr: args.cluster_cidr,
@@ -34,14 +34,35 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("cannot handle SIGTERM")?;
+        let renewed = async {
+            match renewal {
+                Some(renewal) => renewal.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = run_node(config, network, client) => result,
+            result = renewed => {
+                result?;
+                restart_self()
+            }
             _ = terminate.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     result
+}
+
+/// Replaces this process with a new start of the same command (same pid, so the
+/// agent's containerd stays its child and is reused; pods keep running).
+fn restart_self() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    tracing::info!("restarting the agent on its renewed client certificate");
+    let error = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(error).context("cannot restart the agent on its renewed certificate")
 }
 
 /// The cluster-wide network settings a node needs besides its own flags.
@@ -106,7 +127,11 @@ async fn run_node(
 /// say so loudly). With a bootstrap token (`<id>.<secret>`) the agent is the node
 /// `system:node:<name>` by its client certificate ([`crate::node_join`]); any other
 /// token is used as it is.
-async fn client_for(args: &AgentArgs, agent: &krust_kubelet::AgentConfig) -> Result<kube::Client> {
+/// With a node certificate, also the renewal of it (done when the new one is stored).
+async fn client_for(
+    args: &AgentArgs,
+    agent: &krust_kubelet::AgentConfig,
+) -> Result<(kube::Client, Option<Renewal>)> {
     let url: http::Uri = args.server.parse().with_context(|| {
         format!(
             "--server {:?} is not a URL like https://host:6443",
@@ -141,7 +166,8 @@ async fn client_for(args: &AgentArgs, agent: &krust_kubelet::AgentConfig) -> Res
     let mut config = base()?;
     config.auth_info.token = Some(args.token.clone().into());
     if !crate::node_join::is_bootstrap_token(&args.token) {
-        return kube::Client::try_from(config).context("cannot build the agent's client");
+        let client = kube::Client::try_from(config).context("cannot build the agent's client")?;
+        return Ok((client, None));
     }
     let bootstrap =
         kube::Client::try_from(config).context("cannot build the agent's bootstrap client")?;
@@ -155,10 +181,27 @@ async fn client_for(args: &AgentArgs, agent: &krust_kubelet::AgentConfig) -> Res
     )
     .await?;
     let mut config = base()?;
-    config.auth_info.client_certificate_data = Some(BASE64.encode(cert));
+    config.auth_info.client_certificate_data = Some(BASE64.encode(&cert));
     config.auth_info.client_key_data = Some(BASE64.encode(key).into());
-    kube::Client::try_from(config).context("cannot build the node's client")
+    let client = kube::Client::try_from(config).context("cannot build the node's client")?;
+    let (node_client, node_name, server) =
+        (client.clone(), agent.node_name.clone(), args.server.clone());
+    let renewal: Renewal = Box::pin(async move {
+        crate::node_join::renew_when_due(
+            node_client,
+            &node_name,
+            &paths,
+            &server,
+            ca_pem.as_deref(),
+            &cert,
+        )
+        .await
+    });
+    Ok((client, Some(renewal)))
 }
+
+/// The renewal of the node's client certificate, done once the new one is stored.
+type Renewal = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Option<Vec<Vec<u8>>> {
     use rustls::pki_types::CertificateDer;

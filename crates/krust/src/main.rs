@@ -140,6 +140,14 @@ pub struct ControllerManagerArgs {
     #[arg(long, value_name = "FILE")]
     pub root_ca_file: Option<PathBuf>,
 
+    /// The CA certificate and key (PEM) that sign approved kubelet and client
+    /// CertificateSigningRequests (the server's tls/ca.crt and tls/ca.key); without
+    /// them approved requests stay unsigned.
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub controllers: ControllerFlags,
 }
@@ -155,6 +163,11 @@ pub struct ControllerFlags {
     /// NotReady (Unknown) and its pods start being evicted, e.g. 40s, 500ms, 2m.
     #[arg(long, default_value = "40s", value_name = "DURATION", value_parser = parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+
+    /// The longest a certificate signed for a CertificateSigningRequest is valid
+    /// (nodes renew theirs at 70-90% of it), e.g. 8760h.
+    #[arg(long, default_value = "8760h", value_name = "DURATION", value_parser = parse_duration)]
+    pub cluster_signing_duration: std::time::Duration,
 }
 
 impl ControllerFlags {
@@ -260,7 +273,20 @@ fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let options = args.controllers.options(root_ca_pem);
+    let mut options = args.controllers.options(root_ca_pem);
+    if let (Some(cert), Some(key)) = (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the signing CA {}: {e}", path.display()))
+        };
+        options.signing_ca = Some(krust_controllers::certificates::SigningCa {
+            max_validity: args.controllers.cluster_signing_duration,
+            ..krust_controllers::certificates::SigningCa::new(read(cert)?, read(key)?)
+        });
+    }
     components::run_standalone("krust-controllers", &args.kubeconfig, |client| {
         components::controller_manager(client, krust_leader::default_identity(), options)
     })

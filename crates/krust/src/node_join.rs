@@ -6,6 +6,11 @@
 //! under `<agent-data-dir>/pki/` (mode 0600) and from then on is the node
 //! `system:node:<name>`. A later start reuses the stored certificate while it is valid
 //! for that node, without a new request.
+//!
+//! Rotation ([`renew_when_due`], upstream's `--rotate-certificates`): at a random point
+//! between 70% and 90% of the certificate's lifetime the node asks for a new one with
+//! its own identity (auto-approved through `certificatesigningrequests/selfnodeclient`),
+//! stores it, and the agent restarts itself on it (containers keep running).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +27,8 @@ use serde_json::json;
 const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// How long the agent waits for its request to be approved and signed.
 const SIGNING_DEADLINE: Duration = Duration::from_secs(300);
-/// A stored certificate closer than this to its end is not reused.
+/// A stored certificate closer than this (or than a tenth of its lifetime) to its
+/// end is not reused.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 
 /// Whether `token` has the form of a bootstrap token: six then sixteen characters of
@@ -116,9 +122,12 @@ pub fn usable(cert_pem: &str, node_name: &str, now: std::time::SystemTime) -> Re
         .unwrap_or_default()
         .as_secs() as i64;
     let validity = cert.validity();
-    if now < validity.not_before.timestamp()
-        || now + RENEW_BEFORE.as_secs() as i64 >= validity.not_after.timestamp()
-    {
+    let (start, end) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    let margin = (RENEW_BEFORE.as_secs() as i64).min((end - start) / 10);
+    if now < start || now + margin >= end {
         return Err("the stored certificate is expired or about to expire".into());
     }
     Ok(())
@@ -162,7 +171,7 @@ async fn request_certificate(
     let created = api
         .create(&PostParams::default(), &csr)
         .await
-        .context("cannot create the node's CertificateSigningRequest with the bootstrap token")?;
+        .context("cannot create the node's CertificateSigningRequest")?;
     let name = created.metadata.name.clone().unwrap_or_default();
     tracing::info!(csr = %name, "waiting for the node's certificate signing request to be approved and signed");
     let condition = |csr: Option<&CertificateSigningRequest>| {
@@ -206,6 +215,60 @@ async fn request_certificate(
     String::from_utf8(cert).with_context(|| format!("the certificate of {name} is not PEM"))
 }
 
+/// The validity window of a PEM certificate, in Unix seconds.
+fn validity(cert_pem: &str) -> Result<(i64, i64)> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the node's certificate is not PEM: {e}"))?;
+    let cert = block
+        .parse_x509()
+        .map_err(|e| anyhow::anyhow!("the node's certificate does not parse: {e}"))?;
+    let validity = cert.validity();
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
+}
+
+/// When to renew a certificate valid from `start` to `end`: at `fraction` (0.7 to
+/// 0.9) of its lifetime.
+fn renewal_time(start: i64, end: i64, fraction: f64) -> i64 {
+    start + ((end - start) as f64 * fraction.clamp(0.7, 0.9)) as i64
+}
+
+/// Waits until `cert_pem` is due for renewal, then gets a new certificate with the
+/// node's own `client` and stores it (key, certificate, kubeconfig). Returns once the
+/// new one is stored: the caller restarts on it.
+pub async fn renew_when_due(
+    client: kube::Client,
+    node_name: &str,
+    paths: &Paths,
+    server: &str,
+    ca_pem: Option<&[u8]>,
+    cert_pem: &str,
+) -> Result<()> {
+    let (start, end) = validity(cert_pem)?;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let jitter = since_epoch.subsec_nanos() as f64 / 1e9;
+    let due = renewal_time(start, end, 0.7 + 0.2 * jitter);
+    let now = since_epoch.as_secs() as i64;
+    tracing::info!(
+        renew_in_s = (due - now).max(0),
+        "the node's client certificate will be renewed"
+    );
+    tokio::time::sleep(Duration::from_secs((due - now).max(0) as u64)).await;
+    let (request, key) = certificate_request(node_name)?;
+    let cert = request_certificate(client, node_name, &request)
+        .await
+        .context("cannot renew the node's client certificate")?;
+    crate::pki::write_private(&paths.key, &key)?;
+    crate::pki::write_private(&paths.cert, &cert)?;
+    crate::pki::write_private(&paths.kubeconfig, &kubeconfig(server, ca_pem, &cert, &key))?;
+    tracing::info!(cert = %paths.cert.display(), "renewed the node's client certificate");
+    Ok(())
+}
+
 /// A kubeconfig for the node's certificate (for people and tools on the node).
 fn kubeconfig(server: &str, ca_pem: Option<&[u8]>, cert: &str, key: &str) -> String {
     let cluster = match ca_pem {
@@ -228,6 +291,13 @@ fn kubeconfig(server: &str, ca_pem: Option<&[u8]>, cert: &str, key: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_falls_between_70_and_90_percent_of_the_lifetime() {
+        assert_eq!(renewal_time(1000, 2000, 0.8), 1800);
+        assert_eq!(renewal_time(1000, 2000, 0.1), 1700);
+        assert_eq!(renewal_time(1000, 2000, 1.5), 1900);
+    }
 
     #[test]
     fn bootstrap_tokens_are_told_from_other_tokens() {

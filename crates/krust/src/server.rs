@@ -133,6 +133,7 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     controller_options.signing_ca = Some(krust_controllers::certificates::SigningCa {
         cert_pem: pki.ca.cert_pem.clone(),
         key_pem: pki.ca.key_pem.clone(),
+        max_validity: args.controllers.cluster_signing_duration,
     });
     start_controllers(
         &kubeconfig_path,

@@ -259,3 +259,69 @@ fn a_bootstrap_joined_node_runs_a_pod_with_its_config_map_secret_and_token() {
         cluster.agent_logs()
     );
 }
+
+/// With short-lived certificates (`--cluster-signing-duration`) a joined node renews
+/// its client certificate on its own identity before it ends, restarts on it, and
+/// stays Ready past the first certificate's end.
+#[test]
+fn a_joined_node_renews_its_client_certificate_before_it_expires() {
+    let lifetime = std::time::Duration::from_secs(40);
+    let cluster = TestCluster::start_with(
+        1,
+        krust_e2e::cluster::ClusterOptions {
+            bootstrap_token: true,
+            server_args: vec![format!(
+                "--cluster-signing-duration={}s",
+                lifetime.as_secs()
+            )],
+            ..Default::default()
+        },
+    );
+    let joined = std::time::Instant::now();
+    let name = cluster.nodes[0].name.clone();
+    let renewals = |cluster: &TestCluster| -> usize {
+        let out = cluster.server.kubectl_text([
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.username} {.status.certificate}{\"\\n\"}{end}",
+        ]);
+        out.lines()
+            .filter(|l| l.starts_with(&format!("system:node:{name} ")) && l.len() > 40)
+            .count()
+    };
+    krust_e2e::wait_until(
+        "the node renewed its certificate as itself",
+        lifetime * 2,
+        || renewals(&cluster) >= 1,
+    );
+    // Past the first certificate's end the node still renews its Lease.
+    krust_e2e::wait_until("the first certificate has ended", lifetime * 2, || {
+        joined.elapsed() > lifetime + std::time::Duration::from_secs(5)
+    });
+    let renewed_at = |cluster: &TestCluster| {
+        cluster.server.kubectl_text([
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            &name,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let before = renewed_at(&cluster);
+    krust_e2e::wait_until(
+        "the node renews its Lease on the new certificate",
+        std::time::Duration::from_secs(30),
+        || renewed_at(&cluster) != before,
+    );
+    cluster.wait_node_ready(0, true);
+    assert!(
+        cluster.nodes[0]
+            .log()
+            .contains("renewed the node's client certificate"),
+        "{}",
+        cluster.agent_logs()
+    );
+}
