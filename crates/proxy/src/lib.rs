@@ -75,6 +75,50 @@ impl ProxyConfig {
     }
 }
 
+/// The mode the proxy runs in for the asked `mode`: nftables unless it does not work
+/// here (`nft` missing, or the kernel refuses a table), then iptables. The other
+/// mode's rules are removed, so that switching modes leaves nothing behind.
+/// `prefix` as [`ProxyConfig::command_prefix`].
+pub async fn select_mode(mode: ProxyMode, prefix: &[String]) -> ProxyMode {
+    let mut nftables = apply::Applier::new(prefix.to_vec());
+    let mode = match mode {
+        ProxyMode::Nftables => match nftables.nftables_works().await {
+            Ok(()) => ProxyMode::Nftables,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "nftables does not work on this node; the service proxy falls back to iptables mode (install nftables, or pass --proxy-mode iptables to silence this)"
+                );
+                ProxyMode::Iptables
+            }
+        },
+        ProxyMode::Iptables => ProxyMode::Iptables,
+    };
+    tracing::info!(mode = ?mode, "service proxy mode");
+    match mode {
+        ProxyMode::Nftables => {
+            let mut iptables = iptables::Applier::new(apply::Commands::new(prefix.to_vec()));
+            if let Err(error) = iptables.remove_all().await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot remove the iptables mode's chains"
+                );
+            }
+        }
+        ProxyMode::Iptables => {
+            if nftables.commands().exists("nft")
+                && let Err(error) = nftables.remove_table().await
+            {
+                tracing::debug!(
+                    error = format!("{error:#}"),
+                    "cannot remove the nftables mode's table"
+                );
+            }
+        }
+    }
+    mode
+}
+
 /// The rules of one mode, applied by its applier.
 enum Backend {
     Nftables(apply::Applier),
@@ -82,47 +126,13 @@ enum Backend {
 }
 
 impl Backend {
-    /// The backend for `mode`: nftables unless it does not work here, then iptables.
-    /// The other mode's rules are removed, so that switching modes leaves nothing
-    /// behind.
-    async fn start(mode: ProxyMode, prefix: &[String]) -> Backend {
-        let mut nftables = apply::Applier::new(prefix.to_vec());
-        let mut iptables = iptables::Applier::new(apply::Commands::new(prefix.to_vec()));
-        let mode = match mode {
-            ProxyMode::Nftables => match nftables.nftables_works().await {
-                Ok(()) => ProxyMode::Nftables,
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "nftables does not work on this node; the service proxy falls back to iptables mode (install nftables, or pass --proxy-mode iptables to silence this)"
-                    );
-                    ProxyMode::Iptables
-                }
-            },
-            ProxyMode::Iptables => ProxyMode::Iptables,
-        };
-        tracing::info!(mode = ?mode, "service proxy mode");
+    /// The applier of `mode`.
+    fn new(mode: ProxyMode, prefix: &[String]) -> Backend {
         match mode {
-            ProxyMode::Nftables => {
-                if let Err(error) = iptables.remove_all().await {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "cannot remove the iptables mode's chains"
-                    );
-                }
-                Backend::Nftables(nftables)
-            }
-            ProxyMode::Iptables => {
-                if nftables.commands().exists("nft")
-                    && let Err(error) = nftables.remove_table().await
-                {
-                    tracing::debug!(
-                        error = format!("{error:#}"),
-                        "cannot remove the nftables mode's table"
-                    );
-                }
-                Backend::Iptables(iptables)
-            }
+            ProxyMode::Nftables => Backend::Nftables(apply::Applier::new(prefix.to_vec())),
+            ProxyMode::Iptables => Backend::Iptables(iptables::Applier::new(apply::Commands::new(
+                prefix.to_vec(),
+            ))),
         }
     }
 
@@ -145,7 +155,8 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
             "node ports will not answer on 127.0.0.1"
         );
     }
-    let mut backend = Backend::start(config.mode, &config.command_prefix).await;
+    let mode = select_mode(config.mode, &config.command_prefix).await;
+    let mut backend = Backend::new(mode, &config.command_prefix);
     let changed = Arc::new(tokio::sync::Notify::new());
     let (services, services_writer) = reflector::store::<Service>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();

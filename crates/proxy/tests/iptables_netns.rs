@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use krust_proxy::ProxyMode;
 use krust_proxy::apply::Commands;
 use krust_proxy::compute::{NodeContext, service_ports};
 use krust_proxy::iptables::{self, Applier};
@@ -298,4 +299,75 @@ async fn cluster_ip_node_port_and_reject_through_real_iptables_restore() {
         std::io::ErrorKind::ConnectionRefused,
         "the reject rule is gone: {error}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn switching_modes_removes_the_other_modes_rules_and_nftables_falls_back() {
+    let netns = Netns::create("mode");
+    let node = NodeContext {
+        node_name: "node-a".into(),
+        cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+    };
+    let slices = vec![slice("web", &["10.42.0.5"])];
+    let ports = service_ports(&services(), &slices, &node);
+    let nft_table = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns.name,
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "krust-proxy",
+            ])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+
+    // iptables rules, then a start in nftables mode: the chains and jumps go.
+    let mut applier = Applier::new(Commands::new(netns.prefix()));
+    applier
+        .apply(iptables::tables(&ports, &node))
+        .await
+        .unwrap();
+    assert!(netns.save().contains(":KUBE-SERVICES"));
+    let mode = krust_proxy::select_mode(ProxyMode::Nftables, &netns.prefix()).await;
+    assert_eq!(mode, ProxyMode::Nftables);
+    let save = netns.save();
+    assert!(!save.contains("KUBE-"), "{save}");
+
+    // The nftables table, then a start in iptables mode: the table goes.
+    let mut nft = krust_proxy::apply::Applier::new(netns.prefix());
+    nft.apply(krust_proxy::compute::ruleset(&ports, &node))
+        .await
+        .unwrap();
+    assert!(nft_table());
+    let mode = krust_proxy::select_mode(ProxyMode::Iptables, &netns.prefix()).await;
+    assert_eq!(mode, ProxyMode::Iptables);
+    assert!(!nft_table(), "the nftables mode's table is left");
+
+    // An `nft` the kernel refuses (a stand-in on the PATH that fails as nft does
+    // without nf_tables): nftables mode falls back to iptables.
+    let dir = std::env::temp_dir().join(format!("krust-ipt-nft-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("nft");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'Error: Could not process rule: Operation not supported' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut prefix = netns.prefix();
+    prefix.extend([
+        "env".to_string(),
+        format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", dir.display()),
+    ]);
+    let mode = krust_proxy::select_mode(ProxyMode::Nftables, &prefix).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(mode, ProxyMode::Iptables);
 }
