@@ -64,7 +64,8 @@ pub struct ServicePort {
     /// `namespace/name/protocol/port` (the port's name, or its number when unnamed):
     /// unique per Service port; chain names derive from it.
     pub key: String,
-    /// `namespace/name:port` for comments and logs (as upstream names a Service port).
+    /// `namespace/name:port` (`namespace/name` for an unnamed port) for comments and
+    /// logs, as upstream names a Service port.
     pub name: String,
     /// `tcp`, `udp` or `sctp`.
     pub protocol: String,
@@ -355,7 +356,11 @@ fn add_service_ports(
             .filter(|_| matches!(kind, "NodePort" | "LoadBalancer"));
         ports.push(ServicePort {
             key,
-            name: format!("{namespace}/{name}:{port_name}"),
+            name: if port_name.is_empty() {
+                format!("{namespace}/{name}")
+            } else {
+                format!("{namespace}/{name}:{port_name}")
+            },
             protocol,
             cluster_ip: cluster_ip.to_string(),
             port: port.port,

@@ -639,6 +639,13 @@ mod tests {
         assert_eq!(svc, cluster_chain(&ports[0]), "stable");
         assert_eq!(svc[9..], local_chain(&ports[0])[9..], "one hash per port");
         assert!(owned(&svc) && owned("KUBE-MARK-MASQ") && !owned("KUBE-FIREWALL"));
+        assert_eq!(ports[0].name, "default/web:http");
+        let unnamed = json!({"clusterIP": "10.43.0.5", "ports": [{"port": 80}]});
+        let (ports, _) = render(&[service(unnamed)], &[]);
+        assert_eq!(
+            ports[0].name, "default/web",
+            "as upstream names an unnamed port"
+        );
     }
 
     #[test]
