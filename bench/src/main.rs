@@ -7,7 +7,7 @@
 //! `krust-bench controllers` a Deployment rollout on hollow nodes ([`controllers`]);
 //! `krust-bench scheduler` scheduling throughput ([`scheduler`]);
 //! `krust-bench pod-startup` pods reaching Ready on one real node ([`pod_startup`]);
-//! `krust-bench network` the service proxy's rule sync ([`network`]);
+//! `krust-bench network` the service proxy's rule sync in both modes ([`network`]);
 //! `krust-bench dns` the cluster DNS's queries per second ([`dns`]).
 
 mod controllers;
@@ -66,7 +66,8 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
-    /// Service proxy: nftables rule sync for many Services, full and one change.
+    /// Service proxy: rule sync for many Services, full and one change, in the
+    /// nftables and the iptables mode.
     Network {
         /// Services (ClusterIP, one port each).
         #[arg(long, default_value_t = 1_000)]

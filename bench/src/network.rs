@@ -1,14 +1,17 @@
-//! `krust-bench network`: the service proxy's rule sync. 1,000 Services × 10
-//! endpoints are computed into the nftables ruleset and applied into a scratch
-//! network namespace (the full sync), then one endpoint of one Service changes and
-//! the difference is computed and applied (what one EndpointSlice change costs).
+//! `krust-bench network`: the service proxy's rule sync, in each mode (nftables, then
+//! iptables). 1,000 Services × 10 endpoints are computed into the mode's rules and
+//! applied into a scratch network namespace (the full sync), then one endpoint of one
+//! Service changes and the difference is computed and applied (what one EndpointSlice
+//! change costs).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use krust_proxy::{NodeContext, apply::Applier, compute};
+use krust_proxy::apply::{Applier, Commands};
+use krust_proxy::compute::{NodeContext, ruleset, service_ports};
+use krust_proxy::iptables;
 use serde_json::json;
 
 fn service(index: usize) -> Service {
@@ -62,13 +65,65 @@ impl Drop for Netns {
     }
 }
 
+/// The rules of one proxy mode and their applier.
+enum Rules {
+    Nftables(Applier),
+    Iptables(iptables::Applier),
+}
+
+impl Rules {
+    fn mode(&self) -> &'static str {
+        match self {
+            Rules::Nftables(_) => "nftables, one nft -f",
+            Rules::Iptables(_) => "iptables, one iptables-restore --noflush",
+        }
+    }
+
+    /// Computes the rules (the time it took) and applies them (whether they changed).
+    async fn sync(
+        &mut self,
+        services: &[Service],
+        slices: &[EndpointSlice],
+        node: &NodeContext,
+    ) -> Result<(Duration, bool)> {
+        let started = Instant::now();
+        let ports = service_ports(services, slices, node);
+        match self {
+            Rules::Nftables(applier) => {
+                let desired = ruleset(&ports, node);
+                let computed = started.elapsed();
+                Ok((computed, applier.apply(desired).await?))
+            }
+            Rules::Iptables(applier) => {
+                let desired = iptables::tables(&ports, node);
+                let computed = started.elapsed();
+                Ok((computed, applier.apply(desired).await?))
+            }
+        }
+    }
+}
+
 pub async fn run(services: usize, endpoints: usize) -> Result<()> {
-    let netns = Netns(format!("krust-bench-{}", std::process::id()));
-    let status = std::process::Command::new("ip")
-        .args(["netns", "add", &netns.0])
-        .status()
-        .context("cannot run ip netns add (needs root)")?;
-    anyhow::ensure!(status.success(), "ip netns add {} failed", netns.0);
+    for iptables in [false, true] {
+        let netns = Netns(format!("krust-bench-{}", std::process::id()));
+        let status = std::process::Command::new("ip")
+            .args(["netns", "add", &netns.0])
+            .status()
+            .context("cannot run ip netns add (needs root)")?;
+        anyhow::ensure!(status.success(), "ip netns add {} failed", netns.0);
+        let rules = if iptables {
+            Rules::Iptables(iptables::Applier::new(Commands::in_network_namespace(
+                &netns.0,
+            )?))
+        } else {
+            Rules::Nftables(Applier::in_network_namespace(&netns.0)?)
+        };
+        run_mode(rules, services, endpoints).await?;
+    }
+    Ok(())
+}
+
+async fn run_mode(mut rules: Rules, services: usize, endpoints: usize) -> Result<()> {
     let node = NodeContext {
         node_name: "node-0".into(),
         cluster_cidr: Some("10.42.0.0/16".parse().map_err(anyhow::Error::msg)?),
@@ -77,18 +132,16 @@ pub async fn run(services: usize, endpoints: usize) -> Result<()> {
     let mut slices: Vec<EndpointSlice> = (0..services)
         .map(|i| slice(i, &addresses(i, endpoints, 0)))
         .collect();
-    let mut applier = Applier::in_network_namespace(&netns.0)?;
 
     let started = Instant::now();
-    let desired = compute(&all_services, &slices, &node);
-    let computed = started.elapsed();
-    applier.apply(desired).await?;
+    let (computed, _) = rules.sync(&all_services, &slices, &node).await?;
     let full = started.elapsed();
     println!(
-        "service proxy rule sync, {services} Services x {endpoints} endpoints (nftables, in a scratch netns):"
+        "service proxy rule sync, {services} Services x {endpoints} endpoints ({}, in a scratch netns):",
+        rules.mode()
     );
     println!(
-        "  full sync: {:.0} ms (compute {:.0} ms, render + nft -f the rest)",
+        "  full sync: {:.0} ms (compute {:.0} ms, render + apply the rest)",
         ms(full),
         ms(computed)
     );
@@ -100,12 +153,9 @@ pub async fn run(services: usize, endpoints: usize) -> Result<()> {
         let mut changed = addresses(index, endpoints, 0);
         changed[0] = format!("10.41.{}.{}", round / 250, round % 250 + 1);
         slices[index] = slice(index, &changed);
-        one.sync(&mut applier, &all_services, &slices, &node)
-            .await?;
+        one.sync(&mut rules, &all_services, &slices, &node).await?;
         slices[index] = slice(index, &addresses(index, endpoints, 0));
-        applier
-            .apply(compute(&all_services, &slices, &node))
-            .await?;
+        rules.sync(&all_services, &slices, &node).await?;
     }
     one.report("one endpoint replaced");
     // Every endpoint of one Service replaced.
@@ -113,8 +163,7 @@ pub async fn run(services: usize, endpoints: usize) -> Result<()> {
     for round in 1..=ROUNDS {
         let index = round % services;
         slices[index] = slice(index, &addresses(index, endpoints, 1000 + round));
-        all.sync(&mut applier, &all_services, &slices, &node)
-            .await?;
+        all.sync(&mut rules, &all_services, &slices, &node).await?;
     }
     all.report(&format!(
         "all {endpoints} endpoints of one Service replaced"
@@ -124,7 +173,7 @@ pub async fn run(services: usize, endpoints: usize) -> Result<()> {
 
 const ROUNDS: usize = 20;
 
-/// The times of the syncs after one change each: whole (compute + diff + nft -f) and
+/// The times of the syncs after one change each: whole (compute + diff + apply) and
 /// the computation alone.
 #[derive(Default)]
 struct Rounds {
@@ -135,15 +184,15 @@ struct Rounds {
 impl Rounds {
     async fn sync(
         &mut self,
-        applier: &mut Applier,
+        rules: &mut Rules,
         services: &[Service],
         slices: &[EndpointSlice],
         node: &NodeContext,
     ) -> Result<()> {
         let started = Instant::now();
-        let desired = compute(services, slices, node);
-        self.compute.push(started.elapsed());
-        anyhow::ensure!(applier.apply(desired).await?, "the change changed no rule");
+        let (computed, changed) = rules.sync(services, slices, node).await?;
+        self.compute.push(computed);
+        anyhow::ensure!(changed, "the change changed no rule");
         self.whole.push(started.elapsed());
         Ok(())
     }
@@ -153,7 +202,7 @@ impl Rounds {
         self.compute.sort();
         let median = |times: &[Duration]| ms(times[times.len() / 2]);
         println!(
-            "  {what}: median {:.1} ms, worst {:.1} ms of {} (compute + diff + nft -f; compute alone: median {:.1} ms)",
+            "  {what}: median {:.1} ms, worst {:.1} ms of {} (compute + diff + apply; compute alone: median {:.1} ms)",
             median(&self.whole),
             ms(*self.whole.last().unwrap_or(&Duration::ZERO)),
             self.whole.len(),

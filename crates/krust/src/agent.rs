@@ -28,6 +28,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let (client, renewal) = client_for(&args, &config).await?;
         let network = NodeNetwork {
             options: args.net.clone(),
+            proxy: args.proxy.clone(),
             cluster_cidr: args.cluster_cidr,
             service_cidr: args.service_cidr,
         };
@@ -69,6 +70,7 @@ fn restart_self() -> Result<()> {
 #[derive(Clone, Debug)]
 pub struct NodeNetwork {
     pub options: krust_net::NetOptions,
+    pub proxy: krust_proxy::ProxyOptions,
     pub cluster_cidr: krust_api::cidr::Ipv4Cidr,
     pub service_cidr: krust_api::cidr::Ipv4Cidr,
 }
@@ -102,8 +104,10 @@ async fn run_node(
         bridge: config.cni_bridge.clone(),
     };
     let enforce_policies = !network.options.disable_network_policy;
-    let proxy = (!network.options.disable_proxy)
-        .then(|| krust_proxy::ProxyConfig::new(&config.node_name, Some(network.cluster_cidr)));
+    let proxy = (!network.options.disable_proxy).then(|| krust_proxy::ProxyConfig {
+        mode: network.proxy.proxy_mode,
+        ..krust_proxy::ProxyConfig::new(&config.node_name, Some(network.cluster_cidr))
+    });
     tokio::try_join!(
         krust_kubelet::run(config, client.clone()),
         krust_net::run(net, client.clone()),

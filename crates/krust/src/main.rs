@@ -110,6 +110,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub net: krust_net::NetOptions,
 
+    #[command(flatten)]
+    pub proxy: krust_proxy::ProxyOptions,
+
     /// The cluster's pod network (as the server's --cluster-cidr): traffic leaving it
     /// is masqueraded.
     #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
@@ -247,6 +250,9 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub net: krust_net::NetOptions,
+
+    #[command(flatten)]
+    pub proxy: krust_proxy::ProxyOptions,
 
     /// IPv4 range Services get their ClusterIPs from; its first address is the
     /// `kubernetes` Service's.

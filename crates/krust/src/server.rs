@@ -171,6 +171,7 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
     if !args.disable_agent {
         let network = crate::agent::NodeNetwork {
             options: args.net.clone(),
+            proxy: args.proxy.clone(),
             cluster_cidr: args.controllers.cluster_cidr,
             service_cidr: args.service_cluster_ip_range,
         };

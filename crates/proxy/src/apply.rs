@@ -1,5 +1,7 @@
-//! Applying a [`Ruleset`] to the kernel: one `nft -f -` transaction per change,
-//! rendering only the difference from what the last successful apply left.
+//! Running the proxy's commands ([`Commands`]: a command prefix or a network
+//! namespace for tests), and applying a [`Ruleset`] to the kernel ([`Applier`]): one
+//! `nft -f -` transaction per change, rendering only the difference from what the
+//! last successful apply left.
 
 use std::os::fd::AsRawFd;
 use std::process::Stdio;
@@ -9,23 +11,126 @@ use tokio::io::AsyncWriteExt;
 
 use crate::ruleset::{Ruleset, TABLE};
 
-/// Runs `nft` (and `sysctl`) for the proxy, optionally behind a command prefix such as
-/// `ip netns exec <ns>`, or inside a named network namespace that each command enters
-/// itself (how tests and benchmarks aim the rules at a network namespace).
+/// Runs the proxy's commands (`nft`, `iptables-restore`, `sysctl`), optionally
+/// behind a command prefix such as `ip netns exec <ns>`, or inside a named network
+/// namespace that each command enters itself (how tests and benchmarks aim the rules
+/// at a network namespace).
 #[derive(Debug, Default)]
-pub struct Applier {
+pub struct Commands {
     prefix: Vec<String>,
     /// `/run/netns/<name>`, opened once; each command `setns`es into it before exec.
     netns: Option<std::fs::File>,
+}
+
+impl Commands {
+    /// Commands run after `prefix` (empty: directly).
+    pub fn new(prefix: Vec<String>) -> Commands {
+        Commands {
+            prefix,
+            netns: None,
+        }
+    }
+
+    /// Commands run in the network namespace `name` (made by `ip netns add`),
+    /// entered with one `setns` per command: no `ip netns exec`.
+    pub fn in_network_namespace(name: &str) -> Result<Commands> {
+        let path = format!("/run/netns/{name}");
+        let file = std::fs::File::open(&path).with_context(|| {
+            format!("cannot open {path}: create the namespace with `ip netns add {name}`")
+        })?;
+        Ok(Commands {
+            prefix: Vec::new(),
+            netns: Some(file),
+        })
+    }
+
+    /// Whether `program` is on the PATH.
+    pub fn exists(&self, program: &str) -> bool {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    }
+
+    /// Runs `command` (with `stdin` as its input) and returns its output; fails with
+    /// its error output when it fails.
+    pub async fn output(&self, command: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut argv: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
+        argv.extend_from_slice(command);
+        let mut command_line = tokio::process::Command::new(argv[0]);
+        if let Some(netns) = &self.netns {
+            let fd = netns.as_raw_fd();
+            // SAFETY: between fork and exec the closure only makes one system call
+            // (setns) and reads errno; it allocates nothing and takes no lock.
+            unsafe {
+                command_line.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command_line
+            .args(&argv[1..])
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot run {:?}: is {} installed?",
+                    argv.join(" "),
+                    command[0]
+                )
+            })?;
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().context("no stdin pipe")?;
+            pipe.write_all(input.as_bytes()).await?;
+            drop(pipe);
+        }
+        let output = child.wait_with_output().await?;
+        if !output.status.success() {
+            bail!(
+                "{} failed ({}): {}",
+                argv.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Lets node ports answer on 127.0.0.1 (DNAT of loopback traffic needs it).
+    pub async fn enable_route_localnet(&self) -> Result<()> {
+        self.output(
+            &["sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"],
+            None,
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// Applies the nftables [`Ruleset`]: the whole table first, then only differences.
+#[derive(Debug, Default)]
+pub struct Applier {
+    commands: Commands,
     applied: Option<Ruleset>,
 }
 
 impl Applier {
     /// An applier running its commands after `prefix` (empty: directly).
     pub fn new(prefix: Vec<String>) -> Applier {
+        Applier::with_commands(Commands::new(prefix))
+    }
+
+    /// An applier running its commands with `commands`.
+    pub fn with_commands(commands: Commands) -> Applier {
         Applier {
-            prefix,
-            netns: None,
+            commands,
             applied: None,
         }
     }
@@ -33,14 +138,9 @@ impl Applier {
     /// An applier whose commands run in the network namespace `name` (made by
     /// `ip netns add`), entered with one `setns` per command: no `ip netns exec`.
     pub fn in_network_namespace(name: &str) -> Result<Applier> {
-        let path = format!("/run/netns/{name}");
-        let file = std::fs::File::open(&path).with_context(|| {
-            format!("cannot open {path}: create the namespace with `ip netns add {name}`")
-        })?;
-        Ok(Applier {
-            netns: Some(file),
-            ..Applier::default()
-        })
+        Ok(Applier::with_commands(Commands::in_network_namespace(
+            name,
+        )?))
     }
 
     /// Brings the table to `desired`; returns whether anything had to change. After a
@@ -65,11 +165,19 @@ impl Applier {
 
     /// Lets node ports answer on 127.0.0.1 (DNAT of loopback traffic needs it).
     pub async fn enable_route_localnet(&self) -> Result<()> {
-        self.run(
-            &["sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"],
-            None,
-        )
-        .await
+        self.commands.enable_route_localnet().await
+    }
+
+    /// The commands this applier runs with.
+    pub fn commands(&self) -> &Commands {
+        &self.commands
+    }
+
+    /// Whether nftables works here: `nft` is installed and the kernel accepts a table
+    /// (created and deleted at once).
+    pub async fn nftables_works(&self) -> Result<()> {
+        self.nft("add table ip krust-proxy-probe\ndelete table ip krust-proxy-probe\n")
+            .await
     }
 
     /// Removes the proxy's table (nothing if it is not there).
@@ -80,51 +188,9 @@ impl Applier {
     }
 
     async fn nft(&self, script: &str) -> Result<()> {
-        self.run(&["nft", "-f", "-"], Some(script)).await
-    }
-
-    async fn run(&self, command: &[&str], stdin: Option<&str>) -> Result<()> {
-        let mut argv: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
-        argv.extend_from_slice(command);
-        let mut command_line = tokio::process::Command::new(argv[0]);
-        if let Some(netns) = &self.netns {
-            let fd = netns.as_raw_fd();
-            // SAFETY: between fork and exec the closure only makes one system call
-            // (setns) and reads errno; it allocates nothing and takes no lock.
-            unsafe {
-                command_line.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = command_line
-            .args(&argv[1..])
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run {:?}: is nftables installed?", argv.join(" ")))?;
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().context("no stdin pipe")?;
-            pipe.write_all(input.as_bytes()).await?;
-            drop(pipe);
-        }
-        let output = child.wait_with_output().await?;
-        if !output.status.success() {
-            bail!(
-                "{} failed ({}): {}",
-                argv.join(" "),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
+        self.commands
+            .output(&["nft", "-f", "-"], Some(script))
+            .await
+            .map(drop)
     }
 }

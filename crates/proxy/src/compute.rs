@@ -1,5 +1,8 @@
-//! The pure part of the proxy: from Services and EndpointSlices to the desired
-//! [`Ruleset`], following the chain layout of upstream kube-proxy's nftables mode.
+//! The pure part of the proxy: from Services and EndpointSlices to the model both
+//! modes share ([`service_ports`]: each Service port with its entry points and usable
+//! endpoints), and from that to the desired nftables [`Ruleset`] ([`compute`]),
+//! following the chain layout of upstream kube-proxy's nftables mode (the iptables
+//! mode renders the same model in [`crate::iptables`]).
 //!
 //! Traffic enters at the `services` chain through two verdict maps: `service-ips`
 //! (ClusterIP and LoadBalancer ingress address . protocol . port) and
@@ -42,19 +45,85 @@ pub struct NodeContext {
     pub cluster_cidr: Option<Ipv4Cidr>,
 }
 
-/// One usable endpoint of a Service port.
+/// One endpoint of a Service port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Endpoint {
-    ip: String,
-    port: i32,
-    local: bool,
-    ready: bool,
-    serving_terminating: bool,
+pub struct Endpoint {
+    pub ip: String,
+    pub port: i32,
+    /// On this node (`nodeName` is this node's).
+    pub local: bool,
+    pub ready: bool,
+    pub serving_terminating: bool,
 }
 
-/// The whole ruleset for these Services and EndpointSlices on this node.
-pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeContext) -> Ruleset {
-    let mut set = base_ruleset();
+/// One port of one Service as the proxy programs it, whatever the backend: where
+/// traffic enters (ClusterIP, node port, LoadBalancer addresses) and the endpoints
+/// that may serve it. Both the nftables and the iptables rules are rendered from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `namespace/name/protocol/port` (the port's name, or its number when unnamed):
+    /// unique per Service port; chain names derive from it.
+    pub key: String,
+    /// `namespace/name:port` (`namespace/name` for an unnamed port) for comments and
+    /// logs, as upstream names a Service port.
+    pub name: String,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    pub cluster_ip: String,
+    pub port: i32,
+    /// Set for NodePort and LoadBalancer Services.
+    pub node_port: Option<i32>,
+    /// The IPv4 ingress addresses of a LoadBalancer Service.
+    pub ingress_ips: Vec<String>,
+    /// ClientIP session affinity and its timeout in seconds.
+    pub affinity_timeout: Option<i32>,
+    /// internalTrafficPolicy Local: the ClusterIP uses only this node's endpoints.
+    pub internal_local: bool,
+    /// externalTrafficPolicy Local: outside clients use only this node's endpoints.
+    pub external_local: bool,
+    /// Every usable endpoint.
+    pub cluster: Vec<Endpoint>,
+    /// The usable endpoints on this node.
+    pub local: Vec<Endpoint>,
+}
+
+impl ServicePort {
+    /// The endpoints that serve the ClusterIP.
+    pub fn internal(&self) -> &[Endpoint] {
+        if self.internal_local {
+            &self.local
+        } else {
+            &self.cluster
+        }
+    }
+
+    /// The endpoints that serve outside clients (node port, LoadBalancer addresses).
+    pub fn external(&self) -> &[Endpoint] {
+        if self.external_local {
+            &self.local
+        } else {
+            &self.cluster
+        }
+    }
+
+    /// Whether the port has a node port or LoadBalancer addresses.
+    pub fn is_external(&self) -> bool {
+        self.node_port.is_some() || !self.ingress_ips.is_empty()
+    }
+
+    /// Whether a chain for this node's endpoints is needed (a Local policy with some).
+    pub fn uses_local_chain(&self) -> bool {
+        (self.internal_local || self.external_local) && !self.local.is_empty()
+    }
+}
+
+/// Every programmable Service port of these Services with its endpoints, in the order
+/// of `services`: headless, ExternalName and IPv6 Services are left out.
+pub fn service_ports(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeContext,
+) -> Vec<ServicePort> {
     let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
     for slice in slices {
         let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
@@ -74,6 +143,7 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeContex
             .or_default()
             .push(slice);
     }
+    let mut ports = Vec::new();
     for service in services {
         let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
         let name = service.metadata.name.as_deref().unwrap_or_default();
@@ -81,7 +151,21 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeContex
             .get(&(namespace, name))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        add_service(&mut set, namespace, name, service, slices, node);
+        add_service_ports(&mut ports, namespace, name, service, slices, node);
+    }
+    ports
+}
+
+/// The whole ruleset for these Services and EndpointSlices on this node.
+pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeContext) -> Ruleset {
+    ruleset(&service_ports(services, slices, node), node)
+}
+
+/// The whole nftables ruleset for these Service ports on this node.
+pub fn ruleset(ports: &[ServicePort], node: &NodeContext) -> Ruleset {
+    let mut set = base_ruleset();
+    for port in ports {
+        add_port(&mut set, port, node);
     }
     set
 }
@@ -202,8 +286,8 @@ fn base_ruleset() -> Ruleset {
     set
 }
 
-fn add_service(
-    set: &mut Ruleset,
+fn add_service_ports(
+    ports: &mut Vec<ServicePort>,
     namespace: &str,
     name: &str,
     service: &Service,
@@ -267,106 +351,141 @@ fn add_service(
         let endpoints = endpoints_for(slices, &port_name, &protocol, &node.node_name);
         let cluster = usable(endpoints.iter());
         let local = usable(endpoints.iter().filter(|e| e.local));
-        let cluster_chain = format!("cluster-{key}");
-        let local_chain = format!("local-{key}");
-        if !cluster.is_empty() {
-            add_policy_chain(
-                set,
-                &cluster_chain,
-                &key,
-                &cluster,
-                &protocol,
-                affinity_timeout,
-            );
-        }
-        if (internal_local || external_local) && !local.is_empty() {
-            add_policy_chain(set, &local_chain, &key, &local, &protocol, affinity_timeout);
-        }
-
-        // ClusterIP.
-        let (internal, internal_chain) = if internal_local {
-            (&local, &local_chain)
-        } else {
-            (&cluster, &cluster_chain)
-        };
-        let cluster_ip_key = format!("{cluster_ip} . {protocol} . {}", port.port);
-        if internal.is_empty() {
-            let verdict = if internal_local {
-                "drop"
-            } else {
-                "goto reject-chain"
-            };
-            set.map_element("no-endpoint-services", cluster_ip_key, verdict.into());
-        } else {
-            let chain = format!("svc-{key}");
-            if let Some(cidr) = node.cluster_cidr {
-                set.rule(
-                    &chain,
-                    format!("ip saddr != {cidr} jump mark-for-masquerade"),
-                );
-            } else {
-                set.rule(&chain, "jump mark-for-masquerade");
-            }
-            set.rule(&chain, format!("goto {internal_chain}"));
-            set.map_element("service-ips", cluster_ip_key, format!("goto {chain}"));
-        }
-
-        // Node port and LoadBalancer addresses: the external entry points.
         let node_port = port
             .node_port
             .filter(|_| matches!(kind, "NodePort" | "LoadBalancer"));
-        if node_port.is_none() && ingress_ips.is_empty() {
-            continue;
-        }
-        let external = if external_local { &local } else { &cluster };
-        let ext_chain = format!("ext-{key}");
-        if !cluster.is_empty() {
-            if external_local {
-                // Pods and the node itself are served by every endpoint (as upstream);
-                // the node's own traffic is masqueraded, outside clients keep their IP.
-                if let Some(cidr) = node.cluster_cidr {
-                    set.rule(&ext_chain, format!("ip saddr {cidr} goto {cluster_chain}"));
-                }
-                set.rule(&ext_chain, "fib saddr type local jump mark-for-masquerade");
-                set.rule(
-                    &ext_chain,
-                    format!("fib saddr type local goto {cluster_chain}"),
-                );
-                if !local.is_empty() {
-                    set.rule(&ext_chain, format!("goto {local_chain}"));
-                }
+        ports.push(ServicePort {
+            key,
+            name: if port_name.is_empty() {
+                format!("{namespace}/{name}")
             } else {
-                set.rule(&ext_chain, "jump mark-for-masquerade");
-                set.rule(&ext_chain, format!("goto {cluster_chain}"));
-            }
-        }
-        let missing_verdict = if external_local {
+                format!("{namespace}/{name}:{port_name}")
+            },
+            protocol,
+            cluster_ip: cluster_ip.to_string(),
+            port: port.port,
+            node_port,
+            ingress_ips: ingress_ips.clone(),
+            affinity_timeout,
+            internal_local,
+            external_local,
+            cluster,
+            local,
+        });
+    }
+}
+
+/// The nftables rules and map entries of one Service port.
+fn add_port(set: &mut Ruleset, port: &ServicePort, node: &NodeContext) {
+    let ServicePort {
+        key,
+        protocol,
+        cluster,
+        local,
+        ..
+    } = port;
+    let cluster_chain = format!("cluster-{key}");
+    let local_chain = format!("local-{key}");
+    if !cluster.is_empty() {
+        add_policy_chain(
+            set,
+            &cluster_chain,
+            key,
+            cluster,
+            protocol,
+            port.affinity_timeout,
+        );
+    }
+    if port.uses_local_chain() {
+        add_policy_chain(
+            set,
+            &local_chain,
+            key,
+            local,
+            protocol,
+            port.affinity_timeout,
+        );
+    }
+
+    // ClusterIP.
+    let internal_chain = if port.internal_local {
+        &local_chain
+    } else {
+        &cluster_chain
+    };
+    let cluster_ip_key = format!("{} . {protocol} . {}", port.cluster_ip, port.port);
+    if port.internal().is_empty() {
+        let verdict = if port.internal_local {
             "drop"
         } else {
             "goto reject-chain"
         };
-        let mut entry = |map_with: &str, map_without: &str, element: String| {
-            if !cluster.is_empty() {
-                set.map_element(map_with, element.clone(), format!("goto {ext_chain}"));
-            }
-            if external.is_empty() {
-                set.map_element(map_without, element, missing_verdict.into());
-            }
-        };
-        if let Some(node_port) = node_port {
-            entry(
-                "service-nodeports",
-                "no-endpoint-nodeports",
-                format!("{protocol} . {node_port}"),
+        set.map_element("no-endpoint-services", cluster_ip_key, verdict.into());
+    } else {
+        let chain = format!("svc-{key}");
+        if let Some(cidr) = node.cluster_cidr {
+            set.rule(
+                &chain,
+                format!("ip saddr != {cidr} jump mark-for-masquerade"),
             );
+        } else {
+            set.rule(&chain, "jump mark-for-masquerade");
         }
-        for ip in &ingress_ips {
-            entry(
-                "service-ips",
-                "no-endpoint-services",
-                format!("{ip} . {protocol} . {}", port.port),
+        set.rule(&chain, format!("goto {internal_chain}"));
+        set.map_element("service-ips", cluster_ip_key, format!("goto {chain}"));
+    }
+
+    // Node port and LoadBalancer addresses: the external entry points.
+    if !port.is_external() {
+        return;
+    }
+    let ext_chain = format!("ext-{key}");
+    if !cluster.is_empty() {
+        if port.external_local {
+            // Pods and the node itself are served by every endpoint (as upstream);
+            // the node's own traffic is masqueraded, outside clients keep their IP.
+            if let Some(cidr) = node.cluster_cidr {
+                set.rule(&ext_chain, format!("ip saddr {cidr} goto {cluster_chain}"));
+            }
+            set.rule(&ext_chain, "fib saddr type local jump mark-for-masquerade");
+            set.rule(
+                &ext_chain,
+                format!("fib saddr type local goto {cluster_chain}"),
             );
+            if !local.is_empty() {
+                set.rule(&ext_chain, format!("goto {local_chain}"));
+            }
+        } else {
+            set.rule(&ext_chain, "jump mark-for-masquerade");
+            set.rule(&ext_chain, format!("goto {cluster_chain}"));
         }
+    }
+    let missing_verdict = if port.external_local {
+        "drop"
+    } else {
+        "goto reject-chain"
+    };
+    let mut entry = |map_with: &str, map_without: &str, element: String| {
+        if !cluster.is_empty() {
+            set.map_element(map_with, element.clone(), format!("goto {ext_chain}"));
+        }
+        if port.external().is_empty() {
+            set.map_element(map_without, element, missing_verdict.into());
+        }
+    };
+    if let Some(node_port) = port.node_port {
+        entry(
+            "service-nodeports",
+            "no-endpoint-nodeports",
+            format!("{protocol} . {node_port}"),
+        );
+    }
+    for ip in &port.ingress_ips {
+        entry(
+            "service-ips",
+            "no-endpoint-services",
+            format!("{ip} . {protocol} . {}", port.port),
+        );
     }
 }
 
@@ -380,7 +499,7 @@ fn add_policy_chain(
     set: &mut Ruleset,
     chain: &str,
     key: &str,
-    endpoints: &[&Endpoint],
+    endpoints: &[Endpoint],
     protocol: &str,
     affinity_timeout: Option<i32>,
 ) {
@@ -454,12 +573,15 @@ fn affinity_set(key: &str, endpoint: &Endpoint, timeout: i32) -> String {
 
 /// The endpoints traffic may go to, as upstream: the ready ones, or when none is
 /// ready, the serving terminating ones.
-fn usable<'a>(endpoints: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<&'a Endpoint> {
-    let ready: Vec<&Endpoint> = endpoints.clone().filter(|e| e.ready).collect();
+fn usable<'a>(endpoints: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<Endpoint> {
+    let ready: Vec<Endpoint> = endpoints.clone().filter(|e| e.ready).cloned().collect();
     if !ready.is_empty() {
         return ready;
     }
-    endpoints.filter(|e| e.serving_terminating).collect()
+    endpoints
+        .filter(|e| e.serving_terminating)
+        .cloned()
+        .collect()
 }
 
 /// Every endpoint of the Service port named `port_name`, one per address and port.

@@ -1,12 +1,17 @@
 //! The service proxy of one node (`krust-proxy`): Services and EndpointSlices turned
-//! into one nftables table, applied atomically.
+//! into one nftables table (or, as a fallback, iptables chains), applied atomically.
 //!
-//! [`run`] watches Services and EndpointSlices, and after each change (coalesced for a
-//! short delay) computes the whole desired [`Ruleset`] ([`compute::compute`], pure)
-//! and applies the difference from the last one with one `nft -f` ([`apply::Applier`]).
+//! [`run_with`] watches Services and EndpointSlices, and after each change (coalesced
+//! for a short delay) computes the Service ports with their endpoints
+//! ([`compute::service_ports`], pure), renders them for the mode in use and applies
+//! the difference from the last sync: the nftables [`Ruleset`] ([`compute::ruleset`])
+//! with one `nft -f` ([`apply::Applier`]), or the iptables chains
+//! ([`iptables::tables`]) with one `iptables-restore --noflush`
+//! ([`iptables::Applier`]).
 
 pub mod apply;
 pub mod compute;
+pub mod iptables;
 pub mod ruleset;
 
 use std::sync::Arc;
@@ -20,11 +25,34 @@ use kube::runtime::reflector;
 pub use compute::{NodeContext, compute};
 pub use ruleset::Ruleset;
 
+/// How Services are programmed into the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// One nftables table, `ip krust-proxy`.
+    #[default]
+    Nftables,
+    /// `KUBE-*` chains in the iptables `nat` and `filter` tables.
+    Iptables,
+}
+
+/// Flags of the service proxy, in `krust agent` and `krust server`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ProxyOptions {
+    /// How Services are programmed: `nftables` (one table, `ip krust-proxy`) or
+    /// `iptables` (`KUBE-*` chains applied with iptables-restore, as kube-proxy's
+    /// iptables mode). `nftables` falls back to `iptables` when `nft` is missing or
+    /// the kernel refuses nf_tables.
+    #[arg(long, value_enum, default_value = "nftables", value_name = "MODE")]
+    pub proxy_mode: ProxyMode,
+}
+
 /// How the proxy runs (the agent builds it from its flags; tests aim it at a netns).
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub node: NodeContext,
-    /// Prefix for `nft`/`sysctl` (e.g. `ip netns exec NS`); empty on a real node.
+    pub mode: ProxyMode,
+    /// Prefix for `nft`/`iptables-restore`/`sysctl` (e.g. `ip netns exec NS`);
+    /// empty on a real node.
     pub command_prefix: Vec<String>,
     /// How long to wait after a change for more before syncing.
     pub coalesce: Duration,
@@ -39,6 +67,7 @@ impl ProxyConfig {
                 node_name: node_name.to_string(),
                 cluster_cidr,
             },
+            mode: ProxyMode::Nftables,
             command_prefix: Vec::new(),
             coalesce: Duration::from_millis(10),
             sync_period: Duration::from_secs(30),
@@ -46,15 +75,88 @@ impl ProxyConfig {
     }
 }
 
+/// The mode the proxy runs in for the asked `mode`: nftables unless it does not work
+/// here (`nft` missing, or the kernel refuses a table), then iptables. The other
+/// mode's rules are removed, so that switching modes leaves nothing behind.
+/// `prefix` as [`ProxyConfig::command_prefix`].
+pub async fn select_mode(mode: ProxyMode, prefix: &[String]) -> ProxyMode {
+    let mut nftables = apply::Applier::new(prefix.to_vec());
+    let mode = match mode {
+        ProxyMode::Nftables => match nftables.nftables_works().await {
+            Ok(()) => ProxyMode::Nftables,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "nftables does not work on this node; the service proxy falls back to iptables mode (install nftables, or pass --proxy-mode iptables to silence this)"
+                );
+                ProxyMode::Iptables
+            }
+        },
+        ProxyMode::Iptables => ProxyMode::Iptables,
+    };
+    tracing::info!(mode = ?mode, "service proxy mode");
+    match mode {
+        ProxyMode::Nftables => {
+            let mut iptables = iptables::Applier::new(apply::Commands::new(prefix.to_vec()));
+            if let Err(error) = iptables.remove_all().await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot remove the iptables mode's chains"
+                );
+            }
+        }
+        ProxyMode::Iptables => {
+            if nftables.commands().exists("nft")
+                && let Err(error) = nftables.remove_table().await
+            {
+                tracing::debug!(
+                    error = format!("{error:#}"),
+                    "cannot remove the nftables mode's table"
+                );
+            }
+        }
+    }
+    mode
+}
+
+/// The rules of one mode, applied by its applier.
+enum Backend {
+    Nftables(apply::Applier),
+    Iptables(iptables::Applier),
+}
+
+impl Backend {
+    /// The applier of `mode`.
+    fn new(mode: ProxyMode, prefix: &[String]) -> Backend {
+        match mode {
+            ProxyMode::Nftables => Backend::Nftables(apply::Applier::new(prefix.to_vec())),
+            ProxyMode::Iptables => Backend::Iptables(iptables::Applier::new(apply::Commands::new(
+                prefix.to_vec(),
+            ))),
+        }
+    }
+
+    async fn apply(&mut self, ports: &[compute::ServicePort], node: &NodeContext) -> Result<bool> {
+        match self {
+            Backend::Nftables(applier) => applier.apply(compute::ruleset(ports, node)).await,
+            Backend::Iptables(applier) => applier.apply(iptables::tables(ports, node)).await,
+        }
+    }
+}
+
 /// Runs the proxy until an error it cannot retry: watch, coalesce, compute, apply.
+/// The rules stay when it stops (pods keep reaching Services across an agent
+/// restart; the next start rewrites them).
 pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
-    let mut applier = apply::Applier::new(config.command_prefix.clone());
-    if let Err(error) = applier.enable_route_localnet().await {
+    let commands = apply::Commands::new(config.command_prefix.clone());
+    if let Err(error) = commands.enable_route_localnet().await {
         tracing::warn!(
             error = format!("{error:#}"),
             "node ports will not answer on 127.0.0.1"
         );
     }
+    let mode = select_mode(config.mode, &config.command_prefix).await;
+    let mut backend = Backend::new(mode, &config.command_prefix);
     let changed = Arc::new(tokio::sync::Notify::new());
     let (services, services_writer) = reflector::store::<Service>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
@@ -79,7 +181,7 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
             .context("EndpointSlice watch stopped")?;
         loop {
             let started = std::time::Instant::now();
-            let desired = compute(
+            let ports = compute::service_ports(
                 &services
                     .state()
                     .iter()
@@ -92,7 +194,7 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
                     .collect::<Vec<_>>(),
                 &config.node,
             );
-            match applier.apply(desired).await {
+            match backend.apply(&ports, &config.node).await {
                 Ok(true) => tracing::debug!(elapsed = ?started.elapsed(), "service rules synced"),
                 Ok(false) => {}
                 Err(error) => tracing::error!(

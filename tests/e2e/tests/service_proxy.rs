@@ -6,13 +6,53 @@
 //! keeps a client on one endpoint, a pod reaches itself through its Service
 //! (hairpin), externalTrafficPolicy Local preserves the client's address and answers
 //! only on nodes with a local endpoint, and a Service whose pod is deleted refuses.
-//! Needs root.
+//! Each test runs once per proxy mode (`--proxy-mode nftables`, the default, and
+//! `iptables`). Needs root.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use krust_e2e::cluster::TestCluster;
+use krust_e2e::cluster::{ClusterOptions, TestCluster};
 use serde_json::json;
+
+/// A two-node cluster whose agents program Services in `mode`; in iptables mode the
+/// nodes hold the proxy's chains and no nftables table of it.
+fn start(mode: &str) -> TestCluster {
+    let cluster = TestCluster::start_with(
+        2,
+        ClusterOptions {
+            agent_args: vec![format!("--proxy-mode={mode}")],
+            ..ClusterOptions::default()
+        },
+    );
+    if mode == "iptables" {
+        for node in &cluster.nodes {
+            let in_node = |argv: &[&str]| {
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &node.netns])
+                    .args(argv)
+                    .output()
+                    .expect("cannot run ip netns exec")
+            };
+            krust_e2e::wait_until(
+                &format!("{} has the proxy's iptables chains", node.name),
+                Duration::from_secs(30),
+                || {
+                    String::from_utf8_lossy(&in_node(&["iptables-save", "-t", "nat"]).stdout)
+                        .contains("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES")
+                },
+            );
+            assert!(
+                !in_node(&["nft", "list", "table", "ip", "krust-proxy"])
+                    .status
+                    .success(),
+                "the nftables mode's table is on {} in iptables mode",
+                node.name
+            );
+        }
+    }
+    cluster
+}
 
 /// An HTTP GET of `/` from the test process (the host namespace); the response, if any.
 fn http_get(address: &str) -> Option<String> {
@@ -21,7 +61,16 @@ fn http_get(address: &str) -> Option<String> {
 
 #[test]
 fn cluster_ips_node_ports_load_balancers_and_services_without_endpoints() {
-    let cluster = TestCluster::start(2);
+    services_answer("nftables");
+}
+
+#[test]
+fn iptables_mode_cluster_ips_node_ports_load_balancers_and_services_without_endpoints() {
+    services_answer("iptables");
+}
+
+fn services_answer(mode: &str) {
+    let cluster = start(mode);
     cluster.run_pod("default", "web", 0, "krust/httpd:1", json!({"app": "web"}));
     cluster.apply(&json!({
         "apiVersion": "v1", "kind": "Service",
@@ -139,7 +188,16 @@ fn body(response: &str) -> &str {
 
 #[test]
 fn session_affinity_hairpin_local_traffic_policy_and_endpoint_removal() {
-    let cluster = TestCluster::start(2);
+    affinity_hairpin_and_local_policy("nftables");
+}
+
+#[test]
+fn iptables_mode_session_affinity_hairpin_local_traffic_policy_and_endpoint_removal() {
+    affinity_hairpin_and_local_policy("iptables");
+}
+
+fn affinity_hairpin_and_local_policy(mode: &str) {
+    let cluster = start(mode);
     for (name, node, id) in [("who-a", 0, "a"), ("who-b", 1, "b"), ("who-c", 1, "c")] {
         cluster.apply(&who_am_i_pod(&cluster, name, node, id));
     }
