@@ -12,6 +12,9 @@
 //! symlink through `..data`. A running container so sees either the old or the new
 //! set of files, never a mix; [`sync`] is called on every pod sync, so changes to
 //! the ConfigMap or Secret show up within seconds.
+//!
+//! Once a pod's volumes are set up, [`sync`] writes down which host directory holds
+//! each and which claim is behind it, for [`crate::volume_stats`] to measure.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +26,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::cri::api;
+use crate::volume_stats::{PodVolumes, VolumeRecord};
 
 /// Looks up the ConfigMaps and Secrets volumes and env refer to.
 pub trait Objects {
@@ -149,8 +153,20 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
     let Some(spec) = &pod.spec else {
         return Ok(());
     };
+    let mut record = PodVolumes {
+        namespace: namespace.to_string(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: uid.to_string(),
+        volumes: Vec::new(),
+    };
     for volume in spec.volumes.iter().flatten() {
         let dir = volume_dir(pods_dir, uid, &volume.name);
+        let mut measured = VolumeRecord {
+            name: volume.name.clone(),
+            path: dir.clone(),
+            claim: None,
+            ephemeral: true,
+        };
         if let Some(files) = files_of(volume, pod, namespace, objects)? {
             let mode = default_mode(volume);
             write_atomic(&dir, &files, mode)
@@ -159,7 +175,12 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             let path = claim_path(namespace, &claim, objects, &dir)
                 .with_context(|| format!("volume {:?}", volume.name))?;
             apply_fs_group(pod, &path)?;
-        } else if volume.host_path.is_none() {
+            measured.path = path;
+            measured.claim = Some(claim);
+            measured.ephemeral = false;
+        } else if volume.host_path.is_some() {
+            continue; // Not the pod's: not measured, as upstream.
+        } else {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create volume dir {}", dir.display()))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
@@ -173,9 +194,15 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
                     .and_then(|q| crate::pods::parse_quantity(&q.0));
                 mount_tmpfs(&dir, size).with_context(|| format!("volume {:?}", volume.name))?;
             }
+            // A memory-backed emptyDir takes no disk.
+            measured.ephemeral = volume
+                .empty_dir
+                .as_ref()
+                .is_none_or(|e| e.medium.as_deref() != Some("Memory"));
         }
+        record.volumes.push(measured);
     }
-    Ok(())
+    crate::volume_stats::write_record(pods_dir, &record)
 }
 
 fn default_mode(volume: &Volume) -> u32 {

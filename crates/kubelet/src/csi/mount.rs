@@ -31,14 +31,29 @@ use crate::volumes::{self, Objects};
 /// What the node agent published for one pod volume.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
-struct Published {
-    driver: String,
-    volume_handle: String,
+pub(crate) struct Published {
+    pub driver: String,
+    pub volume_handle: String,
     /// Where the volume is staged (None: the driver does not stage).
-    staging_path: Option<PathBuf>,
-    target_path: PathBuf,
+    pub staging_path: Option<PathBuf>,
+    pub target_path: PathBuf,
     /// The VolumeAttachment the volume was attached with, if any.
-    attachment: Option<String>,
+    pub attachment: Option<String>,
+}
+
+/// Where the record of a pod's published CSI volume is.
+fn record_path(pods_dir: &Path, uid: &str, volume: &str) -> PathBuf {
+    pods_dir
+        .join(uid)
+        .join("csi")
+        .join(format!("{volume}.json"))
+}
+
+/// What was published for a pod's volume, if it is a CSI volume published on this
+/// node.
+pub(crate) fn published(pods_dir: &Path, uid: &str, volume: &str) -> Option<Published> {
+    let text = std::fs::read(record_path(pods_dir, uid, volume)).ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 /// The node's CSI mounter, shared by all pod workers.
@@ -160,7 +175,7 @@ impl Mounter {
             let Some(source) = csi_source(&pv) else {
                 continue;
             };
-            let record = self.record_dir(uid).join(format!("{}.json", volume.name));
+            let record = record_path(&self.pods_dir(), uid, &volume.name);
             if record.exists() {
                 continue;
             }
