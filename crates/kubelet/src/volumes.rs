@@ -1,5 +1,5 @@
 //! Pod volumes on the host: emptyDir, configMap, secret, downwardAPI, projected,
-//! hostPath and persistentVolumeClaim (a bound claim's `local` or `hostPath`
+//! hostPath, inline CSI (published by `crate::csi::mount`) and persistentVolumeClaim (a bound claim's `local` or `hostPath`
 //! volume, mounted where it is, or a CSI volume where `crate::csi::mount` had its
 //! driver publish it; an unbound claim keeps the pod waiting), each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
 //! a container gets from its volumeMounts (subPath, subPathExpr expanded from the
@@ -178,6 +178,15 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             measured.path = path;
             measured.claim = Some(claim);
             measured.ephemeral = false;
+        } else if let Some(inline) = &volume.csi {
+            if !is_listed_mount_point(&dir) {
+                bail!(
+                    "volume {:?} is not yet published by CSI driver {:?}",
+                    volume.name,
+                    inline.driver
+                );
+            }
+            measured.ephemeral = false; // The driver's storage, not the node's disk.
         } else if volume.host_path.is_some() {
             continue; // Not the pod's: not measured, as upstream.
         } else {
@@ -265,7 +274,7 @@ fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
-fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret
         .data
         .iter()
@@ -532,6 +541,10 @@ pub fn mounts(
             host_path: host.display().to_string(),
             readonly: mount.read_only.unwrap_or(false)
                 || claim.as_ref().is_some_and(|(_, read_only)| *read_only)
+                || volume
+                    .csi
+                    .as_ref()
+                    .is_some_and(|c| c.read_only == Some(true))
                 || volume.config_map.is_some()
                 || volume.secret.is_some()
                 || volume.downward_api.is_some()

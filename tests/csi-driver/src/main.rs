@@ -10,6 +10,12 @@
 //! when asked). Every call is appended to `<root>/calls.log` (`<Call> <volume id>`)
 //! so a test can see what the node agent asked for.
 //!
+//! An inline (ephemeral) volume, one whose volume context says
+//! `csi.storage.k8s.io/ephemeral: "true"`, is made by NodePublishVolume itself and
+//! removed by NodeUnpublishVolume; what it was published with (volume context and
+//! the names of the secrets) is kept in `<root>/published/<volume id>.json` for the
+//! test to read.
+//!
 //! With `--volume-stats` the driver also has GET_VOLUME_STATS: NodeGetVolumeStats
 //! answers the bytes and inodes under the volume path (not crossing into other
 //! mounts) and its filesystem's size, and is logged like the other calls.
@@ -90,6 +96,11 @@ impl Driver {
 
     fn attached(&self) -> PathBuf {
         self.args.root.join("attached")
+    }
+
+    /// Where an inline volume's publish request is written down.
+    fn published(&self, id: &str) -> PathBuf {
+        self.args.root.join("published").join(format!("{id}.json"))
     }
 
     fn record(&self, call: &str, volume: &str) {
@@ -454,7 +465,27 @@ impl Node for &'static Driver {
         let request = request.into_inner();
         required(&request.volume_id, "volume_id")?;
         required(&request.target_path, "target_path")?;
-        let source = if self.args.no_stage {
+        let ephemeral = request
+            .volume_context
+            .get("csi.storage.k8s.io/ephemeral")
+            .is_some_and(|v| v == "true");
+        let source = if ephemeral {
+            let dir = self.volume_dir(&request.volume_id)?;
+            std::fs::create_dir_all(&dir).map_err(internal)?;
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .map_err(internal)?;
+            let mut secrets: Vec<&String> = request.secrets.keys().collect();
+            secrets.sort();
+            let record = serde_json::json!({
+                "volumeContext": request.volume_context,
+                "secrets": secrets,
+                "readonly": request.readonly,
+            });
+            let path = self.published(&request.volume_id);
+            std::fs::create_dir_all(path.parent().expect("a parent")).map_err(internal)?;
+            std::fs::write(&path, record.to_string()).map_err(internal)?;
+            dir
+        } else if self.args.no_stage {
             self.volume_dir(&request.volume_id)?
         } else {
             required(&request.staging_target_path, "staging_target_path")?;
@@ -481,6 +512,13 @@ impl Node for &'static Driver {
         required(&request.volume_id, "volume_id")?;
         required(&request.target_path, "target_path")?;
         unmount(Path::new(&request.target_path))?;
+        let published = self.published(&request.volume_id);
+        if published.exists() {
+            // An inline volume lives only as long as its pod.
+            let dir = self.volume_dir(&request.volume_id)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(&published);
+        }
         self.record("NodeUnpublishVolume", &request.volume_id);
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
