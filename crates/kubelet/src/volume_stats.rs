@@ -608,4 +608,46 @@ mod tests {
             "{text}"
         );
     }
+
+    #[tokio::test]
+    async fn calculator_measures_recorded_volumes_and_keeps_the_measurement() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path();
+        let pods_dir = data_dir.join("pods");
+        let scratch = pods_dir.join("u1/volumes/scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::write(scratch.join("blob"), vec![1u8; 1 << 20]).unwrap();
+        let logs = data_dir.join("logs/ns_p_u1");
+        std::fs::create_dir_all(&logs).unwrap();
+        write_record(
+            &pods_dir,
+            &PodVolumes {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "u1".into(),
+                volumes: vec![VolumeRecord {
+                    name: "scratch".into(),
+                    path: scratch.clone(),
+                    claim: None,
+                    ephemeral: true,
+                }],
+            },
+        )
+        .unwrap();
+        let mut calculator = Calculator::new(data_dir.to_path_buf(), Drivers::default());
+        let first = calculator.pass().await;
+        let pod = &first.pods["u1"];
+        let used = pod.volumes[0].fs.used_bytes.unwrap();
+        assert!(used >= 1 << 20, "{pod:?}");
+        assert_eq!(pod.logs.unwrap().inodes_used, Some(1));
+        assert!(first.node_fs.unwrap().capacity_bytes.unwrap() > 0);
+        // Written since, but within REFRESH the measurement stands.
+        std::fs::write(scratch.join("more"), vec![1u8; 1 << 20]).unwrap();
+        let second = calculator.pass().await;
+        assert_eq!(second.pods["u1"].volumes[0].fs.used_bytes, Some(used));
+        // A pod whose record is gone is gone from the usage and the cache.
+        std::fs::remove_dir_all(pods_dir.join("u1")).unwrap();
+        assert!(calculator.pass().await.pods.is_empty());
+        assert!(calculator.cache.is_empty());
+    }
 }

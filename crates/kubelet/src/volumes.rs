@@ -703,4 +703,65 @@ mod tests {
         let error = select(data, Some(&items), "configmap \"c\"", false).unwrap_err();
         assert_eq!(error.to_string(), "configmap \"c\" has no key \"zz\"");
     }
+
+    struct Only(ConfigMap);
+
+    impl Objects for Only {
+        fn config_map(&self, _: &str, name: &str) -> Option<ConfigMap> {
+            (self.0.metadata.name.as_deref() == Some(name)).then(|| self.0.clone())
+        }
+        fn secret(&self, _: &str, _: &str) -> Option<Secret> {
+            None
+        }
+        fn claim(&self, _: &str, _: &str) -> Option<PersistentVolumeClaim> {
+            None
+        }
+        fn volume(&self, _: &str) -> Option<PersistentVolume> {
+            None
+        }
+        fn service_account_token(&self, _: &str, _: &str, _: i64) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn sync_records_the_measured_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods_dir = dir.path();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "config", "configMap": {"name": "c"}},
+                {"name": "host", "hostPath": {"path": "/tmp"}},
+            ]},
+        }))
+        .unwrap();
+        let objects = Only(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "c"}, "data": {"k": "v"},
+            }))
+            .unwrap(),
+        );
+        sync(pods_dir, &pod, &objects).unwrap();
+        let text = std::fs::read(crate::volume_stats::record_path(pods_dir, "u1")).unwrap();
+        let record: PodVolumes = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            (record.namespace.as_str(), record.name.as_str()),
+            ("ns", "p")
+        );
+        // hostPath is not the pod's and is not measured.
+        let names: Vec<&str> = record.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["scratch", "config"]);
+        assert!(
+            record
+                .volumes
+                .iter()
+                .all(|v| v.ephemeral && v.claim.is_none())
+        );
+        assert_eq!(
+            record.volumes[0].path,
+            volume_dir(pods_dir, "u1", "scratch")
+        );
+    }
 }
