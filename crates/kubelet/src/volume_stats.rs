@@ -32,6 +32,8 @@ use crate::stats::Sampler;
 pub const REFRESH: Duration = Duration::from_secs(20);
 /// How often the records are looked at for new and gone volumes.
 const PASS_PERIOD: Duration = Duration::from_secs(5);
+/// How long a driver may take to answer NodeGetVolumeStats.
+const CSI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Usage of a filesystem or of a directory on one, as stats/v1alpha1 `FsStats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -348,13 +350,19 @@ impl Calculator {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
         };
-        let answer = async {
+        let answer = tokio::time::timeout(CSI_TIMEOUT, async {
             let mut node = driver.node().await?;
             node.node_get_volume_stats(request)
                 .await
                 .map_err(|s| crate::csi::call_error(&driver.name, "NodeGetVolumeStats", s))
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "CSI driver {} did not answer NodeGetVolumeStats within {CSI_TIMEOUT:?}",
+                driver.name
+            ))
+        });
         match answer {
             Ok(answer) => Some(from_csi(&answer.into_inner().usage)),
             Err(error) => {

@@ -151,6 +151,28 @@ fn inline_csi_volumes_are_published_for_their_pod_only() {
             .is_empty()
     );
 
+    // The summary has the volume: measured by statvfs of its mount, since this
+    // driver does not offer NodeGetVolumeStats.
+    let summary_path = format!("/api/v1/nodes/{}/proxy/stats/summary", node.node_name);
+    wait_until("the summary has the inline volume", TIMEOUT, || {
+        let out = node.server.kubectl(["get", "--raw", &summary_path]);
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        summary["pods"].as_array().into_iter().flatten().any(|p| {
+            p["podRef"]["name"] == "inline-user"
+                && p["volume"].as_array().into_iter().flatten().any(|v| {
+                    v["name"] == "scratch"
+                        && v["capacityBytes"].as_u64().is_some_and(|n| n > 0)
+                        && v.get("pvcRef").is_none()
+                })
+        })
+    });
+    assert!(
+        !driver
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("NodeGetVolumeStats"))
+    );
+
     // Deleting the pod unpublishes the volume, and the driver drops it.
     node.server
         .kubectl_text(["delete", "pod", "inline-user", "--wait=true"]);
