@@ -26,6 +26,7 @@ pub mod server;
 pub mod service_env;
 pub mod static_pods;
 pub mod stats;
+pub mod volume_stats;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -402,6 +403,10 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
         config.data_dir.clone(),
     ));
     let drivers = csi::Drivers::default();
+    let volume_sampling = tokio::spawn(volume_stats::run(
+        sampler.clone(),
+        volume_stats::Calculator::new(config.data_dir.clone(), drivers.clone()),
+    ));
     let plugin_watcher = tokio::spawn(csi::watch_registry(
         client.clone(),
         config.node_name.clone(),
@@ -418,6 +423,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
     csi_controller.abort();
     local_path.abort();
     sampling.abort();
+    volume_sampling.abort();
     heartbeat.abort();
     if let Some(static_pods) = static_pods {
         static_pods.abort();

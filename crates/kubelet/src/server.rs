@@ -1,5 +1,6 @@
 //! The kubelet API over HTTPS (default port 10250): `/healthz`, `/stats/summary` and
-//! `/metrics/resource` (usage sampled by [`crate::stats`]),
+//! `/metrics/resource` (usage sampled by [`crate::stats`]), `/metrics` (the
+//! `kubelet_volume_stats_*` families of [`crate::volume_stats`]),
 //! `/containerLogs/<namespace>/<pod>/<container>` with upstream's query parameters
 //! (follow, previous, tailLines, limitBytes, sinceSeconds, timestamps), and the
 //! streaming calls `/exec/<namespace>/<pod>[/<uid>]/<container>`, `/attach/...` and
@@ -167,6 +168,15 @@ async fn handle(
                 .body(Full::new(Bytes::from(summary.to_string())).boxed())
                 .expect("a valid response")
         }
+        ["metrics"] => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(
+                Full::new(Bytes::from(crate::volume_stats::claim_metrics(
+                    &context.stats.snapshot().volumes,
+                )))
+                .boxed(),
+            )
+            .expect("a valid response"),
         ["metrics", "resource"] => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
             .body(

@@ -3,6 +3,11 @@
 //! ListContainerStats, `/proc/stat` for the node) turned into a rate between two
 //! samples, and memory working sets (the runtime's, `/proc/meminfo` for the node).
 //!
+//! Disk usage comes from [`crate::volume_stats`], measured on its own schedule into
+//! the same [`Sampler`]: each pod's volumes, its ephemeral storage (containers'
+//! writable layers from ListContainerStats, its logs and its ephemeral volumes), and
+//! the node's filesystem.
+//!
 //! The kubelet API serves the latest sample as `/stats/summary` (the kubelet's
 //! stats/v1alpha1 Summary) and `/metrics/resource` (Prometheus text with upstream's
 //! metric names); the API server's metrics.k8s.io, and through it `kubectl top`,
@@ -16,6 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::cri::{Cri, api};
+use crate::volume_stats::{self, FsStats};
 
 /// How often usage is sampled; CPU rates are averages over this window.
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(5);
@@ -96,6 +102,8 @@ pub struct ContainerUsage {
     pub container: String,
     pub cpu: Cpu,
     pub memory: Memory,
+    /// The container's writable layer (bytes and inodes used), if the runtime says.
+    pub rootfs: Option<FsStats>,
 }
 
 /// The latest sample of everything.
@@ -104,6 +112,8 @@ pub struct Snapshot {
     pub node: Option<(Cpu, Memory)>,
     /// By container ID.
     pub containers: HashMap<String, ContainerUsage>,
+    /// Pods' volumes and logs, and the node's filesystem.
+    pub volumes: volume_stats::Usage,
 }
 
 /// The shared latest sample: written by [`run`], read by the kubelet API.
@@ -113,6 +123,11 @@ pub struct Sampler(Arc<RwLock<Snapshot>>);
 impl Sampler {
     pub fn snapshot(&self) -> Snapshot {
         self.0.read().expect("stats lock").clone()
+    }
+
+    /// Replaces the disk usage part of the sample.
+    pub fn set_volumes(&self, volumes: volume_stats::Usage) {
+        self.0.write().expect("stats lock").volumes = volumes;
     }
 }
 
@@ -132,7 +147,9 @@ pub async fn run(sampler: Sampler, mut cri: Cri) {
                 previous.containers.clone()
             }
         };
-        *sampler.0.write().expect("stats lock") = Snapshot { node, containers };
+        let mut latest = sampler.0.write().expect("stats lock");
+        latest.node = node;
+        latest.containers = containers;
     }
 }
 
@@ -195,6 +212,12 @@ pub fn container_usage(
         let memory = stat.memory.as_ref();
         let bytes = |value: Option<&api::UInt64Value>| value.map(|v| v.value);
         let before = previous.get(&attributes.id).map(|c| &c.cpu);
+        let rootfs = stat.writable_layer.as_ref().map(|layer| FsStats {
+            at_ns: layer.timestamp,
+            used_bytes: bytes(layer.used_bytes.as_ref()),
+            inodes_used: bytes(layer.inodes_used.as_ref()),
+            ..Default::default()
+        });
         usage.insert(
             attributes.id.clone(),
             ContainerUsage {
@@ -211,6 +234,7 @@ pub fn container_usage(
                     available_bytes: bytes(memory.and_then(|m| m.available_bytes.as_ref())),
                     rss_bytes: bytes(memory.and_then(|m| m.rss_bytes.as_ref())),
                 },
+                rootfs,
             },
         );
     }
@@ -231,33 +255,100 @@ fn by_pod(snapshot: &Snapshot) -> BTreeMap<(&str, &str, &str), Vec<&ContainerUsa
     pods
 }
 
-/// The stats/v1alpha1 Summary of a snapshot.
+/// The stats/v1alpha1 Summary of a snapshot: every pod with containers or measured
+/// volumes.
 pub fn summary(node_name: &str, snapshot: &Snapshot) -> Value {
     let mut node = json!({"nodeName": node_name, "systemContainers": []});
     if let Some((cpu, memory)) = snapshot.node {
         node["cpu"] = cpu.to_json();
         node["memory"] = memory.to_json();
     }
-    let pods: Vec<Value> = by_pod(snapshot)
+    let node_fs = snapshot.volumes.node_fs;
+    if let Some(fs) = node_fs {
+        node["fs"] = fs.to_json();
+    }
+    let mut pods = by_pod(snapshot);
+    for pod in snapshot.volumes.pods.values() {
+        pods.entry((&pod.namespace, &pod.name, &pod.uid))
+            .or_default();
+    }
+    let pods: Vec<Value> = pods
         .into_iter()
         .map(|((namespace, name, uid), containers)| {
-            let pod_cpu = sum_cpu(&containers);
-            let pod_memory: u64 = containers.iter().map(|c| c.memory.working_set_bytes).sum();
-            let pod_usage: u64 = containers.iter().map(|c| c.memory.usage_bytes).sum();
-            let at_ns = containers.iter().map(|c| c.cpu.at_ns).max().unwrap_or(0);
-            json!({
+            let volumes = snapshot.volumes.pods.get(uid);
+            // Usage of a part of the node's filesystem, on that filesystem's numbers.
+            let on_node_fs = |used: FsStats| FsStats {
+                at_ns: if used.at_ns > 0 {
+                    used.at_ns
+                } else {
+                    node_fs.map_or(0, |fs| fs.at_ns)
+                },
+                used_bytes: used.used_bytes,
+                inodes_used: used.inodes_used,
+                ..node_fs.unwrap_or_default()
+            };
+            let mut pod = json!({
                 "podRef": {"name": name, "namespace": namespace, "uid": uid},
-                "containers": containers.iter().map(|c| json!({
-                    "name": c.container,
-                    "cpu": c.cpu.to_json(),
-                    "memory": c.memory.to_json(),
-                })).collect::<Vec<_>>(),
-                "cpu": pod_cpu.to_json(),
-                "memory": {"time": timestamp(at_ns), "workingSetBytes": pod_memory, "usageBytes": pod_usage},
-            })
+                "containers": containers.iter().map(|c| {
+                    let mut container = json!({
+                        "name": c.container,
+                        "cpu": c.cpu.to_json(),
+                        "memory": c.memory.to_json(),
+                    });
+                    if let Some(rootfs) = c.rootfs {
+                        container["rootfs"] = on_node_fs(rootfs).to_json();
+                    }
+                    container
+                }).collect::<Vec<_>>(),
+                "ephemeral-storage": on_node_fs(ephemeral_storage(&containers, volumes)).to_json(),
+            });
+            if !containers.is_empty() {
+                let pod_memory: u64 = containers.iter().map(|c| c.memory.working_set_bytes).sum();
+                let pod_usage: u64 = containers.iter().map(|c| c.memory.usage_bytes).sum();
+                let at_ns = containers.iter().map(|c| c.cpu.at_ns).max().unwrap_or(0);
+                pod["cpu"] = sum_cpu(&containers).to_json();
+                pod["memory"] = json!({"time": timestamp(at_ns), "workingSetBytes": pod_memory, "usageBytes": pod_usage});
+            }
+            if let Some(volumes) = volumes.filter(|v| !v.volumes.is_empty()) {
+                pod["volume"] = volumes
+                    .volumes
+                    .iter()
+                    .map(|v| volume_json(namespace, v))
+                    .collect();
+            }
+            pod
         })
         .collect();
     json!({"node": node, "pods": pods})
+}
+
+/// One `VolumeStats`: its name, its claim (`pvcRef`) if it has one, and its usage.
+fn volume_json(namespace: &str, volume: &volume_stats::VolumeUsage) -> Value {
+    let mut value = volume.fs.to_json();
+    value["name"] = json!(volume.name);
+    if let Some(claim) = &volume.claim {
+        value["pvcRef"] = json!({"name": claim, "namespace": namespace});
+    }
+    value
+}
+
+/// What a pod takes of the node's disk, as upstream counts it: its containers'
+/// writable layers, its logs and its ephemeral volumes.
+fn ephemeral_storage(
+    containers: &[&ContainerUsage],
+    volumes: Option<&volume_stats::PodUsage>,
+) -> FsStats {
+    let mut parts: Vec<FsStats> = containers.iter().filter_map(|c| c.rootfs).collect();
+    if let Some(pod) = volumes {
+        parts.extend(pod.logs);
+        parts.extend(pod.volumes.iter().filter(|v| v.ephemeral).map(|v| v.fs));
+    }
+    FsStats {
+        at_ns: parts.iter().map(|p| p.at_ns).max().unwrap_or(0),
+        used_bytes: Some(parts.iter().filter_map(|p| p.used_bytes).sum()),
+        inodes_used: Some(parts.iter().filter_map(|p| p.inodes_used).sum()),
+        ..Default::default()
+    }
 }
 
 /// A pod's CPU: the sum of its containers' (a rate only when every container has one).
@@ -276,14 +367,15 @@ fn sum_cpu(containers: &[&ContainerUsage]) -> Cpu {
 /// `/metrics/resource`: the snapshot in Prometheus text format, with upstream's names.
 pub fn resource_metrics(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64, i64)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value, at_ns) in samples {
-            out.push_str(&format!("{name}{labels} {value} {}\n", at_ns / 1_000_000));
-        }
+    let mut add = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64, i64)>| {
+        let samples = samples
+            .into_iter()
+            .map(|(labels, value, at_ns)| (labels, value, Some(at_ns)))
+            .collect();
+        family(&mut out, name, kind, help, samples);
     };
     let node: Vec<_> = snapshot.node.iter().collect();
-    family(
+    add(
         "node_cpu_usage_seconds_total",
         "counter",
         "Cumulative cpu time consumed by the node in core-seconds",
@@ -297,7 +389,7 @@ pub fn resource_metrics(snapshot: &Snapshot) -> String {
             })
             .collect(),
     );
-    family(
+    add(
         "node_memory_working_set_bytes",
         "gauge",
         "Current working set of the node in bytes",
@@ -316,7 +408,7 @@ pub fn resource_metrics(snapshot: &Snapshot) -> String {
             c.container, c.namespace, c.pod
         )
     };
-    family(
+    add(
         "container_cpu_usage_seconds_total",
         "counter",
         "Cumulative cpu time consumed by the container in core-seconds",
@@ -331,7 +423,7 @@ pub fn resource_metrics(snapshot: &Snapshot) -> String {
             })
             .collect(),
     );
-    family(
+    add(
         "container_memory_working_set_bytes",
         "gauge",
         "Current working set of the container in bytes",
@@ -349,7 +441,7 @@ pub fn resource_metrics(snapshot: &Snapshot) -> String {
     let pod_labels = |(namespace, pod, _): &(&str, &str, &str)| {
         format!("{{namespace=\"{namespace}\",pod=\"{pod}\"}}")
     };
-    family(
+    add(
         "pod_cpu_usage_seconds_total",
         "counter",
         "Cumulative cpu time consumed by the pod in core-seconds",
@@ -364,7 +456,7 @@ pub fn resource_metrics(snapshot: &Snapshot) -> String {
             })
             .collect(),
     );
-    family(
+    add(
         "pod_memory_working_set_bytes",
         "gauge",
         "Current working set of the pod in bytes",
@@ -384,11 +476,29 @@ pub fn resource_metrics(snapshot: &Snapshot) -> String {
     out
 }
 
+/// One metric family in Prometheus text format: HELP, TYPE and the samples (labels
+/// as `{k="v",...}` or empty, value, optional time in nanoseconds).
+pub(crate) fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: Vec<(String, f64, Option<i64>)>,
+) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value, at_ns) in samples {
+        match at_ns {
+            Some(at_ns) => out.push_str(&format!("{name}{labels} {value} {}\n", at_ns / 1_000_000)),
+            None => out.push_str(&format!("{name}{labels} {value}\n")),
+        }
+    }
+}
+
 fn seconds(nanoseconds: u64) -> f64 {
     nanoseconds as f64 / 1e9
 }
 
-fn timestamp(at_ns: i64) -> String {
+pub(crate) fn timestamp(at_ns: i64) -> String {
     DateTime::<Utc>::from_timestamp_nanos(at_ns).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -496,6 +606,7 @@ mod tests {
                 },
             )),
             containers: second,
+            ..Default::default()
         };
         let summary = summary("n1", &snapshot);
         assert_eq!(summary["node"]["nodeName"], "n1");
@@ -521,5 +632,99 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("scrape_error 0\n"));
+    }
+
+    #[test]
+    fn summary_has_volumes_with_claims_and_ephemeral_storage() {
+        use crate::volume_stats::{PodUsage, Usage, VolumeUsage};
+        let used = |bytes: u64, inodes: u64| FsStats {
+            at_ns: 2_000_000_000,
+            capacity_bytes: Some(1000),
+            available_bytes: Some(400),
+            used_bytes: Some(bytes),
+            inodes: Some(50),
+            inodes_free: Some(20),
+            inodes_used: Some(inodes),
+        };
+        let mut containers =
+            container_usage(&HashMap::new(), &[stats("a", "web", "app", 0, 0, 10)]);
+        containers.get_mut("a").unwrap().rootfs = Some(FsStats {
+            at_ns: 1,
+            used_bytes: Some(5),
+            inodes_used: Some(1),
+            ..Default::default()
+        });
+        let volume = |name: &str, claim: Option<&str>, fs| VolumeUsage {
+            name: name.into(),
+            claim: claim.map(str::to_string),
+            ephemeral: claim.is_none(),
+            fs,
+        };
+        let snapshot = Snapshot {
+            node: None,
+            containers,
+            volumes: Usage {
+                node_fs: Some(used(600, 30)),
+                pods: HashMap::from([
+                    (
+                        "uid-1".into(),
+                        PodUsage {
+                            namespace: "ns".into(),
+                            name: "web".into(),
+                            uid: "uid-1".into(),
+                            volumes: vec![
+                                volume("scratch", None, used(100, 3)),
+                                volume("data", Some("db"), used(300, 7)),
+                            ],
+                            logs: Some(FsStats {
+                                used_bytes: Some(20),
+                                inodes_used: Some(2),
+                                ..Default::default()
+                            }),
+                        },
+                    ),
+                    // A pod with volumes but no running container is listed too.
+                    (
+                        "uid-2".into(),
+                        PodUsage {
+                            namespace: "ns".into(),
+                            name: "idle".into(),
+                            uid: "uid-2".into(),
+                            ..Default::default()
+                        },
+                    ),
+                ]),
+            },
+        };
+        let summary = summary("n1", &snapshot);
+        assert_eq!(summary["node"]["fs"]["capacityBytes"], 1000);
+        let pods = summary["pods"].as_array().unwrap();
+        assert_eq!(pods.len(), 2, "{summary}");
+        let web = pods.iter().find(|p| p["podRef"]["name"] == "web").unwrap();
+        assert_eq!(
+            web["volume"],
+            json!([
+                {"name": "scratch", "time": "1970-01-01T00:00:02Z", "capacityBytes": 1000,
+                 "availableBytes": 400, "usedBytes": 100, "inodes": 50, "inodesFree": 20, "inodesUsed": 3},
+                {"name": "data", "time": "1970-01-01T00:00:02Z", "capacityBytes": 1000,
+                 "availableBytes": 400, "usedBytes": 300, "inodes": 50, "inodesFree": 20, "inodesUsed": 7,
+                 "pvcRef": {"name": "db", "namespace": "ns"}},
+            ])
+        );
+        // Writable layer 5 + logs 20 + the ephemeral volume 100, on the node's numbers;
+        // the claim is not the pod's ephemeral storage.
+        let ephemeral = &web["ephemeral-storage"];
+        assert_eq!(ephemeral["usedBytes"], 125, "{ephemeral}");
+        assert_eq!(ephemeral["inodesUsed"], 6);
+        assert_eq!(ephemeral["capacityBytes"], 1000);
+        assert_eq!(ephemeral["availableBytes"], 400);
+        assert_eq!(web["containers"][0]["rootfs"]["usedBytes"], 5);
+        let idle = pods.iter().find(|p| p["podRef"]["name"] == "idle").unwrap();
+        assert!(
+            idle.get("cpu").is_none() && idle.get("volume").is_none(),
+            "{idle}"
+        );
+        assert_eq!(idle["containers"], json!([]));
+        assert_eq!(idle["ephemeral-storage"]["usedBytes"], 0);
     }
 }

@@ -1,5 +1,5 @@
 //! Pod volumes on the host: emptyDir, configMap, secret, downwardAPI, projected,
-//! hostPath and persistentVolumeClaim (a bound claim's `local` or `hostPath`
+//! hostPath, inline CSI (published by `crate::csi::mount`) and persistentVolumeClaim (a bound claim's `local` or `hostPath`
 //! volume, mounted where it is, or a CSI volume where `crate::csi::mount` had its
 //! driver publish it; an unbound claim keeps the pod waiting), each under `<data-dir>/pods/<uid>/volumes/<name>`, and the bind mounts
 //! a container gets from its volumeMounts (subPath, subPathExpr expanded from the
@@ -12,6 +12,9 @@
 //! symlink through `..data`. A running container so sees either the old or the new
 //! set of files, never a mix; [`sync`] is called on every pod sync, so changes to
 //! the ConfigMap or Secret show up within seconds.
+//!
+//! Once a pod's volumes are set up, [`sync`] writes down which host directory holds
+//! each and which claim is behind it, for [`crate::volume_stats`] to measure.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +26,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::cri::api;
+use crate::volume_stats::{PodVolumes, VolumeRecord};
 
 /// Looks up the ConfigMaps and Secrets volumes and env refer to.
 pub trait Objects {
@@ -149,8 +153,20 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
     let Some(spec) = &pod.spec else {
         return Ok(());
     };
+    let mut record = PodVolumes {
+        namespace: namespace.to_string(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: uid.to_string(),
+        volumes: Vec::new(),
+    };
     for volume in spec.volumes.iter().flatten() {
         let dir = volume_dir(pods_dir, uid, &volume.name);
+        let mut measured = VolumeRecord {
+            name: volume.name.clone(),
+            path: dir.clone(),
+            claim: None,
+            ephemeral: true,
+        };
         if let Some(files) = files_of(volume, pod, namespace, objects)? {
             let mode = default_mode(volume);
             write_atomic(&dir, &files, mode)
@@ -159,7 +175,21 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             let path = claim_path(namespace, &claim, objects, &dir)
                 .with_context(|| format!("volume {:?}", volume.name))?;
             apply_fs_group(pod, &path)?;
-        } else if volume.host_path.is_none() {
+            measured.path = path;
+            measured.claim = Some(claim);
+            measured.ephemeral = false;
+        } else if let Some(inline) = &volume.csi {
+            if !is_listed_mount_point(&dir) {
+                bail!(
+                    "volume {:?} is not yet published by CSI driver {:?}",
+                    volume.name,
+                    inline.driver
+                );
+            }
+            measured.ephemeral = false; // The driver's storage, not the node's disk.
+        } else if volume.host_path.is_some() {
+            continue; // Not the pod's: not measured, as upstream.
+        } else {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create volume dir {}", dir.display()))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
@@ -173,9 +203,15 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
                     .and_then(|q| crate::pods::parse_quantity(&q.0));
                 mount_tmpfs(&dir, size).with_context(|| format!("volume {:?}", volume.name))?;
             }
+            // A memory-backed emptyDir takes no disk.
+            measured.ephemeral = volume
+                .empty_dir
+                .as_ref()
+                .is_none_or(|e| e.medium.as_deref() != Some("Memory"));
         }
+        record.volumes.push(measured);
     }
-    Ok(())
+    crate::volume_stats::write_record(pods_dir, &record)
 }
 
 fn default_mode(volume: &Volume) -> u32 {
@@ -238,7 +274,7 @@ fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
-fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret
         .data
         .iter()
@@ -505,6 +541,10 @@ pub fn mounts(
             host_path: host.display().to_string(),
             readonly: mount.read_only.unwrap_or(false)
                 || claim.as_ref().is_some_and(|(_, read_only)| *read_only)
+                || volume
+                    .csi
+                    .as_ref()
+                    .is_some_and(|c| c.read_only == Some(true))
                 || volume.config_map.is_some()
                 || volume.secret.is_some()
                 || volume.downward_api.is_some()
@@ -662,5 +702,66 @@ mod tests {
         }];
         let error = select(data, Some(&items), "configmap \"c\"", false).unwrap_err();
         assert_eq!(error.to_string(), "configmap \"c\" has no key \"zz\"");
+    }
+
+    struct Only(ConfigMap);
+
+    impl Objects for Only {
+        fn config_map(&self, _: &str, name: &str) -> Option<ConfigMap> {
+            (self.0.metadata.name.as_deref() == Some(name)).then(|| self.0.clone())
+        }
+        fn secret(&self, _: &str, _: &str) -> Option<Secret> {
+            None
+        }
+        fn claim(&self, _: &str, _: &str) -> Option<PersistentVolumeClaim> {
+            None
+        }
+        fn volume(&self, _: &str) -> Option<PersistentVolume> {
+            None
+        }
+        fn service_account_token(&self, _: &str, _: &str, _: i64) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn sync_records_the_measured_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods_dir = dir.path();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "config", "configMap": {"name": "c"}},
+                {"name": "host", "hostPath": {"path": "/tmp"}},
+            ]},
+        }))
+        .unwrap();
+        let objects = Only(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "c"}, "data": {"k": "v"},
+            }))
+            .unwrap(),
+        );
+        sync(pods_dir, &pod, &objects).unwrap();
+        let text = std::fs::read(crate::volume_stats::record_path(pods_dir, "u1")).unwrap();
+        let record: PodVolumes = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            (record.namespace.as_str(), record.name.as_str()),
+            ("ns", "p")
+        );
+        // hostPath is not the pod's and is not measured.
+        let names: Vec<&str> = record.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["scratch", "config"]);
+        assert!(
+            record
+                .volumes
+                .iter()
+                .all(|v| v.ephemeral && v.claim.is_none())
+        );
+        assert_eq!(
+            record.volumes[0].path,
+            volume_dir(pods_dir, "u1", "scratch")
+        );
     }
 }

@@ -10,6 +10,16 @@
 //! when asked). Every call is appended to `<root>/calls.log` (`<Call> <volume id>`)
 //! so a test can see what the node agent asked for.
 //!
+//! An inline (ephemeral) volume, one whose volume context says
+//! `csi.storage.k8s.io/ephemeral: "true"`, is made by NodePublishVolume itself and
+//! removed by NodeUnpublishVolume; what it was published with (volume context and
+//! the names of the secrets) is kept in `<root>/published/<volume id>.json` for the
+//! test to read.
+//!
+//! With `--volume-stats` the driver also has GET_VOLUME_STATS: NodeGetVolumeStats
+//! answers the bytes and inodes under the volume path (not crossing into other
+//! mounts) and its filesystem's size, and is logged like the other calls.
+//!
 //! For tests of failure and topology: a class parameter `failCreate` makes
 //! CreateVolume fail with that message (logged as `CreateVolumeFailed <name>`), and
 //! `--topology-key` makes NodeGetInfo report the segment `<key>=<node id>` and
@@ -64,6 +74,9 @@ struct Args {
     /// requirements.
     #[arg(long)]
     topology_key: Option<String>,
+    /// Advertise GET_VOLUME_STATS and answer NodeGetVolumeStats.
+    #[arg(long)]
+    volume_stats: bool,
 }
 
 /// The class parameter that makes CreateVolume fail, with its value as the message.
@@ -83,6 +96,11 @@ impl Driver {
 
     fn attached(&self) -> PathBuf {
         self.args.root.join("attached")
+    }
+
+    /// Where an inline volume's publish request is written down.
+    fn published(&self, id: &str) -> PathBuf {
+        self.args.root.join("published").join(format!("{id}.json"))
     }
 
     fn record(&self, call: &str, volume: &str) {
@@ -189,6 +207,47 @@ fn unmount(target: &Path) -> Result<(), Status> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(internal(format!("remove {}: {e}", target.display()))),
     }
+}
+
+/// Bytes (allocated blocks) and inodes under `root`, staying on its filesystem and
+/// counting hard-linked files once.
+fn disk_usage(root: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let top = std::fs::metadata(root)?;
+    let (mut bytes, mut inodes) = (top.blocks() * 512, 1);
+    let mut seen = std::collections::HashSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.dev() != top.dev() || (meta.nlink() > 1 && !seen.insert(meta.ino())) {
+                continue;
+            }
+            bytes += meta.blocks() * 512;
+            inodes += 1;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+fn statvfs(path: &Path) -> Result<libc::statvfs, Status> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(internal)?;
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(Status::not_found(format!(
+            "statvfs {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(stat)
 }
 
 #[tonic::async_trait]
@@ -406,7 +465,27 @@ impl Node for &'static Driver {
         let request = request.into_inner();
         required(&request.volume_id, "volume_id")?;
         required(&request.target_path, "target_path")?;
-        let source = if self.args.no_stage {
+        let ephemeral = request
+            .volume_context
+            .get("csi.storage.k8s.io/ephemeral")
+            .is_some_and(|v| v == "true");
+        let source = if ephemeral {
+            let dir = self.volume_dir(&request.volume_id)?;
+            std::fs::create_dir_all(&dir).map_err(internal)?;
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .map_err(internal)?;
+            let mut secrets: Vec<&String> = request.secrets.keys().collect();
+            secrets.sort();
+            let record = serde_json::json!({
+                "volumeContext": request.volume_context,
+                "secrets": secrets,
+                "readonly": request.readonly,
+            });
+            let path = self.published(&request.volume_id);
+            std::fs::create_dir_all(path.parent().expect("a parent")).map_err(internal)?;
+            std::fs::write(&path, record.to_string()).map_err(internal)?;
+            dir
+        } else if self.args.no_stage {
             self.volume_dir(&request.volume_id)?
         } else {
             required(&request.staging_target_path, "staging_target_path")?;
@@ -433,24 +512,80 @@ impl Node for &'static Driver {
         required(&request.volume_id, "volume_id")?;
         required(&request.target_path, "target_path")?;
         unmount(Path::new(&request.target_path))?;
+        let published = self.published(&request.volume_id);
+        if published.exists() {
+            // An inline volume lives only as long as its pod.
+            let dir = self.volume_dir(&request.volume_id)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(&published);
+        }
         self.record("NodeUnpublishVolume", &request.volume_id);
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        if !self.args.volume_stats {
+            return Err(Status::unimplemented(
+                "this driver was started without --volume-stats",
+            ));
+        }
+        let request = request.into_inner();
+        required(&request.volume_id, "volume_id")?;
+        required(&request.volume_path, "volume_path")?;
+        let path = Path::new(&request.volume_path);
+        if !is_mount_point(path) {
+            return Err(Status::not_found(format!(
+                "volume {} is not published at {}",
+                request.volume_id, request.volume_path
+            )));
+        }
+        let (bytes, inodes) = disk_usage(path).map_err(internal)?;
+        let fs = statvfs(path)?;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let usage = vec![
+            VolumeUsage {
+                available: count(fs.f_bavail * fs.f_frsize),
+                total: count(fs.f_blocks * fs.f_frsize),
+                used: count(bytes),
+                unit: volume_usage::Unit::Bytes as i32,
+            },
+            VolumeUsage {
+                available: count(fs.f_ffree),
+                total: count(fs.f_files),
+                used: count(inodes),
+                unit: volume_usage::Unit::Inodes as i32,
+            },
+        ];
+        self.record("NodeGetVolumeStats", &request.volume_id);
+        Ok(Response::new(NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: None,
+        }))
     }
 
     async fn node_get_capabilities(
         &self,
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
-        let mut capabilities = Vec::new();
+        use node_service_capability::rpc::Type;
+        let mut types = Vec::new();
         if !self.args.no_stage {
-            capabilities.push(NodeServiceCapability {
-                r#type: Some(node_service_capability::Type::Rpc(
-                    node_service_capability::Rpc {
-                        r#type: node_service_capability::rpc::Type::StageUnstageVolume as i32,
-                    },
-                )),
-            });
+            types.push(Type::StageUnstageVolume);
         }
+        if self.args.volume_stats {
+            types.push(Type::GetVolumeStats);
+        }
+        let capabilities = types
+            .into_iter()
+            .map(|t| NodeServiceCapability {
+                r#type: Some(node_service_capability::Type::Rpc(
+                    node_service_capability::Rpc { r#type: t as i32 },
+                )),
+            })
+            .collect();
         Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
     }
 

@@ -92,6 +92,13 @@ impl TestCsiDriver {
         self.work.path().join("root/volumes").join(id)
     }
 
+    /// What an inline volume was published with (`volumeContext`, the names of the
+    /// `secrets`, `readonly`), while it is published.
+    pub fn published(&self, id: &str) -> Option<serde_json::Value> {
+        let path = self.work.path().join(format!("root/published/{id}.json"));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
     /// Stops the driver (SIGTERM, then waits); it removes its sockets.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -67,6 +67,8 @@ pub struct Driver {
     pub node_id: String,
     /// NodeStageVolume/NodeUnstageVolume are to be called.
     pub stage_unstage: bool,
+    /// NodeGetVolumeStats answers the usage of its volumes.
+    pub volume_stats: bool,
     /// The driver serves the controller service.
     pub controller: bool,
     /// CreateVolume/DeleteVolume.
@@ -285,10 +287,14 @@ async fn probe_driver(name: &str, endpoint: String, socket: &Path) -> Result<Dri
         .await
         .map_err(|s| call_error(name, "NodeGetCapabilities", s))?
         .into_inner();
-    let stage_unstage = node_capabilities.capabilities.iter().any(|c| {
-        matches!(&c.r#type, Some(node_service_capability::Type::Rpc(rpc))
-            if rpc.r#type == node_service_capability::rpc::Type::StageUnstageVolume as i32)
-    });
+    let node_rpc = |wanted: node_service_capability::rpc::Type| {
+        node_capabilities.capabilities.iter().any(|c| {
+            matches!(&c.r#type, Some(node_service_capability::Type::Rpc(rpc))
+                if rpc.r#type == wanted as i32)
+        })
+    };
+    let stage_unstage = node_rpc(node_service_capability::rpc::Type::StageUnstageVolume);
+    let volume_stats = node_rpc(node_service_capability::rpc::Type::GetVolumeStats);
     let plugin_capabilities = IdentityClient::new(channel.clone())
         .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
         .await
@@ -325,6 +331,7 @@ async fn probe_driver(name: &str, endpoint: String, socket: &Path) -> Result<Dri
         registration_socket: socket.to_path_buf(),
         node_id: info.node_id,
         stage_unstage,
+        volume_stats,
         controller,
         create_delete: rpcs.contains(&(Type::CreateDeleteVolume as i32)),
         publish_unpublish: rpcs.contains(&(Type::PublishUnpublishVolume as i32)),

@@ -3,6 +3,11 @@
 //! volume and node) and publish (`NodePublishVolume` into the pod's volume
 //! directory), and the reverse when the pod goes.
 //!
+//! An inline volume (`spec.volumes[].csi`, for a driver whose CSIDriver allows the
+//! `Ephemeral` lifecycle mode) is published straight into the pod's volume directory,
+//! without attaching or staging, under a volume id made from the pod's UID and the
+//! volume's name, with its `nodePublishSecretRef` Secret as the call's secrets.
+//!
 //! What was published is written down next to the pod
 //! (`<data dir>/pods/<uid>/csi/<volume>.json`), so the pod's removal, also after an
 //! agent restart, knows what to unpublish; a volume is unstaged and its
@@ -14,8 +19,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{CSIPersistentVolumeSource, PersistentVolume, Pod};
-use k8s_openapi::api::storage::v1::{CSIDriver, VolumeAttachment};
+use k8s_openapi::api::core::v1::{
+    CSIPersistentVolumeSource, CSIVolumeSource, PersistentVolume, Pod,
+};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec, VolumeAttachment};
 use krust_csi::v1::{
     NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
     NodeUnstageVolumeRequest, VolumeCapability, volume_capability,
@@ -31,14 +38,29 @@ use crate::volumes::{self, Objects};
 /// What the node agent published for one pod volume.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
-struct Published {
-    driver: String,
-    volume_handle: String,
+pub(crate) struct Published {
+    pub driver: String,
+    pub volume_handle: String,
     /// Where the volume is staged (None: the driver does not stage).
-    staging_path: Option<PathBuf>,
-    target_path: PathBuf,
+    pub staging_path: Option<PathBuf>,
+    pub target_path: PathBuf,
     /// The VolumeAttachment the volume was attached with, if any.
-    attachment: Option<String>,
+    pub attachment: Option<String>,
+}
+
+/// Where the record of a pod's published CSI volume is.
+fn record_path(pods_dir: &Path, uid: &str, volume: &str) -> PathBuf {
+    pods_dir
+        .join(uid)
+        .join("csi")
+        .join(format!("{volume}.json"))
+}
+
+/// What was published for a pod's volume, if it is a CSI volume published on this
+/// node.
+pub(crate) fn published(pods_dir: &Path, uid: &str, volume: &str) -> Option<Published> {
+    let text = std::fs::read(record_path(pods_dir, uid, volume)).ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 /// The node's CSI mounter, shared by all pod workers.
@@ -151,6 +173,20 @@ impl Mounter {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if let Some(inline) = &volume.csi {
+                let record = record_path(&self.pods_dir(), uid, &volume.name);
+                if record.exists() {
+                    continue;
+                }
+                let target = volumes::volume_dir(&self.pods_dir(), uid, &volume.name);
+                let _one_at_a_time = self.lock.lock().await;
+                let published = self
+                    .publish_inline(pod, &volume.name, inline, &target, objects)
+                    .await
+                    .with_context(|| format!("volume {:?}", volume.name))?;
+                self.write_record(uid, &record, &published)?;
+                continue;
+            }
             let Some((claim_name, read_only)) = volumes::claim_of(pod, volume) else {
                 continue;
             };
@@ -160,7 +196,7 @@ impl Mounter {
             let Some(source) = csi_source(&pv) else {
                 continue;
             };
-            let record = self.record_dir(uid).join(format!("{}.json", volume.name));
+            let record = record_path(&self.pods_dir(), uid, &volume.name);
             if record.exists() {
                 continue;
             }
@@ -171,11 +207,114 @@ impl Mounter {
                 .publish(pod, &pv, source, &target, read_only)
                 .await
                 .with_context(|| format!("volume {:?}", volume.name))?;
-            std::fs::create_dir_all(self.record_dir(uid))?;
-            std::fs::write(&record, serde_json::to_vec_pretty(&published)?)
-                .with_context(|| format!("cannot write {}", record.display()))?;
+            self.write_record(uid, &record, &published)?;
         }
         Ok(())
+    }
+
+    fn write_record(&self, uid: &str, record: &Path, published: &Published) -> Result<()> {
+        std::fs::create_dir_all(self.record_dir(uid))?;
+        std::fs::write(record, serde_json::to_vec_pretty(published)?)
+            .with_context(|| format!("cannot write {}", record.display()))
+    }
+
+    /// A driver registered on this node, or an error that says where it would
+    /// register.
+    fn registered(&self, name: &str) -> Result<super::Driver> {
+        self.drivers.get(name).with_context(|| {
+            format!(
+                "CSI driver {name:?} is not registered on node {} (no registration socket for it in {})",
+                self.node,
+                super::registry_dir(&self.data_dir).display()
+            )
+        })
+    }
+
+    /// The spec of a driver's CSIDriver object (upstream's defaults when it has none).
+    async fn driver_spec(&self, name: &str) -> Result<CSIDriverSpec> {
+        Ok(Api::<CSIDriver>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .with_context(|| format!("cannot read csidriver {name}"))?
+            .map(|d| d.spec)
+            .unwrap_or_default())
+    }
+
+    /// Publishes an inline CSI volume of a pod: no attach, no stage, the volume
+    /// context of its attributes (and the pod's details when the CSIDriver asks for
+    /// them), the secrets of its `nodePublishSecretRef`.
+    async fn publish_inline(
+        &self,
+        pod: &Pod,
+        volume_name: &str,
+        source: &CSIVolumeSource,
+        target: &Path,
+        objects: &(dyn Objects + Sync),
+    ) -> Result<Published> {
+        let driver = self.registered(&source.driver)?;
+        let spec = self.driver_spec(&source.driver).await?;
+        let modes = spec
+            .volume_lifecycle_modes
+            .clone()
+            .unwrap_or_else(|| vec!["Persistent".to_string()]);
+        if !modes.iter().any(|m| m == "Ephemeral") {
+            bail!(
+                "CSI driver {:?} does not take inline volumes: its CSIDriver's volumeLifecycleModes are {modes:?}, without \"Ephemeral\"; add it there, or use a persistentVolumeClaim",
+                source.driver
+            );
+        }
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let volume_id = ephemeral_volume_id(uid, volume_name);
+        let mut volume_context = source.volume_attributes.clone().unwrap_or_default();
+        if spec.pod_info_on_mount == Some(true) {
+            volume_context.extend(pod_info(pod, true));
+        }
+        let secrets = match &source.node_publish_secret_ref {
+            Some(reference) => {
+                let name = reference.name.as_str();
+                let Some(secret) = objects.secret(namespace, name) else {
+                    bail!("secret {name:?} (nodePublishSecretRef) not found");
+                };
+                volumes::secret_data(&secret)
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
+        let capability = capability(
+            &["ReadWriteOnce".to_string()],
+            false,
+            source.fs_type.clone().unwrap_or_default(),
+            Vec::new(),
+        );
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        driver
+            .node()
+            .await?
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                publish_context: HashMap::new(),
+                staging_target_path: String::new(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(capability),
+                readonly: source.read_only.unwrap_or(false),
+                secrets,
+                volume_context: volume_context.into_iter().collect(),
+            })
+            .await
+            .map_err(|s| call_error(&driver.name, "NodePublishVolume", s))?;
+        tracing::info!(driver = driver.name, volume = volume_id, target = %target.display(), "published an inline CSI volume");
+        Ok(Published {
+            driver: driver.name.clone(),
+            volume_handle: volume_id,
+            staging_path: None,
+            target_path: target.to_path_buf(),
+            attachment: None,
+        })
     }
 
     async fn publish(
@@ -186,20 +325,8 @@ impl Mounter {
         target: &Path,
         read_only: bool,
     ) -> Result<Published> {
-        let Some(driver) = self.drivers.get(&source.driver) else {
-            bail!(
-                "CSI driver {:?} is not registered on node {} (no registration socket for it in {})",
-                source.driver,
-                self.node,
-                super::registry_dir(&self.data_dir).display()
-            );
-        };
-        let spec = Api::<CSIDriver>::all(self.client.clone())
-            .get_opt(&source.driver)
-            .await
-            .with_context(|| format!("cannot read csidriver {}", source.driver))?
-            .map(|d| d.spec)
-            .unwrap_or_default();
+        let driver = self.registered(&source.driver)?;
+        let spec = self.driver_spec(&source.driver).await?;
         let (attachment, publish_context) = if spec.attach_required.unwrap_or(true) {
             self.attach(pv, source).await?
         } else {
@@ -208,7 +335,7 @@ impl Mounter {
         let capability = volume_capability(pv);
         let mut volume_context = source.volume_attributes.clone().unwrap_or_default();
         if spec.pod_info_on_mount == Some(true) {
-            volume_context.extend(pod_info(pod));
+            volume_context.extend(pod_info(pod, false));
         }
         let mut node = driver.node().await?;
         let staging_path = if driver.stage_unstage {
@@ -406,9 +533,15 @@ impl Mounter {
     }
 }
 
+/// The volume id of an inline volume, as upstream makes it: `csi-` and the hex
+/// SHA-256 of the pod's UID and the volume's name run together.
+pub fn ephemeral_volume_id(pod_uid: &str, volume: &str) -> String {
+    format!("csi-{}", sha256_hex(&format!("{pod_uid}{volume}")))
+}
+
 /// What a driver with `podInfoOnMount` gets in the volume context, in upstream's
-/// keys.
-pub fn pod_info(pod: &Pod) -> std::collections::BTreeMap<String, String> {
+/// keys; `ephemeral` says whether it is an inline volume.
+pub fn pod_info(pod: &Pod, ephemeral: bool) -> std::collections::BTreeMap<String, String> {
     let meta = &pod.metadata;
     let account = pod
         .spec
@@ -429,7 +562,7 @@ pub fn pod_info(pod: &Pod) -> std::collections::BTreeMap<String, String> {
             meta.uid.clone().unwrap_or_default(),
         ),
         ("csi.storage.k8s.io/serviceAccount.name", account),
-        ("csi.storage.k8s.io/ephemeral", "false".into()),
+        ("csi.storage.k8s.io/ephemeral", ephemeral.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -499,12 +632,18 @@ mod tests {
             "spec": {"containers": [], "serviceAccountName": "sa"},
         }))
         .unwrap();
-        let info = pod_info(&pod);
+        let info = pod_info(&pod, false);
         assert_eq!(info["csi.storage.k8s.io/pod.name"], "p");
         assert_eq!(info["csi.storage.k8s.io/pod.namespace"], "ns");
         assert_eq!(info["csi.storage.k8s.io/pod.uid"], "u-1");
         assert_eq!(info["csi.storage.k8s.io/serviceAccount.name"], "sa");
         assert_eq!(info["csi.storage.k8s.io/ephemeral"], "false");
+        assert_eq!(pod_info(&pod, true)["csi.storage.k8s.io/ephemeral"], "true");
+        // An inline volume's id: per pod and volume, the same every time.
+        let id = ephemeral_volume_id("u-1", "scratch");
+        assert_eq!(id, format!("csi-{}", sha256_hex("u-1scratch")));
+        assert_eq!(id.len(), 4 + 64);
+        assert_ne!(id, ephemeral_volume_id("u-2", "scratch"));
     }
 
     #[test]
