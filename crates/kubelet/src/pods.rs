@@ -2545,25 +2545,6 @@ mod tests {
         assert_eq!(phase(&[done], "Always"), "Running");
     }
 
-    struct NoObjects;
-    impl volumes::Objects for NoObjects {
-        fn config_map(&self, _: &str, _: &str) -> Option<ConfigMap> {
-            None
-        }
-        fn secret(&self, _: &str, _: &str) -> Option<Secret> {
-            None
-        }
-        fn claim(&self, _: &str, _: &str) -> Option<PersistentVolumeClaim> {
-            None
-        }
-        fn volume(&self, _: &str) -> Option<PersistentVolume> {
-            None
-        }
-        fn service_account_token(&self, _: &str, _: &str, _: i64) -> Option<String> {
-            None
-        }
-    }
-
     #[test]
     fn env_order_expansion_and_missing_configmap() {
         let p = pod(
@@ -2575,7 +2556,7 @@ mod tests {
             ]}]}}),
         );
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let env = resolve_env(&p, c, &NoObjects, "10.0.0.1", &[]).unwrap();
+        let env = resolve_env(&p, c, &volumes::TestObjects(Vec::new()), "10.0.0.1", &[]).unwrap();
         assert_eq!(
             env,
             vec![
@@ -2589,7 +2570,8 @@ mod tests {
             "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]}]}}),
         );
         let c = &missing.spec.as_ref().unwrap().containers[0];
-        let error = resolve_env(&missing, c, &NoObjects, "", &[]).unwrap_err();
+        let error =
+            resolve_env(&missing, c, &volumes::TestObjects(Vec::new()), "", &[]).unwrap_err();
         assert_eq!(error.to_string(), "configmap \"nope\" not found");
     }
 
@@ -2611,7 +2593,7 @@ mod tests {
             ("KUBERNETES_SERVICE_PORT".to_string(), "443".to_string()),
             ("WEB_SERVICE_PORT".to_string(), "80".to_string()),
         ];
-        let env = resolve_env(&p, c, &NoObjects, "", &services).unwrap();
+        let env = resolve_env(&p, c, &volumes::TestObjects(Vec::new()), "", &services).unwrap();
         assert_eq!(
             env,
             vec![

@@ -44,6 +44,30 @@ pub trait Objects {
     ) -> Option<String>;
 }
 
+/// Objects for unit tests: the given ConfigMaps (any namespace), nothing else.
+#[cfg(test)]
+pub(crate) struct TestObjects(pub Vec<ConfigMap>);
+
+#[cfg(test)]
+impl Objects for TestObjects {
+    fn config_map(&self, _: &str, name: &str) -> Option<ConfigMap> {
+        let named = |c: &&ConfigMap| c.metadata.name.as_deref() == Some(name);
+        self.0.iter().find(named).cloned()
+    }
+    fn secret(&self, _: &str, _: &str) -> Option<Secret> {
+        None
+    }
+    fn claim(&self, _: &str, _: &str) -> Option<PersistentVolumeClaim> {
+        None
+    }
+    fn volume(&self, _: &str) -> Option<PersistentVolume> {
+        None
+    }
+    fn service_account_token(&self, _: &str, _: &str, _: i64) -> Option<String> {
+        None
+    }
+}
+
 /// A pod's projected serviceAccountToken sources: (audience, expirationSeconds).
 pub fn token_sources(pod: &Pod) -> Vec<(String, i64)> {
     let mut sources = Vec::new();
@@ -704,26 +728,6 @@ mod tests {
         assert_eq!(error.to_string(), "configmap \"c\" has no key \"zz\"");
     }
 
-    struct Only(ConfigMap);
-
-    impl Objects for Only {
-        fn config_map(&self, _: &str, name: &str) -> Option<ConfigMap> {
-            (self.0.metadata.name.as_deref() == Some(name)).then(|| self.0.clone())
-        }
-        fn secret(&self, _: &str, _: &str) -> Option<Secret> {
-            None
-        }
-        fn claim(&self, _: &str, _: &str) -> Option<PersistentVolumeClaim> {
-            None
-        }
-        fn volume(&self, _: &str) -> Option<PersistentVolume> {
-            None
-        }
-        fn service_account_token(&self, _: &str, _: &str, _: i64) -> Option<String> {
-            None
-        }
-    }
-
     #[test]
     fn sync_records_the_measured_volumes() {
         let dir = tempfile::tempdir().unwrap();
@@ -737,12 +741,12 @@ mod tests {
             ]},
         }))
         .unwrap();
-        let objects = Only(
+        let objects = TestObjects(vec![
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "c"}, "data": {"k": "v"},
             }))
             .unwrap(),
-        );
+        ]);
         sync(pods_dir, &pod, &objects).unwrap();
         let text = std::fs::read(crate::volume_stats::record_path(pods_dir, "u1")).unwrap();
         let record: PodVolumes = serde_json::from_slice(&text).unwrap();

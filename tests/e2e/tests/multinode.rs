@@ -3,6 +3,19 @@
 
 use krust_e2e::cluster::TestCluster;
 
+/// A field of node `name`'s Lease spec.
+fn lease_field(cluster: &TestCluster, name: &str, field: &str) -> String {
+    cluster.server.kubectl_text([
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        name,
+        "-o",
+        &format!("jsonpath={{.spec.{field}}}"),
+    ])
+}
+
 /// A server and two agents in their own namespaces register and become Ready; drop
 /// removes the namespaces, veths and bridge again.
 #[test]
@@ -144,16 +157,7 @@ fn an_agent_joining_with_a_bootstrap_token_becomes_ready_as_its_node() {
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
     // The Node's Lease is renewed by the node's own identity: its holder is the node.
-    let holder = cluster.server.kubectl_ok([
-        "get",
-        "lease",
-        "-n",
-        "kube-node-lease",
-        &name,
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    assert_eq!(holder.trim(), name);
+    assert_eq!(lease_field(&cluster, &name, "holderIdentity"), name);
     // A restart reuses the certificate: no second request.
     cluster.stop_agent(0);
     cluster.start_agent(0);
@@ -299,17 +303,7 @@ fn a_joined_node_renews_its_client_certificate_before_it_expires() {
     krust_e2e::wait_until("the first certificate has ended", lifetime * 2, || {
         joined.elapsed() > lifetime + std::time::Duration::from_secs(5)
     });
-    let renewed_at = |cluster: &TestCluster| {
-        cluster.server.kubectl_text([
-            "get",
-            "lease",
-            "-n",
-            "kube-node-lease",
-            &name,
-            "-o",
-            "jsonpath={.spec.renewTime}",
-        ])
-    };
+    let renewed_at = |cluster: &TestCluster| lease_field(cluster, &name, "renewTime");
     let before = renewed_at(&cluster);
     krust_e2e::wait_until(
         "the node renews its Lease on the new certificate",

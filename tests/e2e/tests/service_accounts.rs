@@ -58,15 +58,21 @@ fn wait_default_account(server: &TestServer, namespace: &str) {
     });
 }
 
+/// A new namespace and a token of its default ServiceAccount.
+fn namespace_with_token(server: &TestServer, namespace: &str) -> String {
+    server.kubectl_ok(["create", "namespace", namespace]);
+    wait_default_account(server, namespace);
+    let token = server.kubectl_ok(["create", "token", "default", "-n", namespace]);
+    token.trim().to_string()
+}
+
 /// `kubectl create token` gives a token that authenticates as the account, with the
 /// account's RBAC; bad requests get clear errors; discovery documents are served.
 #[test]
 fn create_token_authenticates_as_the_service_account() {
     let server = TestServer::start();
-    server.kubectl_ok(["create", "namespace", "tokens"]);
-    wait_default_account(&server, "tokens");
-    let token = server.kubectl_ok(["create", "token", "default", "-n", "tokens"]);
-    let token = token.trim();
+    let token = namespace_with_token(&server, "tokens");
+    let token = token.as_str();
     let me = whoami(&server, token);
     assert!(me.status.success(), "{}", text(&me));
     assert_eq!(
@@ -242,10 +248,8 @@ fn pod_tokens_and_the_service_account_admission() {
 #[test]
 fn exec_over_get_needs_create_permission() {
     let server = TestServer::start();
-    server.kubectl_ok(["create", "namespace", "streams"]);
-    wait_default_account(&server, "streams");
-    let token = server.kubectl_ok(["create", "token", "default", "-n", "streams"]);
-    let token = token.trim();
+    let token = namespace_with_token(&server, "streams");
+    let token = token.as_str();
     let exec = "/api/v1/namespaces/streams/pods/nobody/exec?command=true&stdout=true";
     let role = |verbs: &str| {
         format!(

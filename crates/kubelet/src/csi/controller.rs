@@ -87,6 +87,9 @@ struct Controller {
     told: Mutex<HashSet<(String, String)>>,
     /// When failed claims are tried again.
     backoff: Backoff,
+    /// VolumeAttachments (by uid) this controller attached: the cache may not show
+    /// the `attached` status it wrote yet, and the driver is not asked twice.
+    attached: Mutex<HashSet<String>>,
 }
 
 /// Runs the controller side of this node's CSI drivers until the process ends.
@@ -113,6 +116,7 @@ pub async fn run(client: Client, node: String, drivers: Drivers) -> Result<()> {
         csi_nodes,
         told: Default::default(),
         backoff: Default::default(),
+        attached: Default::default(),
     };
     controller.claims.wait_until_ready().await?;
     controller.volumes.wait_until_ready().await?;
@@ -365,6 +369,7 @@ impl Controller {
     async fn sync_attachment(&self, attachment: &VolumeAttachment, driver: &Driver) -> Result<()> {
         let api: Api<VolumeAttachment> = Api::all(self.client.clone());
         let name = attachment.name_any();
+        let uid = attachment.uid().unwrap_or_default();
         let finalizer = attacher_finalizer(&driver.name);
         let finalizers = attachment.finalizers().to_vec();
         let volume_name = attachment
@@ -404,9 +409,11 @@ impl Controller {
             )
             .await?;
             tracing::info!(attachment = name, "detached a CSI volume");
+            self.attached.lock().expect("attached lock").remove(&uid);
             return Ok(());
         }
-        if attachment.status.as_ref().is_some_and(|s| s.attached) {
+        let written = self.attached.lock().expect("attached lock").contains(&uid);
+        if written || attachment.status.as_ref().is_some_and(|s| s.attached) {
             return Ok(());
         }
         if !finalizers.contains(&finalizer) {
@@ -472,6 +479,7 @@ impl Controller {
             .context("cannot write the VolumeAttachment's status")?;
         match outcome {
             Ok(_) => {
+                self.attached.lock().expect("attached lock").insert(uid);
                 tracing::info!(attachment = name, node = self.node, "attached a CSI volume");
                 Ok(())
             }
