@@ -190,10 +190,16 @@ async fn api(pods: usize, creates: usize, watchers: usize) -> Result<()> {
 }
 
 fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS")
+}
+
+/// A memory figure of /proc/<pid>/status in MB (`VmRSS`, `RssAnon`, ...). A debug
+/// build's RSS is mostly its mapped binary (`RssFile`); `RssAnon` is what it allocated.
+pub fn status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)

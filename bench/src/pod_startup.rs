@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
-use crate::{percentile, rss_mb};
+use crate::{percentile, rss_mb, status_mb};
 
 /// How long all pods may take to become Ready.
 const ALL_READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -54,6 +54,7 @@ pub async fn run(pods: usize) -> Result<()> {
         .parse()?;
     let socket = containerd_dir.join("containerd.sock").display().to_string();
     let idle_server = rss_mb(server_pid);
+    let idle_server_anon = status_mb(server_pid, "RssAnon");
     let idle_containerd = rss_mb(containerd_pid);
 
     let api: Api<Pod> = Api::namespaced(client, "default");
@@ -122,6 +123,7 @@ pub async fn run(pods: usize) -> Result<()> {
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let busy_server = rss_mb(server_pid);
+    let busy_server_anon = status_mb(server_pid, "RssAnon");
     let busy_containerd = rss_mb(containerd_pid);
     let (shims, shims_mb) = shims_rss_mb(&socket);
 
@@ -138,6 +140,9 @@ pub async fn run(pods: usize) -> Result<()> {
     );
     println!("| RSS idle: krust server with agent (MB) | {idle_server:.1} | agent < 30 |");
     println!("| RSS with {pods} pods: krust server with agent (MB) | {busy_server:.1} | |");
+    println!(
+        "| of which allocated (RssAnon) idle / with {pods} pods (MB) | {idle_server_anon:.1} / {busy_server_anon:.1} | |"
+    );
     println!(
         "| RSS containerd idle / with {pods} pods (MB) | {idle_containerd:.1} / {busy_containerd:.1} | |"
     );
