@@ -94,13 +94,16 @@ pub enum Minimum {
     Percent(f64),
 }
 
-/// One hard threshold: `signal < minimum`.
+/// One threshold: `signal < minimum`; a soft one acts only once crossed for its
+/// grace period.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Threshold {
     pub signal: Signal,
     pub minimum: Minimum,
     /// The minimum as written, for messages.
     pub text: String,
+    /// Soft thresholds: how long the signal must stay crossed before pods are evicted.
+    pub grace_period: Option<Duration>,
 }
 
 impl Threshold {
@@ -158,9 +161,92 @@ pub fn parse_thresholds(text: &str) -> Result<Vec<Threshold>> {
             signal,
             minimum,
             text: value.to_string(),
+            grace_period: None,
         });
     }
     Ok(thresholds)
+}
+
+/// Parses `--eviction-soft` with `--eviction-soft-grace-period` (comma-separated
+/// `signal=duration`): every soft threshold needs a grace period, as upstream.
+pub fn parse_soft_thresholds(thresholds: &str, grace_periods: &str) -> Result<Vec<Threshold>> {
+    let mut periods: HashMap<Signal, Duration> = HashMap::new();
+    for item in grace_periods
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
+        let Some((name, value)) = item.split_once('=') else {
+            bail!(
+                "eviction grace period {item:?}: write signal=duration, e.g. memory.available=1m30s"
+            );
+        };
+        let Some(signal) = SIGNALS
+            .iter()
+            .find(|(n, _)| *n == name.trim())
+            .map(|(_, s)| *s)
+        else {
+            bail!("eviction grace period {item:?}: unknown signal {name:?}");
+        };
+        let period = crate::parse_duration(value.trim())
+            .map_err(|e| anyhow::anyhow!("eviction grace period {item:?}: {e}"))?;
+        periods.insert(signal, period);
+    }
+    let mut soft = parse_thresholds(thresholds)?;
+    for threshold in &mut soft {
+        let Some(period) = periods.get(&threshold.signal) else {
+            bail!(
+                "soft eviction threshold {}<{} has no grace period: add {}=<duration> to --eviction-soft-grace-period",
+                threshold.signal.name(),
+                threshold.text,
+                threshold.signal.name()
+            );
+        };
+        threshold.grace_period = Some(*period);
+    }
+    Ok(soft)
+}
+
+/// When each crossed threshold was first seen crossed (reset once it is not), to
+/// hold soft thresholds back for their grace period.
+#[derive(Default)]
+pub struct GraceTracker {
+    first_seen: HashMap<(Signal, bool), Instant>,
+}
+
+impl GraceTracker {
+    /// Of the thresholds crossed now, those that act: hard ones at once, soft ones
+    /// once crossed for their whole grace period.
+    pub fn acting<'a>(
+        &mut self,
+        crossed: &[(&'a Threshold, Observation)],
+        now: Instant,
+    ) -> Vec<(&'a Threshold, Observation)> {
+        let key = |t: &Threshold| (t.signal, t.grace_period.is_some());
+        self.first_seen
+            .retain(|k, _| crossed.iter().any(|(t, _)| key(t) == *k));
+        crossed
+            .iter()
+            .filter(|(threshold, _)| {
+                let since = *self.first_seen.entry(key(threshold)).or_insert(now);
+                threshold
+                    .grace_period
+                    .is_none_or(|grace| now.duration_since(since) >= grace)
+            })
+            .copied()
+            .collect()
+    }
+}
+
+/// How long an evicted pod's containers get to stop: none for a hard threshold; for
+/// a soft one the pod's own grace period, capped by `--eviction-max-pod-grace-period`
+/// when that is positive.
+pub fn stop_grace(threshold: &Threshold, pod_grace: i64, max_pod_grace: i64) -> i64 {
+    match threshold.grace_period {
+        None => 0,
+        Some(_) if max_pod_grace > 0 => pod_grace.clamp(0, max_pod_grace),
+        Some(_) => pod_grace.max(0),
+    }
 }
 
 /// A signal's value now: what is available of a capacity.
@@ -485,6 +571,48 @@ mod tests {
         assert_eq!(here[&Signal::MemoryAvailable].available, 1 << 29);
         assert!(here[&Signal::NodefsAvailable].capacity > 0);
         assert!(here[&Signal::PidAvailable].available > 0);
+    }
+
+    #[test]
+    fn soft_thresholds_need_a_grace_period_and_act_after_it() {
+        let soft = parse_soft_thresholds("memory.available<1Gi", "memory.available=30s").unwrap();
+        assert_eq!(soft[0].grace_period, Some(Duration::from_secs(30)));
+        let missing = parse_soft_thresholds("memory.available<1Gi", "").unwrap_err();
+        assert!(
+            missing.to_string().contains("has no grace period"),
+            "{missing}"
+        );
+        assert!(parse_soft_thresholds("memory.available<1Gi", "memory.available").is_err());
+        assert!(parse_soft_thresholds("", "").unwrap().is_empty());
+
+        let hard = parse_thresholds("memory.available<100Mi").unwrap();
+        let seen = Observation {
+            available: 0,
+            capacity: 1 << 30,
+        };
+        let start = Instant::now();
+        let mut tracker = GraceTracker::default();
+        let both = [(&hard[0], seen), (&soft[0], seen)];
+        assert_eq!(
+            tracker.acting(&both, start).len(),
+            1,
+            "hard at once, soft not yet"
+        );
+        let later = start + Duration::from_secs(31);
+        assert_eq!(tracker.acting(&both, later).len(), 2);
+        // Recovered once: the grace period starts over.
+        assert!(tracker.acting(&[], later).is_empty());
+        let again = [(&soft[0], seen)];
+        assert!(
+            tracker
+                .acting(&again, later + Duration::from_secs(1))
+                .is_empty()
+        );
+
+        assert_eq!(stop_grace(&hard[0], 30, 10), 0);
+        assert_eq!(stop_grace(&soft[0], 30, 10), 10);
+        assert_eq!(stop_grace(&soft[0], 5, 10), 5);
+        assert_eq!(stop_grace(&soft[0], 30, 0), 30);
     }
 
     #[test]

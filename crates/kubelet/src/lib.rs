@@ -107,6 +107,27 @@ pub struct AgentOptions {
     #[arg(long, default_value = eviction::DEFAULT_EVICTION_HARD, value_name = "THRESHOLDS")]
     pub eviction_hard: String,
 
+    /// Soft eviction thresholds, written as --eviction-hard's: crossing one raises the
+    /// pressure condition at once, but pods are evicted (gracefully) only once it
+    /// stays crossed for its --eviction-soft-grace-period. Empty: none.
+    #[arg(long, default_value = "", value_name = "THRESHOLDS")]
+    pub eviction_soft: String,
+
+    /// Grace periods of the soft thresholds: comma-separated `signal=duration`, e.g.
+    /// memory.available=1m30s.
+    #[arg(long, default_value = "", value_name = "PERIODS")]
+    pub eviction_soft_grace_period: String,
+
+    /// Longest termination grace period (seconds) a pod evicted for a soft threshold
+    /// gets; 0 or less: the pod's own.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub eviction_max_pod_grace_period: i64,
+
     /// How long a pressure condition stays True after its signal recovered.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
     pub eviction_pressure_transition_period: std::time::Duration,
@@ -150,6 +171,8 @@ pub struct AgentConfig {
     pub client_ca_pem: Option<Vec<u8>>,
     /// Hard eviction thresholds (`--eviction-hard`).
     pub eviction_hard: Vec<eviction::Threshold>,
+    pub eviction_soft: Vec<eviction::Threshold>,
+    pub eviction_max_pod_grace_period: i64,
     pub eviction_pressure_transition_period: std::time::Duration,
     /// Image garbage collection (`--image-gc-*`).
     pub image_gc: image_gc::Policy,
@@ -214,6 +237,12 @@ impl AgentOptions {
             pod_manifest_path: self.pod_manifest_path.clone(),
             eviction_hard: eviction::parse_thresholds(&self.eviction_hard)
                 .context("--eviction-hard")?,
+            eviction_soft: eviction::parse_soft_thresholds(
+                &self.eviction_soft,
+                &self.eviction_soft_grace_period,
+            )
+            .context("--eviction-soft")?,
+            eviction_max_pod_grace_period: self.eviction_max_pod_grace_period,
             eviction_pressure_transition_period: self.eviction_pressure_transition_period,
             image_gc: image_gc::Policy::new(
                 self.image_gc_high_threshold,
@@ -493,6 +522,9 @@ mod tests {
             node_ip: None,
             pod_manifest_path: None,
             eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
+            eviction_soft: String::new(),
+            eviction_soft_grace_period: String::new(),
+            eviction_max_pod_grace_period: 0,
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
             image_gc_high_threshold: 85,
             image_gc_low_threshold: 80,
@@ -526,6 +558,9 @@ mod tests {
             node_ip: None,
             pod_manifest_path: None,
             eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
+            eviction_soft: String::new(),
+            eviction_soft_grace_period: String::new(),
+            eviction_max_pod_grace_period: 0,
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
             image_gc_high_threshold: 85,
             image_gc_low_threshold: 80,

@@ -68,8 +68,9 @@ struct Agent {
     sampler: crate::stats::Sampler,
     /// The node's pressure conditions, published to the heartbeat.
     pressure: tokio::sync::watch::Sender<Pressure>,
-    /// Pods the eviction manager chose, with the message they fail with.
-    evicted: Mutex<HashMap<String, String>>,
+    /// Pods the eviction manager chose, with the message they fail with and how long
+    /// their containers get to stop.
+    evicted: Mutex<HashMap<String, (String, i64)>>,
     /// Events about pods (reporting controller `kubelet`, this node).
     recorder: Recorder,
     /// Service account tokens of projected volumes, by (pod uid, audience, lifetime).
@@ -484,7 +485,21 @@ impl Agent {
             return Ok(false);
         }
         let evicted = self.evicted.lock().expect("evicted lock").get(uid).cloned();
-        if let Some(message) = evicted {
+        if let Some((message, grace)) = evicted {
+            if grace > 0 {
+                let running = runtime
+                    .containers
+                    .iter()
+                    .filter(|(c, _)| c.state == api::ContainerState::ContainerRunning as i32);
+                let stops = running.map(|(c, _)| {
+                    let mut cri = cri.clone();
+                    let id = c.id.clone();
+                    async move { cri.stop_container(&id, grace).await }
+                });
+                for result in futures::future::join_all(stops).await {
+                    result?;
+                }
+            }
             for sandbox in &runtime.sandboxes {
                 cri.stop_pod_sandbox(&sandbox.id).await?;
             }
@@ -1454,6 +1469,7 @@ impl Agent {
         let mut tracker =
             eviction::PressureTracker::new(self.config.eviction_pressure_transition_period);
         let mut images = crate::image_gc::Collector::default();
+        let mut grace = eviction::GraceTracker::default();
         let policy = self.config.image_gc.clone();
         loop {
             let memory = std::fs::read_to_string("/proc/meminfo")
@@ -1463,7 +1479,14 @@ impl Agent {
                     Some((total, crate::stats::node_memory(&text)?.working_set_bytes))
                 });
             let observed = eviction::observe(&self.config.data_dir, memory);
-            let crossed = eviction::crossed(&self.config.eviction_hard, &observed);
+            let thresholds: Vec<eviction::Threshold> = self
+                .config
+                .eviction_hard
+                .iter()
+                .chain(&self.config.eviction_soft)
+                .cloned()
+                .collect();
+            let crossed = eviction::crossed(&thresholds, &observed);
             let conditions: Vec<eviction::Condition> =
                 crossed.iter().map(|(t, _)| t.signal.condition()).collect();
             let pressure = tracker.update(&conditions, Instant::now());
@@ -1499,7 +1522,7 @@ impl Agent {
                     0
                 }
             };
-            if let Some((threshold, seen)) = crossed.first() {
+            if let Some((threshold, seen)) = grace.acting(&crossed, Instant::now()).first() {
                 let disk = threshold.signal.condition() == eviction::Condition::Disk;
                 // After freeing disk space, look again before evicting anyone.
                 if !(disk && freed > 0) {
@@ -1550,10 +1573,20 @@ impl Agent {
         };
         let message = eviction::eviction_message(threshold, seen);
         tracing::warn!(pod = ?pod.metadata.name, namespace = ?pod.metadata.namespace, %message, "evicting a pod");
+        let pod_grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
+        let stop_grace = eviction::stop_grace(
+            threshold,
+            pod_grace,
+            self.config.eviction_max_pod_grace_period,
+        );
         self.evicted
             .lock()
             .expect("evicted lock")
-            .insert(victim.uid.clone(), message);
+            .insert(victim.uid.clone(), (message, stop_grace));
         self.wake(pod);
     }
 

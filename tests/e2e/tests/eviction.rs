@@ -221,3 +221,64 @@ fn unused_images_are_collected_and_used_ones_kept() {
     assert!(has_image(&node, krust_kubelet::containerd::PAUSE_IMAGE));
     assert_eq!(get(&node, "pod", "keeps", "{.status.phase}"), "Running");
 }
+
+/// A soft threshold raises the pressure condition at once but evicts only once it has
+/// stayed crossed for its grace period; the pod then gets at most
+/// `--eviction-max-pod-grace-period` to stop.
+#[test]
+fn soft_thresholds_evict_only_after_their_grace_period() {
+    let grace = 15;
+    let node = TestNode::start_with_agent_args(&[
+        "--eviction-soft=memory.available<100Ti",
+        &format!("--eviction-soft-grace-period=memory.available={grace}s"),
+        "--eviction-max-pod-grace-period=2",
+    ]);
+    let name = node.node_name.clone();
+    wait_for(
+        &node,
+        "node",
+        &name,
+        "{.status.conditions[?(@.type==\"MemoryPressure\")].status}",
+        "True",
+    );
+    let pressure_since = get(
+        &node,
+        "node",
+        &name,
+        "{.status.conditions[?(@.type==\"MemoryPressure\")].lastTransitionTime}",
+    );
+    let burstable = pod(
+        &node,
+        "soft-victim",
+        "",
+        "resources: {requests: {memory: 1Mi}}",
+    )
+    .replace(
+        "terminationGracePeriodSeconds: 1",
+        "terminationGracePeriodSeconds: 60",
+    );
+    node.server.apply_yaml(&burstable);
+    wait_until("the pod is evicted", TIMEOUT * 2, || {
+        get(&node, "pod", "soft-victim", "{.status.reason}") == "Evicted"
+    });
+    let evicted_at = get(
+        &node,
+        "pod",
+        "soft-victim",
+        "{.status.conditions[?(@.type==\"DisruptionTarget\")].lastTransitionTime}",
+    );
+    let seconds = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap_or_else(|e| panic!("{t:?}: {e}"))
+            .timestamp()
+    };
+    let waited = seconds(&evicted_at) - seconds(&pressure_since);
+    assert!(
+        waited >= grace - 1,
+        "evicted {waited} s after the pressure began, before the {grace} s grace period"
+    );
+    assert_eq!(
+        get(&node, "pod", "soft-victim", "{.status.phase}"),
+        "Failed"
+    );
+}
