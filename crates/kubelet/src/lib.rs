@@ -501,35 +501,25 @@ pub async fn teardown(data_dir: &Path, bridge: &str) -> Result<()> {
     Ok(())
 }
 
+/// Agent options for unit tests: the flags' defaults, with `args` given.
+#[cfg(test)]
+pub(crate) fn test_options(args: &[&str]) -> AgentOptions {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        agent: AgentOptions,
+    }
+    Flags::parse_from(std::iter::once("krust-agent").chain(args.iter().copied())).agent
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bad_flags_are_named() {
-        let options = AgentOptions {
-            node_name: Some("n1".into()),
-            agent_data_dir: None,
-            container_runtime_endpoint: None,
-            registry_config: None,
-            pod_cidr: Some("10.42.0.0".into()),
-            cni_bridge: "krust0".into(),
-            cni_bin_dir: "/usr/lib/cni".into(),
-            cluster_dns: "10.43.0.10".into(),
-            cluster_domain: "cluster.local".into(),
-            resolv_conf: "/etc/resolv.conf".into(),
-            kubelet_port: 10250,
-            node_ip: None,
-            pod_manifest_path: None,
-            eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
-            eviction_soft: String::new(),
-            eviction_soft_grace_period: String::new(),
-            eviction_max_pod_grace_period: 0,
-            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
-            image_gc_high_threshold: 85,
-            image_gc_low_threshold: 80,
-            image_minimum_gc_age: std::time::Duration::from_secs(120),
-        };
+        let options = test_options(&["--node-name=n1", "--pod-cidr=10.42.0.0"]);
         let error = options.resolve(Path::new("/tmp")).unwrap_err();
         assert!(error.to_string().contains("--pod-cidr"), "{error}");
         let long_bridge = AgentOptions {
@@ -543,29 +533,13 @@ mod tests {
 
     #[test]
     fn cni_config_uses_the_pod_cidr_and_bridge() {
-        let options = AgentOptions {
-            node_name: Some("N1".into()),
-            agent_data_dir: Some("/data".into()),
-            container_runtime_endpoint: Some("unix:///run/x.sock".into()),
-            registry_config: None,
-            pod_cidr: Some("10.42.7.0/24".into()),
-            cni_bridge: "kr7".into(),
-            cni_bin_dir: "/usr/lib/cni".into(),
-            cluster_dns: "10.43.0.10".into(),
-            cluster_domain: "cluster.local".into(),
-            resolv_conf: "/etc/resolv.conf".into(),
-            kubelet_port: 10250,
-            node_ip: None,
-            pod_manifest_path: None,
-            eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
-            eviction_soft: String::new(),
-            eviction_soft_grace_period: String::new(),
-            eviction_max_pod_grace_period: 0,
-            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
-            image_gc_high_threshold: 85,
-            image_gc_low_threshold: 80,
-            image_minimum_gc_age: std::time::Duration::from_secs(120),
-        };
+        let options = test_options(&[
+            "--node-name=N1",
+            "--agent-data-dir=/data",
+            "--container-runtime-endpoint=unix:///run/x.sock",
+            "--pod-cidr=10.42.7.0/24",
+            "--cni-bridge=kr7",
+        ]);
         let config = options.resolve(Path::new("/tmp")).unwrap();
         assert_eq!(config.node_name, "n1");
         assert_eq!(config.runtime_endpoint, Some(PathBuf::from("/run/x.sock")));

@@ -310,29 +310,11 @@ mod tests {
 
     #[test]
     fn status_has_the_upstream_shape() {
-        let config = crate::AgentOptions {
-            node_name: Some("n1".into()),
-            agent_data_dir: Some("/".into()),
-            container_runtime_endpoint: None,
-            registry_config: None,
-            pod_cidr: Some("10.42.0.0/24".into()),
-            cni_bridge: "krust0".into(),
-            cni_bin_dir: "/usr/lib/cni".into(),
-            cluster_dns: "10.43.0.10".into(),
-            cluster_domain: "cluster.local".into(),
-            resolv_conf: "/etc/resolv.conf".into(),
-            kubelet_port: 10250,
-            node_ip: None,
-            pod_manifest_path: None,
-            eviction_hard: crate::eviction::DEFAULT_EVICTION_HARD.into(),
-            eviction_soft: String::new(),
-            eviction_soft_grace_period: String::new(),
-            eviction_max_pod_grace_period: 0,
-            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
-            image_gc_high_threshold: 85,
-            image_gc_low_threshold: 80,
-            image_minimum_gc_age: std::time::Duration::from_secs(120),
-        }
+        let config = crate::test_options(&[
+            "--node-name=n1",
+            "--agent-data-dir=/",
+            "--pod-cidr=10.42.0.0/24",
+        ])
         .resolve(std::path::Path::new("/"))
         .unwrap();
         let runtime = VersionResponse {

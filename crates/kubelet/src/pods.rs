@@ -117,42 +117,13 @@ pub async fn run(
     pressure: tokio::sync::watch::Sender<Pressure>,
     drivers: crate::csi::Drivers,
 ) -> Result<()> {
-    let (claims, claim_writer) = reflector::store();
-    let (persistent_volumes, volume_writer) = reflector::store();
-    tokio::spawn(
-        reflector::reflector(
-            claim_writer,
-            watcher(
-                Api::<PersistentVolumeClaim>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .for_each(|_| async {}),
-    );
-    tokio::spawn(
-        reflector::reflector(
-            volume_writer,
-            watcher(
-                Api::<PersistentVolume>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .for_each(|_| async {}),
-    );
-    let (services, service_writer) = reflector::store();
-    tokio::spawn(
-        reflector::reflector(
-            service_writer,
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .for_each(|_| async {}),
-    );
+    // Claims, volumes and Services, cluster-wide (the node may read them all); nothing
+    // waits on their change signal: the workers read the caches on each sync.
+    let unused = Arc::new(tokio::sync::Notify::new());
+    let (claims, _) = crate::local_path::watch_all::<PersistentVolumeClaim>(&client, &unused);
+    let (persistent_volumes, _) =
+        crate::local_path::watch_all::<PersistentVolume>(&client, &unused);
+    let (services, _) = crate::local_path::watch_all::<Service>(&client, &unused);
     // As upstream's kubelet: containers start only once Services were read, so
     // their environment names every Service.
     services.wait_until_ready().await.ok();
