@@ -190,17 +190,13 @@ pub fn authenticate(signer: &Signer, cache: &WatchCache, token: &str) -> Option<
     if uid_of(&current) != account["uid"].as_str()? {
         return None;
     }
-    for (kind, plural, scoped) in [("pod", "pods", true), ("secret", "secrets", true)] {
+    // A token bound to a pod or secret (in the account's namespace) ends with it.
+    for (kind, plural) in [("pod", "pods"), ("secret", "secrets")] {
         let bound = &private[kind];
         if bound.is_null() {
             continue;
         }
-        let object = cached(
-            cache,
-            plural,
-            if scoped { namespace } else { "" },
-            bound["name"].as_str()?,
-        )?;
+        let object = cached(cache, plural, namespace, bound["name"].as_str()?)?;
         if uid_of(&object) != bound["uid"].as_str()? {
             return None;
         }

@@ -623,25 +623,35 @@ fn endpoints_for(
     found.into_values().collect()
 }
 
+/// Fixtures the nftables and iptables renderers' tests share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
     use serde_json::json;
 
-    fn node() -> NodeContext {
+    /// Node `node-a` in cluster CIDR 10.42.0.0/16.
+    pub fn node() -> NodeContext {
         NodeContext {
             node_name: "node-a".into(),
             cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
         }
     }
 
-    fn service(spec: serde_json::Value) -> Service {
+    /// Service `default/web` with `spec`.
+    pub fn service(spec: serde_json::Value) -> Service {
         serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "default"},
             "spec": spec,
         }))
         .unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{node, service};
+    use super::*;
+    use serde_json::json;
 
     /// A slice of `web` with endpoints `(ip, node, ready, serving, terminating)` on port http/8080.
     fn slice(endpoints: &[(&str, &str, bool, bool, bool)]) -> EndpointSlice {

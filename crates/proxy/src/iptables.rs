@@ -576,25 +576,11 @@ fn split_words(rule: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compute::fixtures::{node, service};
     use crate::compute::service_ports;
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::json;
-
-    fn node() -> NodeContext {
-        NodeContext {
-            node_name: "node-a".into(),
-            cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
-        }
-    }
-
-    fn service(spec: serde_json::Value) -> Service {
-        serde_json::from_value(json!({
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": spec,
-        }))
-        .unwrap()
-    }
 
     /// A ready endpoint slice of `web` on port http/8080: `(ip, node)`.
     fn slice(endpoints: &[(&str, &str)]) -> EndpointSlice {
