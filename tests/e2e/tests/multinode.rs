@@ -319,3 +319,179 @@ fn a_joined_node_renews_its_client_certificate_before_it_expires() {
         cluster.agent_logs()
     );
 }
+
+/// A pod with a claim of `class`-less (default, WaitForFirstConsumer) local-path
+/// storage, placed by the scheduler; `node` pins it by nodeSelector when given.
+fn claim_pod(
+    cluster: &TestCluster,
+    name: &str,
+    node: Option<usize>,
+    script: &str,
+) -> serde_json::Value {
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "notes"}}],
+            "containers": [{
+                "name": "c", "image": cluster.image("krust/busybox:1"),
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }],
+        },
+    });
+    if let Some(node) = node {
+        pod["spec"]["nodeSelector"] =
+            serde_json::json!({"kubernetes.io/hostname": cluster.nodes[node].name});
+    }
+    pod
+}
+
+/// WaitForFirstConsumer on two real nodes joined by bootstrap token: the default
+/// class's claim stays unbound until its first pod is scheduled, then its directory
+/// is made on that pod's node (by that node's agent, as the node) and its volume is
+/// pinned there; a later pod of the claim is scheduled to the same node and reads
+/// the data; a pod that must run on the other node cannot be placed and says why;
+/// deleting the claim removes the directory on its node.
+#[test]
+fn a_wait_for_first_consumer_claim_is_provisioned_on_its_first_pods_node() {
+    let cluster = TestCluster::start_with(
+        2,
+        krust_e2e::cluster::ClusterOptions {
+            bootstrap_token: true,
+            ..Default::default()
+        },
+    );
+    let timeout = std::time::Duration::from_secs(90);
+    cluster.apply(&serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "notes", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
+    }));
+    krust_e2e::wait_until("the claim waits for its consumer", timeout, || {
+        cluster
+            .server
+            .kubectl_text([
+                "get",
+                "events",
+                "--field-selector=involvedObject.name=notes",
+            ])
+            .contains("WaitForFirstConsumer")
+    });
+    assert_eq!(
+        cluster
+            .server
+            .kubectl_text(["get", "pvc", "notes", "-o=jsonpath={.spec.volumeName}"]),
+        ""
+    );
+
+    let finish = |name: &str| {
+        let mut phase = String::new();
+        krust_e2e::wait_until(&format!("pod {name} finishes"), timeout, || {
+            phase = cluster.pod_field("default", name, ".status.phase");
+            phase == "Succeeded" || phase == "Failed"
+        });
+        let log = cluster.server.kubectl_text(["logs", name]);
+        assert_eq!(
+            phase,
+            "Succeeded",
+            "{name}: {log}\n{}",
+            cluster.agent_logs()
+        );
+        log
+    };
+    let second = &cluster.nodes[1];
+    cluster.apply(&claim_pod(
+        &cluster,
+        "writer",
+        Some(1),
+        "echo written-on-$(hostname) > /data/note",
+    ));
+    finish("writer");
+    let claim_field = |path: &str| {
+        cluster
+            .server
+            .kubectl_text(["get", "pvc", "notes", &format!("-o=jsonpath={{{path}}}")])
+    };
+    assert_eq!(claim_field(".status.phase"), "Bound");
+    assert_eq!(
+        claim_field(".metadata.annotations.volume\\.kubernetes\\.io/selected-node"),
+        second.name
+    );
+    let volume = claim_field(".spec.volumeName");
+    let volume_field = |path: &str| {
+        cluster
+            .server
+            .kubectl_text(["get", "pv", &volume, &format!("-o=jsonpath={{{path}}}")])
+    };
+    assert_eq!(
+        volume_field(
+            ".spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]"
+        ),
+        second.name
+    );
+    let path = std::path::PathBuf::from(volume_field(".spec.local.path"));
+    assert!(
+        path.starts_with(second.data_dir()),
+        "{} is not under the second node's data dir {}",
+        path.display(),
+        second.data_dir().display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(path.join("note")).unwrap(),
+        "written-on-writer\n"
+    );
+    assert!(!path.starts_with(cluster.nodes[0].data_dir()));
+
+    // A later pod goes where the volume is, without being told.
+    cluster.apply(&claim_pod(&cluster, "reader", None, "cat /data/note"));
+    assert_eq!(finish("reader").trim(), "written-on-writer");
+    assert_eq!(
+        cluster.pod_field("default", "reader", ".spec.nodeName"),
+        second.name
+    );
+
+    // One that must run on the other node cannot be placed, and says why.
+    cluster.apply(&claim_pod(&cluster, "elsewhere", Some(0), "cat /data/note"));
+    krust_e2e::wait_until("the misplaced pod is refused", timeout, || {
+        cluster
+            .server
+            .kubectl_text([
+                "get",
+                "events",
+                "--field-selector=involvedObject.name=elsewhere",
+            ])
+            .contains("had volume node affinity conflict")
+    });
+    assert_eq!(
+        cluster.pod_field("default", "elsewhere", ".spec.nodeName"),
+        ""
+    );
+
+    // Delete (the class's policy): the directory goes from its node with the claim.
+    for pod in ["writer", "reader", "elsewhere"] {
+        cluster
+            .server
+            .kubectl_text(["delete", "pod", pod, "--wait=true"]);
+    }
+    cluster
+        .server
+        .kubectl_text(["delete", "pvc", "notes", "--wait=true"]);
+    krust_e2e::wait_until("the volume and its directory are removed", timeout, || {
+        !path.exists()
+            && cluster
+                .server
+                .kubectl_text(["get", "pv", &volume, "--ignore-not-found", "-o=name"])
+                .is_empty()
+    });
+    let refused = cluster
+        .nodes
+        .iter()
+        .any(|node| node.log().contains("forbidden") || node.log().contains("Forbidden"));
+    assert!(
+        !refused,
+        "a node was refused something it needs:\n{}",
+        cluster.agent_logs()
+    );
+}
