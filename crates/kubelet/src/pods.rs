@@ -2560,7 +2560,7 @@ mod tests {
             ]}]}}),
         );
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let env = resolve_env(&p, c, &volumes::TestObjects(Vec::new()), "10.0.0.1", &[]).unwrap();
+        let env = resolve_env(&p, c, &volumes::TestObjects::default(), "10.0.0.1", &[]).unwrap();
         assert_eq!(
             env,
             vec![
@@ -2575,7 +2575,7 @@ mod tests {
         );
         let c = &missing.spec.as_ref().unwrap().containers[0];
         let error =
-            resolve_env(&missing, c, &volumes::TestObjects(Vec::new()), "", &[]).unwrap_err();
+            resolve_env(&missing, c, &volumes::TestObjects::default(), "", &[]).unwrap_err();
         assert_eq!(error.to_string(), "configmap \"nope\" not found");
     }
 
@@ -2597,7 +2597,7 @@ mod tests {
             ("KUBERNETES_SERVICE_PORT".to_string(), "443".to_string()),
             ("WEB_SERVICE_PORT".to_string(), "80".to_string()),
         ];
-        let env = resolve_env(&p, c, &volumes::TestObjects(Vec::new()), "", &services).unwrap();
+        let env = resolve_env(&p, c, &volumes::TestObjects::default(), "", &services).unwrap();
         assert_eq!(
             env,
             vec![

@@ -44,24 +44,32 @@ pub trait Objects {
     ) -> Option<String>;
 }
 
-/// Objects for unit tests: the given ConfigMaps (any namespace), nothing else.
+/// Objects for unit tests: the given ConfigMaps, claims (any namespace) and volumes,
+/// nothing else.
 #[cfg(test)]
-pub(crate) struct TestObjects(pub Vec<ConfigMap>);
+#[derive(Default)]
+pub(crate) struct TestObjects {
+    pub config_maps: Vec<ConfigMap>,
+    pub claims: Vec<PersistentVolumeClaim>,
+    pub volumes: Vec<PersistentVolume>,
+}
 
 #[cfg(test)]
 impl Objects for TestObjects {
     fn config_map(&self, _: &str, name: &str) -> Option<ConfigMap> {
         let named = |c: &&ConfigMap| c.metadata.name.as_deref() == Some(name);
-        self.0.iter().find(named).cloned()
+        self.config_maps.iter().find(named).cloned()
     }
     fn secret(&self, _: &str, _: &str) -> Option<Secret> {
         None
     }
-    fn claim(&self, _: &str, _: &str) -> Option<PersistentVolumeClaim> {
-        None
+    fn claim(&self, _: &str, name: &str) -> Option<PersistentVolumeClaim> {
+        let named = |c: &&PersistentVolumeClaim| c.metadata.name.as_deref() == Some(name);
+        self.claims.iter().find(named).cloned()
     }
-    fn volume(&self, _: &str) -> Option<PersistentVolume> {
-        None
+    fn volume(&self, name: &str) -> Option<PersistentVolume> {
+        let named = |v: &&PersistentVolume| v.metadata.name.as_deref() == Some(name);
+        self.volumes.iter().find(named).cloned()
     }
     fn service_account_token(&self, _: &str, _: &str, _: i64) -> Option<String> {
         None
@@ -128,14 +136,22 @@ pub(crate) fn claim_volume(
     Ok(volume)
 }
 
+/// Where a claim's volume is on this node.
+struct ClaimDir {
+    path: PathBuf,
+    /// A hostPath volume: the host's directory, not storage of the pod's, so (as
+    /// upstream) neither given to the pod's fsGroup nor measured.
+    of_host: bool,
+}
+
 /// The host directory of a claim's volume; an error says what the pod waits for.
 /// A CSI volume is where its driver published it for the pod, `csi_target`.
-fn claim_path(
+fn claim_dir(
     namespace: &str,
     claim_name: &str,
     objects: &dyn Objects,
     csi_target: &Path,
-) -> Result<PathBuf> {
+) -> Result<ClaimDir> {
     let volume = claim_volume(namespace, claim_name, objects)?;
     let volume_name = volume.metadata.name.clone().unwrap_or_default();
     let spec = volume.spec.unwrap_or_default();
@@ -149,7 +165,10 @@ fn claim_path(
                     csi.driver
                 );
             }
-            return Ok(csi_target.to_path_buf());
+            return Ok(ClaimDir {
+                path: csi_target.to_path_buf(),
+                of_host: false,
+            });
         }
         _ => bail!(
             "persistentvolume {volume_name:?} is of a kind this node cannot mount: use a local, hostPath or CSI volume"
@@ -161,7 +180,10 @@ fn claim_path(
             path.display()
         );
     }
-    Ok(path)
+    Ok(ClaimDir {
+        path,
+        of_host: spec.local.is_none() && spec.host_path.is_some(),
+    })
 }
 
 /// The host directory of a pod's volume.
@@ -196,10 +218,13 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             write_atomic(&dir, &files, mode)
                 .with_context(|| format!("volume {:?}", volume.name))?;
         } else if let Some((claim, _)) = claim_of(pod, volume) {
-            let path = claim_path(namespace, &claim, objects, &dir)
+            let claimed = claim_dir(namespace, &claim, objects, &dir)
                 .with_context(|| format!("volume {:?}", volume.name))?;
-            apply_fs_group(pod, &path)?;
-            measured.path = path;
+            if claimed.of_host {
+                continue;
+            }
+            apply_fs_group(pod, &claimed.path)?;
+            measured.path = claimed.path;
             measured.claim = Some(claim);
             measured.ephemeral = false;
         } else if let Some(inline) = &volume.csi {
@@ -533,8 +558,9 @@ pub fn mounts(
             _ if claim.is_some() => {
                 let (name, _) = claim.as_ref().expect("checked");
                 let target = volume_dir(pods_dir, uid, &volume.name);
-                claim_path(namespace, name, objects, &target)
+                claim_dir(namespace, name, objects, &target)
                     .with_context(|| format!("volume {:?}", volume.name))?
+                    .path
             }
             Some(host_path) => {
                 let path = PathBuf::from(&host_path.path);
@@ -741,12 +767,15 @@ mod tests {
             ]},
         }))
         .unwrap();
-        let objects = TestObjects(vec![
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "c"}, "data": {"k": "v"},
-            }))
-            .unwrap(),
-        ]);
+        let objects = TestObjects {
+            config_maps: vec![
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "c"}, "data": {"k": "v"},
+                }))
+                .unwrap(),
+            ],
+            ..Default::default()
+        };
         sync(pods_dir, &pod, &objects).unwrap();
         let text = std::fs::read(crate::volume_stats::record_path(pods_dir, "u1")).unwrap();
         let record: PodVolumes = serde_json::from_slice(&text).unwrap();
@@ -767,5 +796,54 @@ mod tests {
             record.volumes[0].path,
             volume_dir(pods_dir, "u1", "scratch")
         );
+    }
+    /// A claim's local volume is the pod's storage: given to its fsGroup and measured.
+    /// A hostPath one is the host's (it may be `/`): neither, as upstream.
+    #[test]
+    fn claims_on_host_path_volumes_are_neither_chowned_nor_measured() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pods_dir = dir.path().join("pods");
+        let (local_dir, host_dir) = (dir.path().join("local"), dir.path().join("host"));
+        std::fs::create_dir_all(&local_dir).unwrap();
+        std::fs::create_dir_all(&host_dir).unwrap();
+        let bound = |name: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"volumeName": format!("pv-{name}")},
+                "status": {"phase": "Bound"},
+            }))
+            .unwrap()
+        };
+        let local: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv-mine"}, "spec": {"local": {"path": local_dir}},
+        }))
+        .unwrap();
+        let host: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv-hosts"}, "spec": {"hostPath": {"path": host_dir}},
+        }))
+        .unwrap();
+        let objects = TestObjects {
+            claims: vec![bound("mine"), bound("hosts")],
+            volumes: vec![local, host],
+            ..Default::default()
+        };
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u2"},
+            "spec": {"containers": [], "securityContext": {"fsGroup": 4321}, "volumes": [
+                {"name": "mine", "persistentVolumeClaim": {"claimName": "mine"}},
+                {"name": "hosts", "persistentVolumeClaim": {"claimName": "hosts"}},
+            ]},
+        }))
+        .unwrap();
+        let host_group = std::fs::metadata(&host_dir).unwrap().gid();
+        sync(&pods_dir, &pod, &objects).unwrap();
+        assert_eq!(std::fs::metadata(&local_dir).unwrap().gid(), 4321);
+        assert_eq!(std::fs::metadata(&host_dir).unwrap().gid(), host_group);
+        let text = std::fs::read(crate::volume_stats::record_path(&pods_dir, "u2")).unwrap();
+        let record: PodVolumes = serde_json::from_slice(&text).unwrap();
+        let names: Vec<&str> = record.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["mine"]);
+        assert_eq!(record.volumes[0].path, local_dir);
     }
 }
