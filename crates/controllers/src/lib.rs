@@ -97,6 +97,8 @@ pub struct Options {
     /// How long a node may go without renewing its Lease before it is NotReady
     /// (`--node-monitor-grace-period`).
     pub node_monitor_grace_period: std::time::Duration,
+    /// The horizontal pod autoscaler's flags.
+    pub autoscaler: podautoscaler::Settings,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
             cluster_cidr: "10.42.0.0/16".parse().expect("valid default range"),
             node_cidr_mask_size: 24,
             node_monitor_grace_period: std::time::Duration::from_secs(40),
+            autoscaler: podautoscaler::Settings::default(),
         }
     }
 }
@@ -149,7 +152,10 @@ pub async fn run_with(client: kube::Client, options: Options) -> anyhow::Result<
         options.root_ca_pem.clone(),
     ));
     tasks.spawn(disruption::run(caches.clone()));
-    tasks.spawn(podautoscaler::run(caches.clone()));
+    tasks.spawn(podautoscaler::run(
+        caches.clone(),
+        options.autoscaler.clone(),
+    ));
     tasks.spawn(resourcequota::run(caches.clone()));
     tasks.spawn(endpoints::run(caches.clone()));
     tasks.spawn(endpointslice::run(caches.clone()));

@@ -37,9 +37,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: the API server on an embedded SQLite store or on etcd.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the node agent: join a cluster and run the pods bound to this node.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Run the scheduler against a cluster (leader-elected on the kube-system/kube-scheduler Lease).
     Scheduler(SchedulerArgs),
     /// Run the controllers against a cluster (leader-elected on the
@@ -171,6 +171,45 @@ pub struct ControllerFlags {
     /// (nodes renew theirs at 70-90% of it), e.g. 8760h.
     #[arg(long, default_value = "8760h", value_name = "DURATION", value_parser = parse_duration)]
     pub cluster_signing_duration: std::time::Duration,
+
+    /// How often the horizontal pod autoscaler looks at every HPA.
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = positive_duration)]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+
+    /// How long an HPA without a `behavior` waits before scaling down: it scales to
+    /// the highest size recommended within this window.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+
+    /// How far (as a fraction) the usage may be from the target before an HPA scales.
+    #[arg(long, default_value_t = 0.1, value_name = "RATIO", value_parser = tolerance)]
+    pub horizontal_pod_autoscaler_tolerance: f64,
+
+    /// How long after a pod starts its CPU sample is used only when the pod is Ready
+    /// and the sample was taken after it became Ready.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_cpu_initialization_period: std::time::Duration,
+
+    /// How long after a pod starts a change of its readiness is taken as its first
+    /// readiness (its CPU then is not counted).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_initial_readiness_delay: std::time::Duration,
+}
+
+/// A duration flag that must be more than zero.
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(text)? {
+        std::time::Duration::ZERO => Err(format!("{text:?}: must be more than 0")),
+        duration => Ok(duration),
+    }
+}
+
+/// The HPA tolerance: a fraction, 0 or more.
+fn tolerance(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if ratio.is_finite() && ratio >= 0.0 => Ok(ratio),
+        _ => Err(format!("{text:?}: write a fraction of 0 or more, e.g. 0.1")),
+    }
 }
 
 impl ControllerFlags {
@@ -180,6 +219,16 @@ impl ControllerFlags {
             root_ca_pem,
             cluster_cidr: self.cluster_cidr,
             node_monitor_grace_period: self.node_monitor_grace_period,
+            autoscaler: krust_controllers::podautoscaler::Settings {
+                sync_period: self.horizontal_pod_autoscaler_sync_period,
+                downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+                calculator: krust_controllers::podautoscaler::replicas::Calculator {
+                    tolerance: self.horizontal_pod_autoscaler_tolerance,
+                    cpu_initialization_period: self
+                        .horizontal_pod_autoscaler_cpu_initialization_period,
+                    initial_readiness_delay: self.horizontal_pod_autoscaler_initial_readiness_delay,
+                },
+            },
             ..Default::default()
         }
     }
@@ -305,8 +354,8 @@ fn main() -> ExitCode {
     };
     init_logging();
     let result = match cli.command {
-        Command::Server(args) => server::run(args),
-        Command::Agent(args) => agent::run(args),
+        Command::Server(args) => server::run(*args),
+        Command::Agent(args) => agent::run(*args),
         Command::Scheduler(args) => {
             components::run_standalone("krust-scheduler", &args.kubeconfig, |client| {
                 components::scheduler(client, krust_leader::default_identity())

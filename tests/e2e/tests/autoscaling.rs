@@ -1,6 +1,8 @@
 //! Horizontal pod autoscaling with a real node: a Deployment whose pod burns CPU
 //! far above its request is scaled out by an HPA made with `kubectl autoscale`,
-//! through the Deployment's scale subresource, from the pods' metrics.k8s.io usage;
+//! through the Deployment's scale subresource, from the pods' metrics.k8s.io usage,
+//! and back in once its pods idle (the controller's sync period and downscale
+//! stabilization flags shortened);
 //! an HPA aimed at a Deployment that does not exist says it cannot get its scale;
 //! HPAs with impossible bounds or unknown metric types are rejected.
 
@@ -30,8 +32,12 @@ fn condition<'a>(autoscaler: &'a Value, type_: &str) -> &'a Value {
 }
 
 #[test]
-fn an_hpa_scales_a_busy_deployment_out() {
-    let node = TestNode::start();
+fn an_hpa_scales_a_busy_deployment_out_and_back_in() {
+    // The server's controller flags: sync every 5 s, scale down without waiting.
+    let node = TestNode::start_with_agent_args(&[
+        "--horizontal-pod-autoscaler-sync-period=5s",
+        "--horizontal-pod-autoscaler-downscale-stabilization=0s",
+    ]);
     node.wait_ready();
     let started = Instant::now();
     // 20m requested, ~100m used (the limit): 500% against a 10% target.
@@ -134,6 +140,34 @@ spec:
     eprintln!(
         "scaled out {:?} after the node was ready",
         started.elapsed()
+    );
+
+    // Idle pods: back to minReplicas (no stabilization window: the flag says 0 s).
+    let idle = r#"{"spec":{"template":{"spec":{"containers":[{"name":"spin","command":["sleep","3600"]}]}}}}"#;
+    let out = node
+        .server
+        .kubectl(["patch", "deployment", "burner", "-p", idle]);
+    assert!(out.status.success(), "patch: {}", text(&out.stderr));
+    wait_until(
+        "the HPA scales the idle Deployment in",
+        Duration::from_secs(120),
+        || {
+            let scaled = get_json(&node, &["deployment", "burner"]);
+            scaled["spec"]["replicas"].as_i64() == Some(1)
+        },
+    );
+    autoscaler = get_json(&node, &["hpa", "burner"]);
+    assert_eq!(autoscaler["status"]["desiredReplicas"], 1, "{autoscaler}");
+    assert_eq!(
+        condition(&autoscaler, "AbleToScale")["reason"],
+        "SucceededRescale"
+    );
+    assert_eq!(
+        autoscaler["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+            .as_i64()
+            .map(|used| used < 10),
+        Some(true),
+        "idle pods are below the target: {autoscaler}"
     );
 
     // An HPA whose target does not exist cannot get its scale.

@@ -64,8 +64,13 @@ pub struct Behavior {
 
 impl Behavior {
     /// The behavior an HPA's `spec.behavior` asks for, with upstream's defaults for
-    /// what it leaves out.
-    pub fn from_spec(spec: Option<&HorizontalPodAutoscalerBehavior>) -> Behavior {
+    /// what it leaves out. An HPA without a behavior has `unset_scale_down_window` as
+    /// its scale-down stabilization window (the controller's flag); one whose
+    /// behavior leaves the window out has the API's default, 300 s.
+    pub fn from_spec(
+        spec: Option<&HorizontalPodAutoscalerBehavior>,
+        unset_scale_down_window: Duration,
+    ) -> Behavior {
         let default_up = Rules {
             stabilization_window_seconds: 0,
             select_policy: SelectPolicy::Max,
@@ -82,8 +87,12 @@ impl Behavior {
                 },
             ],
         };
+        let window = match spec {
+            None => unset_scale_down_window,
+            Some(_) => DEFAULT_SCALE_DOWN_WINDOW,
+        };
         let default_down = Rules {
-            stabilization_window_seconds: DEFAULT_SCALE_DOWN_WINDOW.as_secs() as i32,
+            stabilization_window_seconds: i32::try_from(window.as_secs()).unwrap_or(i32::MAX),
             select_policy: SelectPolicy::Max,
             policies: vec![Policy {
                 kind: PolicyKind::Percent,
@@ -416,14 +425,17 @@ mod tests {
     }
 
     fn behavior(spec: serde_json::Value) -> Behavior {
-        Behavior::from_spec(Some(&serde_json::from_value(spec).unwrap()))
+        Behavior::from_spec(
+            Some(&serde_json::from_value(spec).unwrap()),
+            Duration::from_secs(30),
+        )
     }
 
     const BOUNDS: Bounds = Bounds { min: 1, max: 100 };
 
     #[test]
     fn defaults_are_upstreams() {
-        let defaults = Behavior::from_spec(None);
+        let defaults = Behavior::from_spec(None, DEFAULT_SCALE_DOWN_WINDOW);
         assert_eq!(defaults.scale_up.stabilization_window_seconds, 0);
         assert_eq!(defaults.scale_down.stabilization_window_seconds, 300);
         assert_eq!(defaults.scale_up.policies.len(), 2);
@@ -435,8 +447,18 @@ mod tests {
     }
 
     #[test]
+    fn the_flags_window_applies_only_to_hpas_without_a_behavior() {
+        let none = Behavior::from_spec(None, Duration::ZERO);
+        assert_eq!(none.scale_down.stabilization_window_seconds, 0);
+        // The behavior() helper passes a 30 s flag: a behavior without a scale-down
+        // window has the API's 300 s, not the flag's.
+        let up_only = behavior(json!({"scaleUp": {"stabilizationWindowSeconds": 5}}));
+        assert_eq!(up_only.scale_down.stabilization_window_seconds, 300);
+    }
+
+    #[test]
     fn default_scale_up_is_the_larger_of_4_pods_or_100_percent_per_15_seconds() {
-        let defaults = Behavior::from_spec(None);
+        let defaults = Behavior::from_spec(None, DEFAULT_SCALE_DOWN_WINDOW);
         let mut history = History::default();
         // From 1: 4 pods beat 100%: 5.
         let out = history.normalize(&defaults, BOUNDS, 1, 50, at(0));
@@ -507,7 +529,7 @@ mod tests {
 
     #[test]
     fn scale_down_waits_for_the_highest_recommendation_of_its_window() {
-        let defaults = Behavior::from_spec(None);
+        let defaults = Behavior::from_spec(None, DEFAULT_SCALE_DOWN_WINDOW);
         let mut history = History::default();
         history.record_initial(5, at(0));
         // Load drops at once: the initial 5 holds for the 300 s window.
@@ -541,7 +563,7 @@ mod tests {
 
     #[test]
     fn bounds_clamp_with_their_reasons() {
-        let defaults = Behavior::from_spec(None);
+        let defaults = Behavior::from_spec(None, DEFAULT_SCALE_DOWN_WINDOW);
         let bounds = Bounds { min: 2, max: 6 };
         let out = History::default().normalize(&defaults, bounds, 4, 50, at(0));
         assert_eq!(

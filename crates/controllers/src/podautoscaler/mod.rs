@@ -46,8 +46,29 @@ pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
 /// The name the controller's Events are reported under.
 const COMPONENT: &str = "horizontal-pod-autoscaler";
 
+/// The controller's settings: upstream's `--horizontal-pod-autoscaler-*` flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often every HPA is synced.
+    pub sync_period: Duration,
+    /// The scale-down stabilization window of HPAs without a `behavior`.
+    pub downscale_stabilization: Duration,
+    /// Tolerance, CPU initialization period and initial readiness delay.
+    pub calculator: Calculator,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sync_period: SYNC_PERIOD,
+            downscale_stabilization: behavior::DEFAULT_SCALE_DOWN_WINDOW,
+            calculator: Calculator::default(),
+        }
+    }
+}
+
 /// Starts the controller on the shared caches and runs it until the process ends.
-pub async fn run(caches: Caches) -> anyhow::Result<()> {
+pub async fn run(caches: Caches, settings: Settings) -> anyhow::Result<()> {
     let autoscalers: Arc<Cache<HorizontalPodAutoscaler>> = caches.get();
     let pods: Arc<Cache<Pod>> = caches.get();
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
@@ -75,7 +96,7 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
         let autoscalers = autoscalers.clone();
         let queue = queue.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(SYNC_PERIOD);
+            let mut ticks = tokio::time::interval(settings.sync_period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
@@ -92,7 +113,8 @@ pub async fn run(caches: Caches) -> anyhow::Result<()> {
         autoscalers,
         pods,
         events: Events::new(caches.client().clone(), COMPONENT),
-        calculator: Calculator::default(),
+        calculator: settings.calculator,
+        downscale_stabilization: settings.downscale_stabilization,
         histories: Mutex::new(HashMap::new()),
         scalable: Mutex::new(HashMap::new()),
     });
@@ -110,6 +132,8 @@ struct Controller {
     pods: Arc<Cache<Pod>>,
     events: Events,
     calculator: Calculator,
+    /// The scale-down stabilization window of HPAs without a `behavior`.
+    downscale_stabilization: Duration,
     /// Recommendations and scale events per HPA.
     histories: Mutex<HashMap<ObjectKey, History>>,
     /// The resources of the target kinds seen so far, by (apiVersion, kind).
@@ -301,7 +325,8 @@ impl Controller {
             } else {
                 String::new()
             };
-            let behavior = Behavior::from_spec(spec.behavior.as_ref());
+            let behavior =
+                Behavior::from_spec(spec.behavior.as_ref(), self.downscale_stabilization);
             let normalized = self
                 .histories
                 .lock()
@@ -362,7 +387,8 @@ impl Controller {
                 "Rescale",
                 format!("New size: {desired}; reason: {reason}"),
             );
-            let behavior = Behavior::from_spec(spec.behavior.as_ref());
+            let behavior =
+                Behavior::from_spec(spec.behavior.as_ref(), self.downscale_stabilization);
             self.histories
                 .lock()
                 .unwrap()
