@@ -26,9 +26,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use krust_events::{Event, EventType, Recorder, Reporter};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::cache::{Cache, Caches, Change};
 use crate::changes::forward;

@@ -26,8 +26,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use krust_events::{Event, EventType, Recorder, Reporter};
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::AgentConfig;
 use crate::cri::{Cri, api};

@@ -162,6 +162,23 @@ spec:
         condition(&autoscaler, "AbleToScale")["reason"],
         "SucceededRescale"
     );
+    // Its own Event, after the scale-out's.
+    let events = get_json(
+        &node,
+        &[
+            "events",
+            "--field-selector",
+            "involvedObject.name=burner,reason=SuccessfulRescale",
+        ],
+    );
+    assert!(
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|event| event["message"] == "New size: 1; reason: All metrics below target"),
+        "{events}"
+    );
     assert_eq!(
         autoscaler["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
             .as_i64()

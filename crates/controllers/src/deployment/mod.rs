@@ -34,8 +34,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use krust_api::selector::LabelSelector;
+use krust_events::EventType;
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 

@@ -1,24 +1,23 @@
 //! Events from the workload controllers, published in the background through
-//! kube-rs's [`Recorder`] (events.k8s.io/v1), with client-go's spam filter: each
+//! [`krust_events::Recorder`] (events.k8s.io/v1), with client-go's spam filter: each
 //! object may emit a burst of [`BURST`] events, then one per [`REFILL`], so a
 //! ReplicaSet creating 3,000 pods tells the story without 3,000 writes. The
-//! Recorder counts repeats of one reason about one object in the Event's `series`
-//! (its note is the first occurrence's).
+//! Recorder counts exact repeats in an Event's `series`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use krust_events::{Event, EventType, Recorder, Reporter};
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::Semaphore;
 
 /// Events an object may emit at once (client-go's `defaultSpamBurst`).
 pub const BURST: f64 = 25.0;
 /// How long an object waits for each further event (client-go: one per 5 minutes).
 pub const REFILL: Duration = Duration::from_secs(300);
-/// Event writes in flight at once: one, because the Recorder folds repeats of a
-/// reason into one Event's `series` (a patch of the same object), and so that
+/// Event writes in flight at once: one, because the Recorder folds repeats into
+/// one Event's `series` (a patch of the same object), and so that
 /// events never crowd out the real work.
 const IN_FLIGHT: usize = 1;
 /// Objects whose budget is remembered before the oldest are forgotten.

@@ -36,8 +36,8 @@ use krust_csi::v1::{
     CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
     CreateVolumeRequest, DeleteVolumeRequest, Topology, TopologyRequirement,
 };
+use krust_events::{EventType, Recorder, Reporter};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
