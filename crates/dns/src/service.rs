@@ -19,7 +19,7 @@ use serde_json::json;
 const REAPPLY: Duration = Duration::from_secs(30);
 
 /// The field manager (and slice managed-by label) of these objects.
-const MANAGER: &str = "krust-dns";
+pub const MANAGER: &str = "krust-dns";
 
 /// The name of the slice a server at `address` publishes.
 pub fn slice_name(address: &SocketAddr) -> String {

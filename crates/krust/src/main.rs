@@ -8,6 +8,7 @@
 //! (`error: ...`); command line mistakes exit with status 2.
 
 mod agent;
+mod apiserver_endpoints;
 mod components;
 mod hostaddrs;
 mod kubeconfig;

@@ -42,7 +42,7 @@ async fn serve_until_signal(args: ServerArgs) -> Result<()> {
 
     // Handle signals from the start, so that a stop during start-up is clean too.
     let mut signals = ShutdownSignals::install()?;
-    let mut server = tokio::select! {
+    let (mut server, endpoints) = tokio::select! {
         signal = signals.recv() => {
             tracing::info!("received {signal} while starting; stopped");
             return Ok(());
@@ -53,6 +53,9 @@ async fn serve_until_signal(args: ServerArgs) -> Result<()> {
     tokio::select! {
         signal = signals.recv() => {
             tracing::info!("received {signal}, shutting down");
+            let (client, address, port) = endpoints;
+            let withdraw = crate::apiserver_endpoints::withdraw(&client, address, port);
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, withdraw).await;
             server.abort();
             let _ = server.await;
             tracing::info!("stopped");
@@ -66,8 +69,12 @@ async fn serve_until_signal(args: ServerArgs) -> Result<()> {
     }
 }
 
+/// What a server needs to take itself out of the `kubernetes` endpoints: a client,
+/// its advertise address and its port.
+type Endpoint = (kube::Client, std::net::IpAddr, u16);
+
 /// Starts everything; returns the running API server once it is ready and announced.
-async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
+async fn start(args: ServerArgs) -> Result<(tokio::task::JoinHandle<()>, Endpoint)> {
     let static_tokens = match &args.token_auth_file {
         Some(path) => tokens::read_token_file(path)?,
         None => Vec::new(),
@@ -177,9 +184,18 @@ async fn start(args: ServerArgs) -> Result<tokio::task::JoinHandle<()>> {
         };
         crate::agent::start_embedded(&args.agent, network, &data_dir, &kubeconfig_path).await?;
     }
+    // This server behind the `kubernetes` Service (and its DNS behind kube-dns) while
+    // it lives, beside the other servers of the cluster.
+    let client = crate::components::client_from_kubeconfig(&kubeconfig_path).await?;
+    let address = advertise_address(args.bind_address);
+    tokio::spawn(crate::apiserver_endpoints::run(
+        client.clone(),
+        address,
+        args.port,
+    ));
     tracing::info!(url = %server_url, data_dir = %data_dir.display(), "krust server is ready");
     announce_kubeconfig(&kubeconfig_path)?;
-    Ok(server)
+    Ok((server, (client, address, args.port)))
 }
 
 /// Starts the controller manager and the scheduler (unless disabled) in this process.

@@ -77,6 +77,9 @@ pub struct ServerOptions {
     pub agent: bool,
     /// `--bind-address`; None is 127.0.0.1 (see [`cluster::TestCluster`] for another).
     pub bind_address: Option<std::net::Ipv4Addr>,
+    /// `--port`; None takes a free one (another server's, for servers of one cluster
+    /// on different addresses).
+    pub port: Option<u16>,
 }
 
 /// A running `krust server` with its own data dir and port.
@@ -117,7 +120,7 @@ impl TestServer {
         };
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port();
+            server.port = server.options.port.unwrap_or_else(free_port);
             match server.spawn_and_wait() {
                 Ok(()) => return server,
                 Err(err) if server.lost_port_race() => last_error = Some(err),

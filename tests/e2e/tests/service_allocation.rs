@@ -2,15 +2,17 @@
 //! `kubernetes` Service, requested and random values, 422s for taken or
 //! out-of-range values (with nothing stored), release on delete, survival across a
 //! restart, and concurrent creates (also from two servers sharing one etcd) that
-//! never share a value.
+//! never share a value; every live server of one datastore behind the `kubernetes`
+//! Service and `kube-dns`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use krust_e2e::{EtcdServer, ServerOptions, TestServer};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
 fn service(name: &str, spec: Value) -> Service {
@@ -94,6 +96,112 @@ async fn the_kubernetes_service_points_at_the_api_server() {
         ])
     });
     assert_eq!(String::from_utf8_lossy(&output.stdout), "10.43.0.1");
+}
+
+/// The addresses and port behind the `kubernetes` Endpoints, and the addresses of
+/// its EndpointSlice.
+async fn kubernetes_endpoints(client: &kube::Client) -> (Vec<String>, Option<i32>, Vec<String>) {
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let subsets = endpoints
+        .get("kubernetes")
+        .await
+        .unwrap()
+        .subsets
+        .unwrap_or_default();
+    let addresses = subsets
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .map(|a| a.ip.clone())
+        .collect();
+    let port = subsets
+        .first()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first())
+        .map(|p| p.port);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slice = slices.get("kubernetes").await.unwrap();
+    let sliced = slice
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    (addresses, port, sliced)
+}
+
+/// The names of the cluster DNS slices behind `kube-dns`.
+async fn dns_slices(client: &kube::Client) -> Vec<String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
+    let mut names: Vec<String> = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=kube-dns"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Two servers on one etcd (at 127.0.0.1 and 127.0.0.2, on one port): both are
+/// behind the `kubernetes` Service and `kube-dns`; one that stops cleanly is taken
+/// out at once, one that is killed when its endpoint Lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_live_server_of_one_datastore_is_behind_the_kubernetes_service() {
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .unwrap();
+    let datastore = Some(etcd.url());
+    let (first, client) = start(ServerOptions {
+        datastore: datastore.clone(),
+        ..Default::default()
+    })
+    .await;
+    let port = first.port();
+    let peer = |bind: [u8; 4]| {
+        let options = ServerOptions {
+            datastore: datastore.clone(),
+            bind_address: Some(bind.into()),
+            port: Some(port),
+            ..Default::default()
+        };
+        tokio::task::spawn_blocking(move || TestServer::start_with(options))
+    };
+    let mut second = peer([127, 0, 0, 2]).await.unwrap();
+    let mut third = peer([127, 0, 0, 3]).await.unwrap();
+    let wait_for = |servers: &'static [&'static str], within: Duration| {
+        let client = client.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let (addresses, at, sliced) = kubernetes_endpoints(&client).await;
+                let dns = dns_slices(&client).await;
+                let wanted_dns: Vec<String> = servers
+                    .iter()
+                    .map(|ip| format!("kube-dns-{}", ip.replace('.', "-")))
+                    .collect();
+                if addresses == servers && sliced == servers && dns == wanted_dns {
+                    assert_eq!(at, Some(i32::from(port)));
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "wanted {servers:?}; endpoints {addresses:?}, slice {sliced:?}, dns {dns:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for(
+        &["127.0.0.1", "127.0.0.2", "127.0.0.3"],
+        Duration::from_secs(30),
+    )
+    .await;
+    // Sooner than its Lease (15 s, renewed every 5 s) could run out.
+    tokio::task::block_in_place(|| second.stop());
+    wait_for(&["127.0.0.1", "127.0.0.3"], Duration::from_secs(8)).await;
+    tokio::task::block_in_place(|| third.kill9());
+    wait_for(&["127.0.0.1"], Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
