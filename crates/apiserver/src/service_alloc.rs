@@ -631,7 +631,8 @@ pub async fn repair_periodically(api: Arc<Api>) {
 }
 
 /// Creates the `kubernetes` Service in `default` at the first address of the
-/// ClusterIP range, and points its Endpoints and EndpointSlice at this server.
+/// ClusterIP range, with Endpoints and an EndpointSlice of this server when there are
+/// none yet (from then on the servers' endpoint reconciler keeps them).
 pub async fn ensure_kubernetes_service(
     api: &Api,
     address: IpAddr,
@@ -689,38 +690,16 @@ pub async fn ensure_kubernetes_service(
             field_manager: "krust-apiserver".to_string(),
         };
         let key = object_key(resource, Some("default"), "kubernetes");
-        let Some(current) = api.store.get(&key).await? else {
-            match api.create_object(&call, object, Tracking::Update).await {
-                Ok(_) => continue,
-                // Another server created it first.
-                Err(error) if error.code == 409 => continue,
-                Err(error) => {
-                    anyhow::bail!("creating the kubernetes {plural}: {}", error.message)
-                }
-            }
-        };
-        if plural == "services" {
+        // Existing ones are kept as they are: the servers' endpoint reconciler
+        // (krust's apiserver_endpoints) lists every live server in them.
+        if api.store.get(&key).await?.is_some() {
             continue;
         }
-        // The endpoints are this server's: rewritten when they say otherwise.
-        let mut stored: Value = serde_json::from_slice(&current.value)?;
-        let field = if plural == "endpoints" {
-            "subsets"
-        } else {
-            "endpoints"
-        };
-        if stored[field] == object[field] && stored["ports"] == object["ports"] {
-            continue;
-        }
-        stored[field] = object[field].clone();
-        if plural != "endpoints" {
-            stored["ports"] = object["ports"].clone();
-            stored["addressType"] = object["addressType"].clone();
-        }
-        let bytes = bytes::Bytes::from(serde_json::to_vec(&stored)?);
-        match api.store.update(&key, bytes, current.mod_revision).await {
-            Ok(_) | Err(krust_store::Error::Conflict { .. }) => {}
-            Err(error) => return Err(error.into()),
+        match api.create_object(&call, object, Tracking::Update).await {
+            // Another server created it first.
+            Ok(_) => {}
+            Err(error) if error.code == 409 => {}
+            Err(error) => anyhow::bail!("creating the kubernetes {plural}: {}", error.message),
         }
     }
     Ok(())

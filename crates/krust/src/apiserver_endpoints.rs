@@ -149,15 +149,20 @@ async fn write_endpoints(
         .iter()
         .map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}}))
         .collect();
+    let wanted = json!({
+        "endpoints": wanted,
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
     let current = slices.get_opt("kubernetes").await?;
-    let stored = current.map(|s| serde_json::to_value(s.endpoints));
-    if stored.and_then(Result::ok).unwrap_or(json!([])) != json!(wanted) {
+    let stored = current.map(|s| {
+        json!({
+            "endpoints": serde_json::to_value(&s.endpoints).unwrap_or_default(),
+            "ports": serde_json::to_value(&s.ports).unwrap_or_default(),
+        })
+    });
+    if stored.as_ref() != Some(&wanted) {
         slices
-            .patch(
-                "kubernetes",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"endpoints": wanted})),
-            )
+            .patch("kubernetes", &PatchParams::default(), &Patch::Merge(wanted))
             .await?;
     }
     Ok(())
