@@ -127,6 +127,7 @@ async fn run_mode(mut rules: Rules, services: usize, endpoints: usize) -> Result
     let node = NodeContext {
         node_name: "node-0".into(),
         cluster_cidr: Some("10.42.0.0/16".parse().map_err(anyhow::Error::msg)?),
+        node_ip: None,
     };
     let all_services: Vec<Service> = (0..services).map(service).collect();
     let mut slices: Vec<EndpointSlice> = (0..services)

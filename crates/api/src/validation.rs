@@ -1855,6 +1855,48 @@ fn validate_service(service: &Value, errs: &mut FieldErrors) {
             }
         }
     }
+    validate_load_balancer_source_ranges(spec, service_type, errs);
+}
+
+/// `spec.loadBalancerSourceRanges`, as upstream's ValidateService: only for
+/// LoadBalancer Services, and each a CIDR (surrounding spaces allowed, as upstream
+/// accepts them for compatibility with the old annotation). Upstream names the field
+/// `spec.LoadBalancerSourceRanges` in its errors; so does this.
+fn validate_load_balancer_source_ranges(spec: &Value, service_type: &str, errs: &mut FieldErrors) {
+    let ranges = array_at(spec, "loadBalancerSourceRanges");
+    if ranges.is_empty() {
+        return;
+    }
+    let field = "spec.LoadBalancerSourceRanges";
+    if service_type != "LoadBalancer" {
+        errs.forbidden(field, "may only be used when `type` is 'LoadBalancer'");
+    }
+    for (i, range) in ranges.iter().enumerate() {
+        let text = range.as_str().unwrap_or("").trim();
+        if !is_valid_cidr(text) {
+            errs.invalid(
+                &format!("{field}[{i}]"),
+                text,
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            );
+        }
+    }
+}
+
+/// Whether `text` is `ADDRESS/PREFIX` for an IPv4 or IPv6 address (host bits may be
+/// set, as upstream's IsValidCIDR allows).
+fn is_valid_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
+    }
 }
 
 // ----- config and secrets -----
@@ -2565,6 +2607,41 @@ mod tests {
             "metadata.name",
             "Invalid value: \"1web\": a DNS-1035 label must consist"
         ));
+    }
+
+    #[test]
+    fn load_balancer_source_ranges_are_cidrs_of_load_balancers() {
+        let service = |fields: Value| {
+            let mut service = json!({"metadata": {"name": "web", "namespace": "n"},
+                                     "spec": {"ports": [{"port": 80}], "type": "LoadBalancer"}});
+            for (key, value) in fields.as_object().unwrap() {
+                service["spec"][key] = value.clone();
+            }
+            service
+        };
+        let good = service(
+            json!({"loadBalancerSourceRanges": ["10.0.0.0/8", " 192.0.2.1/32 ", "2001:db8::/64"]}),
+        );
+        assert!(validate_object("", "Service", &good).is_empty());
+        let bad = service(
+            json!({"loadBalancerSourceRanges": ["10.0.0.0/8", "10.0.0.0", "10.0.0.0/33", "nonsense/8"]}),
+        );
+        assert_eq!(
+            messages(&validate_object("", "Service", &bad)),
+            [
+                "spec.LoadBalancerSourceRanges[1]: Invalid value: \"10.0.0.0\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                "spec.LoadBalancerSourceRanges[2]: Invalid value: \"10.0.0.0/33\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                "spec.LoadBalancerSourceRanges[3]: Invalid value: \"nonsense/8\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            ]
+        );
+        let cluster_ip =
+            service(json!({"type": "ClusterIP", "loadBalancerSourceRanges": ["10.0.0.0/8"]}));
+        assert_eq!(
+            messages(&validate_object("", "Service", &cluster_ip)),
+            [
+                "spec.LoadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'"
+            ]
+        );
     }
 
     #[test]

@@ -104,9 +104,14 @@ async fn run_node(
         bridge: config.cni_bridge.clone(),
     };
     let enforce_policies = !network.options.disable_network_policy;
-    let proxy = (!network.options.disable_proxy).then(|| krust_proxy::ProxyConfig {
-        mode: network.proxy.proxy_mode,
-        ..krust_proxy::ProxyConfig::new(&config.node_name, Some(network.cluster_cidr))
+    let proxy = (!network.options.disable_proxy).then(|| {
+        let mut proxy = krust_proxy::ProxyConfig {
+            mode: network.proxy.proxy_mode,
+            healthz_bind_address: network.proxy.healthz_bind_address.0,
+            ..krust_proxy::ProxyConfig::new(&config.node_name, Some(network.cluster_cidr))
+        };
+        proxy.node.node_ip = Some(node_ip);
+        proxy
     });
     tokio::try_join!(
         krust_kubelet::run(config, client.clone()),

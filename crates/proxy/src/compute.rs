@@ -20,8 +20,14 @@
 //! A Service port without endpoints is in `no-endpoint-services` /
 //! `no-endpoint-nodeports`, checked by filter chains, and answers reject (drop when a
 //! Local traffic policy has no local endpoint).
+//! A LoadBalancer Service with `loadBalancerSourceRanges` has its ingress addresses in
+//! the `firewall-ips` map, checked before DNAT (`firewall-check`, from the
+//! `filter-prerouting-pre-dnat` and `filter-output-pre-dnat` base chains): its
+//! `firewall-` chain drops new connections from any other source. Node ports are not
+//! subject to the ranges, as upstream.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -43,6 +49,17 @@ pub struct NodeContext {
     pub node_name: String,
     /// The pod network; traffic from outside it to a ClusterIP is masqueraded.
     pub cluster_cidr: Option<Ipv4Cidr>,
+    /// This node's address: when a Service's `loadBalancerSourceRanges` admit it, its
+    /// LoadBalancer addresses are admitted as sources too (traffic from the node to
+    /// such an address may come from that address), as upstream.
+    pub node_ip: Option<Ipv4Addr>,
+}
+
+/// The namespace and name of a Service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
 }
 
 /// One endpoint of a Service port.
@@ -61,6 +78,8 @@ pub struct Endpoint {
 /// that may serve it. Both the nftables and the iptables rules are rendered from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePort {
+    /// The Service this port is of.
+    pub service: ServiceName,
     /// `namespace/name/protocol/port` (the port's name, or its number when unnamed):
     /// unique per Service port; chain names derive from it.
     pub key: String,
@@ -75,6 +94,14 @@ pub struct ServicePort {
     pub node_port: Option<i32>,
     /// The IPv4 ingress addresses of a LoadBalancer Service.
     pub ingress_ips: Vec<String>,
+    /// The sources that may reach the ingress addresses when the Service has
+    /// `loadBalancerSourceRanges` (its IPv4 ranges, and the ingress addresses when a
+    /// range holds the node's address; none left: no source may); `None` when every
+    /// source may.
+    pub allowed_sources: Option<Vec<Ipv4Cidr>>,
+    /// The `healthCheckNodePort` of a LoadBalancer Service with externalTrafficPolicy
+    /// Local: where this node tells load balancers whether it has local endpoints.
+    pub health_check_node_port: Option<u16>,
     /// ClientIP session affinity and its timeout in seconds.
     pub affinity_timeout: Option<i32>,
     /// internalTrafficPolicy Local: the ClusterIP uses only this node's endpoints.
@@ -115,6 +142,52 @@ impl ServicePort {
     pub fn uses_local_chain(&self) -> bool {
         (self.internal_local || self.external_local) && !self.local.is_empty()
     }
+
+    /// Whether traffic to the LoadBalancer addresses is checked against
+    /// `loadBalancerSourceRanges`.
+    pub fn uses_firewall(&self) -> bool {
+        self.allowed_sources.is_some() && !self.ingress_ips.is_empty()
+    }
+}
+
+/// The sources a LoadBalancer Service admits to its ingress addresses `ingress_ips`
+/// (see [`ServicePort::allowed_sources`]). Ranges are trimmed (upstream accepts
+/// surrounding spaces); IPv6 and unparsable ones are left out (the API server refuses
+/// unparsable ones). Ranges inside another are left out, so the list can be an nftables
+/// set without overlapping intervals.
+fn allowed_sources(
+    ranges: &[String],
+    ingress_ips: &[String],
+    node_ip: Option<Ipv4Addr>,
+) -> Option<Vec<Ipv4Cidr>> {
+    if ranges.is_empty() {
+        return None;
+    }
+    let mut sources: Vec<Ipv4Cidr> = ranges
+        .iter()
+        .filter_map(|range| range.trim().parse().ok())
+        .collect();
+    if node_ip.is_some_and(|ip| sources.iter().any(|range| range.contains(ip))) {
+        sources.extend(
+            ingress_ips
+                .iter()
+                .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
+                .map(|ip| Ipv4Cidr::new(ip, 32)),
+        );
+    }
+    sources.sort();
+    sources.dedup();
+    let covered = |range: &Ipv4Cidr, sources: &[Ipv4Cidr]| {
+        sources.iter().any(|other| {
+            other != range && other.prefix() <= range.prefix() && other.contains(range.network())
+        })
+    };
+    let minimal: Vec<Ipv4Cidr> = sources
+        .iter()
+        .filter(|range| !covered(range, &sources))
+        .copied()
+        .collect();
+    Some(minimal)
 }
 
 /// Every programmable Service port of these Services with its endpoints, in the order
@@ -209,6 +282,19 @@ fn base_ruleset() -> Ruleset {
             },
         );
     }
+    // Before DNAT, so that the LoadBalancer address is still the destination.
+    for (name, hook) in [
+        ("filter-prerouting-pre-dnat", "prerouting"),
+        ("filter-output-pre-dnat", "output"),
+    ] {
+        set.chains.insert(
+            name.into(),
+            Chain {
+                declaration: format!("type filter hook {hook} priority -110;"),
+                rules: vec!["ct state new jump firewall-check".into()],
+            },
+        );
+    }
     set.chains.insert(
         "filter-input".into(),
         Chain {
@@ -226,6 +312,7 @@ fn base_ruleset() -> Ruleset {
         ("service-nodeports", pair),
         ("no-endpoint-services", triple),
         ("no-endpoint-nodeports", pair),
+        ("firewall-ips", triple),
     ] {
         set.collections.insert(
             name.into(),
@@ -247,6 +334,10 @@ fn base_ruleset() -> Ruleset {
     set.rule(
         "service-endpoints-check",
         "ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
+    );
+    set.rule(
+        "firewall-check",
+        "ip daddr . meta l4proto . th dport vmap @firewall-ips",
     );
     set.rule(
         "nodeport-endpoints-check",
@@ -329,6 +420,19 @@ fn add_service_ports(
     } else {
         Vec::new()
     };
+    let allowed_sources = allowed_sources(
+        spec.load_balancer_source_ranges
+            .as_deref()
+            .unwrap_or_default(),
+        &ingress_ips,
+        node.node_ip,
+    )
+    .filter(|_| kind == "LoadBalancer");
+    let health_check_node_port = spec
+        .health_check_node_port
+        .filter(|_| kind == "LoadBalancer" && external_local)
+        .and_then(|port| u16::try_from(port).ok())
+        .filter(|port| *port > 0);
 
     for port in spec.ports.iter().flatten() {
         let protocol = port
@@ -355,6 +459,10 @@ fn add_service_ports(
             .node_port
             .filter(|_| matches!(kind, "NodePort" | "LoadBalancer"));
         ports.push(ServicePort {
+            service: ServiceName {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
             key,
             name: if port_name.is_empty() {
                 format!("{namespace}/{name}")
@@ -366,6 +474,8 @@ fn add_service_ports(
             port: port.port,
             node_port,
             ingress_ips: ingress_ips.clone(),
+            allowed_sources: allowed_sources.clone(),
+            health_check_node_port,
             affinity_timeout,
             internal_local,
             external_local,
@@ -485,6 +595,35 @@ fn add_port(set: &mut Ruleset, port: &ServicePort, node: &NodeContext) {
             "service-ips",
             "no-endpoint-services",
             format!("{ip} . {protocol} . {}", port.port),
+        );
+    }
+    add_firewall(set, port);
+}
+
+/// The `firewall-` chain of a LoadBalancer Service port with source ranges, and its
+/// ingress addresses in `firewall-ips`: new connections from other sources are
+/// dropped before DNAT.
+fn add_firewall(set: &mut Ruleset, port: &ServicePort) {
+    let Some(sources) = port
+        .allowed_sources
+        .as_ref()
+        .filter(|_| port.uses_firewall())
+    else {
+        return;
+    };
+    let chain = format!("firewall-{}", port.key);
+    let rule = if sources.is_empty() {
+        "drop".to_string()
+    } else {
+        let sources: Vec<String> = sources.iter().map(Ipv4Cidr::to_string).collect();
+        format!("ip saddr != {{ {} }} drop", sources.join(", "))
+    };
+    set.rule(&chain, rule);
+    for ip in &port.ingress_ips {
+        set.map_element(
+            "firewall-ips",
+            format!("{ip} . {} . {}", port.protocol, port.port),
+            format!("goto {chain}"),
         );
     }
 }
@@ -634,6 +773,7 @@ pub(crate) mod fixtures {
         NodeContext {
             node_name: "node-a".into(),
             cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+            node_ip: Some("198.18.0.2".parse().unwrap()),
         }
     }
 
@@ -955,6 +1095,138 @@ mod tests {
         );
     }
 
+    /// A LoadBalancer Service at 198.18.0.2 and 198.18.0.7 (the fixture node is
+    /// 198.18.0.2) with these source ranges and traffic policy.
+    fn load_balancer(ranges: serde_json::Value, policy: &str) -> Service {
+        let mut spec = node_port_spec(policy);
+        spec["type"] = json!("LoadBalancer");
+        spec["loadBalancerSourceRanges"] = ranges;
+        let mut svc = service(spec);
+        svc.status = serde_json::from_value(
+            json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.2"}, {"ip": "198.18.0.7"}]}}),
+        )
+        .unwrap();
+        svc
+    }
+
+    const FIREWALL: &str = "firewall-default/web/tcp/http";
+
+    #[test]
+    fn source_ranges_drop_other_sources_to_the_load_balancer_addresses_before_dnat() {
+        let endpoints = [slice(&[("10.42.1.6", "node-b", true, true, false)])];
+        let set = compute(
+            &[load_balancer(
+                json!(["192.0.2.0/24", " 203.0.113.0/25"]),
+                "Cluster",
+            )],
+            &endpoints,
+            &node(),
+        );
+        for ip in ["198.18.0.2", "198.18.0.7"] {
+            assert_eq!(
+                set.lookup("firewall-ips", &format!("{ip} . tcp . 80")),
+                Some(&*format!("goto {FIREWALL}"))
+            );
+            assert_eq!(
+                set.lookup("service-ips", &format!("{ip} . tcp . 80")),
+                Some(&*format!("goto {EXT}")),
+                "admitted sources still reach the Service"
+            );
+        }
+        assert_eq!(
+            rules(&set, FIREWALL),
+            ["ip saddr != { 192.0.2.0/24, 203.0.113.0/25 } drop"]
+        );
+        assert_eq!(set.lookup("firewall-ips", "tcp . 30080"), None);
+        assert_eq!(
+            rules(&set, "firewall-check"),
+            ["ip daddr . meta l4proto . th dport vmap @firewall-ips"]
+        );
+        for chain in ["filter-prerouting-pre-dnat", "filter-output-pre-dnat"] {
+            let base = &set.chains[chain];
+            assert!(
+                base.declaration.contains("priority -110"),
+                "before DNAT (dstnat is -100): {}",
+                base.declaration
+            );
+            assert_eq!(base.rules, ["ct state new jump firewall-check"]);
+        }
+        // A Local policy without local endpoints: dropped by the policy anyway, and
+        // still checked first.
+        let local = compute(
+            &[load_balancer(json!(["192.0.2.0/24"]), "Local")],
+            &endpoints,
+            &node(),
+        );
+        assert_eq!(
+            rules(&local, FIREWALL),
+            ["ip saddr != { 192.0.2.0/24 } drop"]
+        );
+    }
+
+    #[test]
+    fn a_range_holding_the_node_admits_the_load_balancer_addresses_and_none_admits_all() {
+        let endpoints = [slice(&[("10.42.1.6", "node-b", true, true, false)])];
+        // 198.18.0.2/32 holds the node: both ingress addresses are admitted, the
+        // node's own once (it is the range itself).
+        let set = compute(
+            &[load_balancer(
+                json!(["198.18.0.2/32", "10.0.0.0/8", "10.1.0.0/16"]),
+                "Cluster",
+            )],
+            &endpoints,
+            &node(),
+        );
+        assert_eq!(
+            rules(&set, FIREWALL),
+            ["ip saddr != { 10.0.0.0/8, 198.18.0.2/32, 198.18.0.7/32 } drop"],
+            "ranges inside another are left out"
+        );
+        // No ranges: every source may, no firewall.
+        let open = compute(&[load_balancer(json!([]), "Cluster")], &endpoints, &node());
+        assert!(!open.chains.contains_key(FIREWALL));
+        assert!(open.collections["firewall-ips"].elements.is_empty());
+        // Only IPv6 ranges: no IPv4 source may.
+        let v6 = compute(
+            &[load_balancer(json!(["2001:db8::/64"]), "Cluster")],
+            &endpoints,
+            &node(),
+        );
+        assert_eq!(rules(&v6, FIREWALL), ["drop"]);
+        // Not a LoadBalancer: the field means nothing.
+        let mut spec = node_port_spec("Cluster");
+        spec["loadBalancerSourceRanges"] = json!(["192.0.2.0/24"]);
+        let node_port = compute(&[service(spec)], &endpoints, &node());
+        assert!(!node_port.chains.contains_key(FIREWALL));
+    }
+
+    #[test]
+    fn health_check_node_port_only_for_load_balancers_with_a_local_policy() {
+        let ports = |policy: &str, kind: &str| {
+            let mut spec = node_port_spec(policy);
+            spec["type"] = json!(kind);
+            spec["healthCheckNodePort"] = json!(32000);
+            service_ports(&[service(spec)], &[], &node())
+        };
+        assert_eq!(
+            ports("Local", "LoadBalancer")[0].health_check_node_port,
+            Some(32000)
+        );
+        assert_eq!(
+            ports("Cluster", "LoadBalancer")[0].health_check_node_port,
+            None
+        );
+        assert_eq!(ports("Local", "NodePort")[0].health_check_node_port, None);
+        let port = &ports("Local", "LoadBalancer")[0];
+        assert_eq!(
+            port.service,
+            ServiceName {
+                namespace: "default".into(),
+                name: "web".into()
+            }
+        );
+    }
+
     #[test]
     fn slices_of_other_services_and_ports_are_ignored() {
         let mut other = slice(&[("10.42.0.5", "node-a", true, true, false)]);
@@ -1025,8 +1297,16 @@ mod nft_check {
             service(
                 "local",
                 json!({"type": "LoadBalancer", "clusterIP": "10.43.0.8", "ports": ports,
-                       "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local"}),
+                       "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+                       "healthCheckNodePort": 32000,
+                       "loadBalancerSourceRanges": ["192.0.2.0/24", "198.18.0.0/16"]}),
                 json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.9"}]}}),
+            ),
+            service(
+                "closed",
+                json!({"type": "LoadBalancer", "clusterIP": "10.43.0.10", "ports": ports,
+                       "loadBalancerSourceRanges": ["2001:db8::/64"]}),
+                json!({"loadBalancer": {"ingress": [{"ip": "198.18.0.10"}]}}),
             ),
             service(
                 "node",
@@ -1052,6 +1332,7 @@ mod nft_check {
         let node = NodeContext {
             node_name: "node-a".into(),
             cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+            node_ip: Some("198.18.0.1".parse().unwrap()),
         };
         let (services, slices) = every_kind();
         let full = compute(&services, &slices, &node);

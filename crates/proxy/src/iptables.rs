@@ -16,6 +16,11 @@
 //! filter: a Service port without endpoints is rejected (dropped under a Local
 //! policy without local endpoints) in `KUBE-SERVICES` (ClusterIPs) and
 //! `KUBE-EXTERNAL-SERVICES` (node ports, LoadBalancer addresses).
+//! `loadBalancerSourceRanges`: a LoadBalancer address goes to the port's `KUBE-FW-*`
+//! chain instead, which sends the admitted sources on to `KUBE-EXT-*`; the rest are not
+//! DNATed, still have the LoadBalancer address as destination, and are dropped by
+//! the filter table's `KUBE-PROXY-FIREWALL` (node ports are not subject to the ranges,
+//! as upstream).
 //!
 //! Chain names are `KUBE-SVC-` and the first 16 characters of the base32 SHA-256 of
 //! the Service port's key (its endpoint's address too for `KUBE-SEP-`), so they stay
@@ -45,7 +50,7 @@ pub struct Tables {
 /// The jumps from the built-in chains into the proxy's, as `(table, chain, rule)`.
 /// They are inserted at the top of the built-in chains once, outside
 /// `iptables-restore` (which cannot add a rule only if it is missing).
-pub const JUMPS: [(&str, &str, &str); 8] = [
+pub const JUMPS: [(&str, &str, &str); 11] = [
     (
         "nat",
         "PREROUTING",
@@ -86,6 +91,21 @@ pub const JUMPS: [(&str, &str, &str); 8] = [
         "OUTPUT",
         "-m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES",
     ),
+    (
+        "filter",
+        "INPUT",
+        "-m conntrack --ctstate NEW -m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL",
+    ),
+    (
+        "filter",
+        "FORWARD",
+        "-m conntrack --ctstate NEW -m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL",
+    ),
+    (
+        "filter",
+        "OUTPUT",
+        "-m conntrack --ctstate NEW -m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL",
+    ),
 ];
 
 /// Whether the proxy owns `chain` (creates it, and deletes it when no longer needed).
@@ -97,9 +117,16 @@ pub fn owned(chain: &str) -> bool {
             | "KUBE-POSTROUTING"
             | "KUBE-MARK-MASQ"
             | "KUBE-EXTERNAL-SERVICES"
-    ) || ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-SEP-"]
-        .iter()
-        .any(|prefix| chain.starts_with(prefix))
+            | "KUBE-PROXY-FIREWALL"
+    ) || [
+        "KUBE-SVC-",
+        "KUBE-SVL-",
+        "KUBE-EXT-",
+        "KUBE-FW-",
+        "KUBE-SEP-",
+    ]
+    .iter()
+    .any(|prefix| chain.starts_with(prefix))
 }
 
 /// `prefix` and the first 16 characters of the base32 SHA-256 of `input`.
@@ -124,6 +151,12 @@ pub fn external_chain(port: &ServicePort) -> String {
     chain_name("KUBE-EXT-", &port.key)
 }
 
+/// The chain that checks the sources of `port`'s LoadBalancer traffic against its
+/// `loadBalancerSourceRanges` (`KUBE-FW-*`).
+pub fn firewall_chain(port: &ServicePort) -> String {
+    chain_name("KUBE-FW-", &port.key)
+}
+
 /// The chain that DNATs to one endpoint of `port` (`KUBE-SEP-*`).
 pub fn endpoint_chain(port: &ServicePort, endpoint: &Endpoint) -> String {
     chain_name(
@@ -138,7 +171,11 @@ pub fn tables(ports: &[ServicePort], node: &NodeContext) -> Tables {
     for chain in ["KUBE-SERVICES", "KUBE-NODEPORTS"] {
         tables.nat.insert(chain.into(), Vec::new());
     }
-    for chain in ["KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"] {
+    for chain in [
+        "KUBE-SERVICES",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-PROXY-FIREWALL",
+    ] {
         tables.filter.insert(chain.into(), Vec::new());
     }
     tables.nat.insert(
@@ -286,12 +323,18 @@ fn add_port(tables: &mut Tables, port: &ServicePort, node: &NodeContext) {
                 ),
             );
         }
+        let load_balancer_chain = if port.uses_firewall() {
+            add_firewall(tables, port, &ext);
+            firewall_chain(port)
+        } else {
+            ext.clone()
+        };
         for ip in &port.ingress_ips {
             rule(
                 &mut tables.nat,
                 "KUBE-SERVICES",
                 format!(
-                    "-m comment --comment \"{name} loadbalancer IP\" -d {ip}/32 {} -j {ext}",
+                    "-m comment --comment \"{name} loadbalancer IP\" -d {ip}/32 {} -j {load_balancer_chain}",
                     port_match(protocol, port.port)
                 ),
             );
@@ -324,6 +367,35 @@ fn add_port(tables: &mut Tables, port: &ServicePort, node: &NodeContext) {
                 ),
             );
         }
+    }
+}
+
+/// The `KUBE-FW-*` chain of `port`: admitted sources go on to its external chain
+/// `ext`; the others leave it without DNAT and are dropped in `KUBE-PROXY-FIREWALL`.
+fn add_firewall(tables: &mut Tables, port: &ServicePort, ext: &str) {
+    let name = &port.name;
+    let fw = firewall_chain(port);
+    let mut rules: Vec<String> = port
+        .allowed_sources
+        .iter()
+        .flatten()
+        .map(|source| {
+            format!("-m comment --comment \"{name} loadbalancer IP\" -s {source} -j {ext}")
+        })
+        .collect();
+    rules.push(format!(
+        "-m comment --comment \"other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL\""
+    ));
+    tables.nat.insert(fw.clone(), rules);
+    for ip in &port.ingress_ips {
+        rule(
+            &mut tables.filter,
+            "KUBE-PROXY-FIREWALL",
+            format!(
+                "-m comment --comment \"{name} traffic not accepted by {fw}\" -d {ip}/32 {} -j DROP",
+                port_match(&port.protocol, port.port)
+            ),
+        );
     }
 }
 
@@ -846,6 +918,60 @@ mod tests {
         );
         let (_, empty) = render(&[svc], &[]);
         assert!(empty.filter["KUBE-EXTERNAL-SERVICES"][1].contains("-d 198.18.0.2/32"));
+    }
+
+    #[test]
+    fn source_ranges_send_load_balancer_traffic_through_the_firewall_chain() {
+        let mut spec = node_port("Cluster");
+        spec["type"] = json!("LoadBalancer");
+        spec["loadBalancerSourceRanges"] = json!(["192.0.2.0/24", "198.18.0.0/24"]);
+        let mut svc = service(spec);
+        svc.status =
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.18.1.9"}]}}))
+                .unwrap();
+        let (ports, tables) = render(&[svc.clone()], &[slice(&[("10.42.1.6", "node-b")])]);
+        let fw = firewall_chain(&ports[0]);
+        let ext = external_chain(&ports[0]);
+        assert!(fw.starts_with("KUBE-FW-") && fw.len() <= 28 && owned(&fw));
+        assert_eq!(
+            tables.nat["KUBE-SERVICES"][1],
+            format!(
+                "-m comment --comment \"default/web:http loadbalancer IP\" -d 198.18.1.9/32 -p tcp -m tcp --dport 80 -j {fw}"
+            )
+        );
+        // The fixture node 198.18.0.2 is in a range: the LoadBalancer address is
+        // admitted as a source too.
+        assert_eq!(
+            tables.nat[&fw],
+            [
+                format!("-m comment --comment \"default/web:http loadbalancer IP\" -s 192.0.2.0/24 -j {ext}"),
+                format!("-m comment --comment \"default/web:http loadbalancer IP\" -s 198.18.0.0/24 -j {ext}"),
+                format!("-m comment --comment \"default/web:http loadbalancer IP\" -s 198.18.1.9/32 -j {ext}"),
+                "-m comment --comment \"other traffic to default/web:http will be dropped by KUBE-PROXY-FIREWALL\"".to_string(),
+            ]
+        );
+        assert_eq!(
+            tables.filter["KUBE-PROXY-FIREWALL"],
+            [format!(
+                "-m comment --comment \"default/web:http traffic not accepted by {fw}\" -d 198.18.1.9/32 -p tcp -m tcp --dport 80 -j DROP"
+            )]
+        );
+        // The node port is not subject to the ranges.
+        assert!(tables.nat["KUBE-NODEPORTS"][0].ends_with(&format!("-j {ext}")));
+        assert!(JUMPS.iter().any(|(table, chain, rule)| *table == "filter"
+            && *chain == "INPUT"
+            && rule.ends_with("-j KUBE-PROXY-FIREWALL")));
+        // Without endpoints the address is rejected for everyone instead (as
+        // upstream); without ranges there is no firewall.
+        let (_, empty) = render(&[svc.clone()], &[]);
+        assert!(empty.filter["KUBE-PROXY-FIREWALL"].is_empty());
+        assert!(!empty.nat.keys().any(|chain| chain.starts_with("KUBE-FW-")));
+        let mut spec = node_port("Cluster");
+        spec["type"] = json!("LoadBalancer");
+        svc.spec = serde_json::from_value(spec).unwrap();
+        let (_, open) = render(&[svc], &[slice(&[("10.42.1.6", "node-b")])]);
+        assert!(open.filter["KUBE-PROXY-FIREWALL"].is_empty());
+        assert!(open.nat["KUBE-SERVICES"][1].ends_with(&format!("-j {ext}")));
     }
 
     #[test]

@@ -7,13 +7,18 @@
 //! the difference from the last sync: the nftables [`Ruleset`] ([`compute::ruleset`])
 //! with one `nft -f` ([`apply::Applier`]), or the iptables chains
 //! ([`iptables::tables`]) with one `iptables-restore --noflush`
-//! ([`iptables::Applier`]).
+//! ([`iptables::Applier`]). After each successful sync the health check node ports
+//! of LoadBalancer Services with externalTrafficPolicy Local follow
+//! ([`health::ServiceHealthServers`]), and the proxy's own `/healthz` tells whether
+//! syncs succeed ([`health::ProxyHealth`]).
 
 pub mod apply;
 pub mod compute;
+pub mod health;
 pub mod iptables;
 pub mod ruleset;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +49,29 @@ pub struct ProxyOptions {
     /// the kernel refuses nf_tables.
     #[arg(long, value_enum, default_value = "nftables", value_name = "MODE")]
     pub proxy_mode: ProxyMode,
+    /// Where the service proxy serves `/healthz` and `/livez` (200 while its rule
+    /// syncs succeed), as `IP:PORT`; empty disables it.
+    #[arg(long, default_value = "0.0.0.0:10256", value_name = "IP:PORT", value_parser = BindAddress::parse)]
+    pub healthz_bind_address: BindAddress,
+}
+
+/// An optional `IP:PORT` flag: empty means none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindAddress(pub Option<SocketAddr>);
+
+impl BindAddress {
+    fn parse(text: &str) -> Result<BindAddress, String> {
+        if text.is_empty() {
+            return Ok(BindAddress(None));
+        }
+        text.parse()
+            .map(|address| BindAddress(Some(address)))
+            .map_err(|_| {
+                format!(
+                    "{text:?} is not IP:PORT (e.g. 0.0.0.0:10256; empty disables the health server)"
+                )
+            })
+    }
 }
 
 /// How the proxy runs (the agent builds it from its flags; tests aim it at a netns).
@@ -58,6 +86,11 @@ pub struct ProxyConfig {
     pub coalesce: Duration,
     /// Sync at least this often even without changes.
     pub sync_period: Duration,
+    /// Where `/healthz` and `/livez` are served; `None`: nowhere.
+    pub healthz_bind_address: Option<SocketAddr>,
+    /// The address the Services' health check node ports listen on (every address of
+    /// the node: `0.0.0.0`).
+    pub health_check_address: IpAddr,
 }
 
 impl ProxyConfig {
@@ -66,11 +99,14 @@ impl ProxyConfig {
             node: NodeContext {
                 node_name: node_name.to_string(),
                 cluster_cidr,
+                node_ip: None,
             },
             mode: ProxyMode::Nftables,
             command_prefix: Vec::new(),
             coalesce: Duration::from_millis(10),
             sync_period: Duration::from_secs(30),
+            healthz_bind_address: None,
+            health_check_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 }
@@ -148,6 +184,14 @@ impl Backend {
 /// The rules stay when it stops (pods keep reaching Services across an agent
 /// restart; the next start rewrites them).
 pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
+    // Unhealthy when no sync succeeds for twice the sync period, as upstream.
+    let proxy_health = health::ProxyHealth::new(2 * config.sync_period);
+    proxy_health.queued();
+    if let Some(address) = config.healthz_bind_address {
+        tokio::spawn(health::serve_proxy_health(address, proxy_health.clone()));
+    }
+    let mut service_health =
+        health::ServiceHealthServers::new(config.health_check_address, proxy_health.clone());
     let commands = apply::Commands::new(config.command_prefix.clone());
     if let Err(error) = commands.enable_route_localnet().await {
         tracing::warn!(
@@ -194,9 +238,15 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
                     .collect::<Vec<_>>(),
                 &config.node,
             );
+            proxy_health.queued();
             match backend.apply(&ports, &config.node).await {
-                Ok(true) => tracing::debug!(elapsed = ?started.elapsed(), "service rules synced"),
-                Ok(false) => {}
+                Ok(changed) => {
+                    if changed {
+                        tracing::debug!(elapsed = ?started.elapsed(), "service rules synced");
+                    }
+                    proxy_health.updated();
+                    service_health.sync(&health::health_checks(&ports)).await;
+                }
                 Err(error) => tracing::error!(
                     error = format!("{error:#}"),
                     "cannot program service rules; retrying"

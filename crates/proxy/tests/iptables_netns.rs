@@ -198,6 +198,7 @@ async fn cluster_ip_node_port_and_reject_through_real_iptables_restore() {
     let node = NodeContext {
         node_name: "node-a".into(),
         cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+        node_ip: Some("198.18.5.1".parse().unwrap()),
     };
     let mut applier = Applier::new(Commands::new(netns.prefix()));
     let slices = vec![
@@ -307,6 +308,7 @@ async fn switching_modes_removes_the_other_modes_rules_and_nftables_falls_back()
     let node = NodeContext {
         node_name: "node-a".into(),
         cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+        node_ip: Some("198.18.5.1".parse().unwrap()),
     };
     let slices = vec![slice("web", &["10.42.0.5"])];
     let ports = service_ports(&services(), &slices, &node);

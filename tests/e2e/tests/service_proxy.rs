@@ -5,7 +5,12 @@
 //! endpoints refuses at once (reject, not a silent drop); ClientIP session affinity
 //! keeps a client on one endpoint, a pod reaches itself through its Service
 //! (hairpin), externalTrafficPolicy Local preserves the client's address and answers
-//! only on nodes with a local endpoint, and a Service whose pod is deleted refuses.
+//! only on nodes with a local endpoint, and a Service whose pod is deleted refuses;
+//! a LoadBalancer Service with externalTrafficPolicy Local answers 200 on its
+//! healthCheckNodePort on the node with its endpoint, 503 on the other and once the
+//! endpoint is gone; `loadBalancerSourceRanges` admit the test's client to a
+//! LoadBalancer address while they hold it and drop it once they do not (its node
+//! port still answers).
 //! Each test runs once per proxy mode (`--proxy-mode nftables`, the default, and
 //! `iptables`). Needs root.
 
@@ -221,6 +226,18 @@ fn affinity_hairpin_and_local_policy(mode: &str) {
         "self",
         json!({"type": "NodePort", "selector": {"id": "a"}, "ports": port}),
     );
+    service(
+        "lb-local",
+        json!({"type": "LoadBalancer", "selector": {"id": "a"},
+               "ports": [{"port": 81, "targetPort": 8080}], "externalTrafficPolicy": "Local"}),
+    );
+    // The test process reaches the nodes from the cluster's bridge address.
+    service(
+        "guarded",
+        json!({"type": "LoadBalancer", "selector": {"app": "who"},
+               "ports": [{"port": 82, "targetPort": 8080}],
+               "loadBalancerSourceRanges": [format!("{}/32", cluster.bridge_ip)]}),
+    );
     for name in ["who-a", "who-b", "who-c"] {
         krust_e2e::wait_until(
             &format!("pod {name} runs"),
@@ -337,6 +354,71 @@ fn affinity_hairpin_and_local_policy(mode: &str) {
         "a node without a local endpoint answered a Local NodePort"
     );
 
+    // The health check node port of a Local LoadBalancer: 200 where its endpoint is.
+    let health_port = field("lb-local", ".spec.healthCheckNodePort");
+    assert!(!health_port.is_empty(), "no healthCheckNodePort allocated");
+    let health = |node: usize| on_node(node, &health_port, "/healthz").unwrap_or_default();
+    let endpoints_seen = |response: &str, status: &str, count: usize| {
+        response.starts_with(&format!("HTTP/1.1 {status}"))
+            && response.contains(&format!("\"localEndpoints\": {count}"))
+            && response.contains("\"namespace\": \"default\"")
+            && response.contains("\"name\": \"lb-local\"")
+            && response.contains("X-Content-Type-Options: nosniff")
+    };
+    let mut response = String::new();
+    krust_e2e::wait_until(
+        "lb-local's health check answers 200 on node 0",
+        Duration::from_secs(30),
+        || {
+            response = health(0);
+            endpoints_seen(&response, "200", 1)
+        },
+    );
+    krust_e2e::wait_until(
+        "lb-local's health check answers 503 on node 1",
+        Duration::from_secs(30),
+        || {
+            response = health(1);
+            endpoints_seen(&response, "503", 0)
+        },
+    );
+    // The proxy's own health.
+    let healthz = on_node(1, "10256", "/healthz").unwrap_or_default();
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+
+    // loadBalancerSourceRanges: admitted while they hold the client, dropped (no
+    // answer at all, not a refusal) once they do not; the node port is not subject.
+    let guarded = format!("{}:82", cluster.nodes[1].ip);
+    krust_e2e::wait_until(
+        &format!("{guarded} answers the admitted client"),
+        Duration::from_secs(30),
+        || http_get(&guarded).is_some_and(|r| body(&r).starts_with("who-")),
+    );
+    cluster.server.kubectl_ok([
+        "patch",
+        "service",
+        "guarded",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"loadBalancerSourceRanges": ["192.0.2.0/24"]}}"#,
+    ]);
+    krust_e2e::wait_until(
+        &format!("{guarded} drops the client outside the ranges"),
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect_timeout(
+                &guarded.parse().unwrap(),
+                Duration::from_millis(500),
+            )
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        },
+    );
+    let guarded_node_port = field("guarded", ".spec.ports[0].nodePort");
+    assert!(
+        on_node(1, &guarded_node_port, "/").is_some_and(|r| body(&r).starts_with("who-")),
+        "the node port of a LoadBalancer with source ranges does not answer"
+    );
+
     // The pod behind `self` goes: its NodePort refuses soon after.
     let self_port = field("self", ".spec.ports[0].nodePort");
     let address = format!("{}:{self_port}", cluster.nodes[1].ip);
@@ -368,6 +450,15 @@ fn affinity_hairpin_and_local_policy(mode: &str) {
     eprintln!(
         "self refused {} ms after its only pod was deleted",
         deleted.elapsed().as_millis()
+    );
+    // That pod was lb-local's endpoint too: node 0 fails its health check now.
+    krust_e2e::wait_until(
+        "lb-local's health check answers 503 on node 0 once its pod is gone",
+        Duration::from_secs(30),
+        || {
+            response = health(0);
+            endpoints_seen(&response, "503", 0)
+        },
     );
 }
 
