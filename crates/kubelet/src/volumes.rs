@@ -17,7 +17,7 @@
 //! each and which claim is behind it, for [`crate::volume_stats`] to measure.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -217,13 +217,14 @@ pub fn sync(pods_dir: &Path, pod: &Pod, objects: &dyn Objects) -> Result<()> {
             let mode = default_mode(volume);
             write_atomic(&dir, &files, mode)
                 .with_context(|| format!("volume {:?}", volume.name))?;
-        } else if let Some((claim, _)) = claim_of(pod, volume) {
+        } else if let Some((claim, read_only)) = claim_of(pod, volume) {
             let claimed = claim_dir(namespace, &claim, objects, &dir)
                 .with_context(|| format!("volume {:?}", volume.name))?;
             if claimed.of_host {
                 continue;
             }
-            apply_fs_group(pod, &claimed.path)?;
+            let marker = pods_dir.join(uid).join("fs-group").join(&volume.name);
+            apply_fs_group(pod, &claimed.path, read_only, &marker)?;
             measured.path = claimed.path;
             measured.claim = Some(claim);
             measured.ephemeral = false;
@@ -605,24 +606,56 @@ pub fn mounts(
     Ok(mounts)
 }
 
-/// Gives a volume's directory to the pod's fsGroup (group ownership and the setgid
-/// bit, so files made in it inherit the group), as upstream does for volumes that
-/// support ownership management. Only the directory itself: its content is the
-/// user's.
-fn apply_fs_group(pod: &Pod, dir: &Path) -> Result<()> {
-    let Some(group) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.as_ref())
-        .and_then(|s| s.fs_group)
-    else {
+/// Gives a volume to the pod's fsGroup, as upstream's volume ownership: every file
+/// and directory in it gets the group and group read and write permission (read only
+/// for a read-only volume), directories also search permission and the setgid bit so
+/// that what is made in them later inherits the group; symlinks get the group only.
+/// Done once per pod (upstream does it when it mounts the volume for the pod):
+/// `marker` records it. With `fsGroupChangePolicy: OnRootMismatch` nothing is changed
+/// when the volume's root already has the group and the permissions.
+fn apply_fs_group(pod: &Pod, dir: &Path, read_only: bool, marker: &Path) -> Result<()> {
+    let context = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let Some(group) = context.and_then(|s| s.fs_group) else {
         return Ok(());
     };
+    if marker.exists() {
+        return Ok(());
+    }
     let group = u32::try_from(group).context("fsGroup must not be negative")?;
-    std::os::unix::fs::chown(dir, None, Some(group))
-        .with_context(|| format!("cannot give {} to fsGroup {group}", dir.display()))?;
-    let mode = std::fs::metadata(dir)?.permissions().mode();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o2070))?;
+    let file_bits = if read_only { 0o440 } else { 0o660 };
+    let dir_bits = file_bits | 0o110 | 0o2000;
+    let on_root_mismatch =
+        context.and_then(|s| s.fs_group_change_policy.as_deref()) == Some("OnRootMismatch");
+    let root = std::fs::metadata(dir)?;
+    let root_matches = root.gid() == group && root.permissions().mode() & dir_bits == dir_bits;
+    if !(on_root_mismatch && root_matches) {
+        give_to_group(dir, group, file_bits, dir_bits)
+            .with_context(|| format!("cannot give {} to fsGroup {group}", dir.display()))?;
+    }
+    if let Some(parent) = marker.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(marker, group.to_string())?;
+    Ok(())
+}
+
+/// [`apply_fs_group`]'s walk: `path` and everything under it, symlinks not followed.
+fn give_to_group(path: &Path, group: u32, file_bits: u32, dir_bits: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, None, Some(group))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let bits = if meta.is_dir() { dir_bits } else { file_bits };
+    let mode = meta.permissions().mode();
+    if mode & bits != bits {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | bits))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            give_to_group(&entry?.path(), group, file_bits, dir_bits)?;
+        }
+    }
     Ok(())
 }
 
@@ -639,7 +672,6 @@ pub(crate) fn is_listed_mount_point(path: &Path) -> bool {
 }
 
 fn is_mount_point(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
         (Ok(own), Some(Ok(parent))) => own.dev() != parent.dev(),
         _ => false,
@@ -797,11 +829,71 @@ mod tests {
             volume_dir(pods_dir, "u1", "scratch")
         );
     }
+    fn fs_group_pod(policy: Option<&str>) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u3"},
+            "spec": {"containers": [],
+                     "securityContext": {"fsGroup": 4322, "fsGroupChangePolicy": policy}},
+        }))
+        .unwrap()
+    }
+
+    /// The whole volume goes to the fsGroup (files rw, directories rwx and setgid, a
+    /// symlink's target untouched), once per pod; OnRootMismatch leaves a volume whose
+    /// root already matches alone.
+    #[test]
+    fn fs_group_takes_the_whole_volume_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("volume");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(volume.join("sub")).unwrap();
+        std::fs::write(volume.join("sub/file"), "x").unwrap();
+        std::fs::set_permissions(
+            volume.join("sub/file"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::write(&outside, "y").unwrap();
+        std::os::unix::fs::symlink(&outside, volume.join("link")).unwrap();
+        let outside_before = std::fs::metadata(&outside).unwrap();
+        let marker = dir.path().join("pods/u3/fs-group/data");
+
+        apply_fs_group(&fs_group_pod(None), &volume, false, &marker).unwrap();
+        let file = std::fs::metadata(volume.join("sub/file")).unwrap();
+        assert_eq!((file.gid(), file.mode() & 0o7777), (4322, 0o660));
+        let sub = std::fs::metadata(volume.join("sub")).unwrap();
+        assert_eq!(sub.gid(), 4322);
+        assert_eq!(sub.mode() & 0o2770, 0o2770);
+        let outside_after = std::fs::metadata(&outside).unwrap();
+        assert_eq!(outside_after.gid(), outside_before.gid());
+        assert_eq!(outside_after.mode(), outside_before.mode());
+        assert!(marker.exists());
+
+        // Once per pod: a file made later is not walked again for the same pod.
+        std::fs::write(volume.join("later"), "z").unwrap();
+        std::os::unix::fs::chown(volume.join("later"), None, Some(0)).unwrap();
+        apply_fs_group(&fs_group_pod(None), &volume, false, &marker).unwrap();
+        assert_eq!(std::fs::metadata(volume.join("later")).unwrap().gid(), 0);
+
+        // OnRootMismatch: the root matches, so nothing is walked; Always walks.
+        let fresh = dir.path().join("pods/u3/fs-group/again");
+        apply_fs_group(
+            &fs_group_pod(Some("OnRootMismatch")),
+            &volume,
+            false,
+            &fresh,
+        )
+        .unwrap();
+        assert_eq!(std::fs::metadata(volume.join("later")).unwrap().gid(), 0);
+        std::fs::remove_file(&fresh).unwrap();
+        apply_fs_group(&fs_group_pod(Some("Always")), &volume, false, &fresh).unwrap();
+        assert_eq!(std::fs::metadata(volume.join("later")).unwrap().gid(), 4322);
+    }
+
     /// A claim's local volume is the pod's storage: given to its fsGroup and measured.
     /// A hostPath one is the host's (it may be `/`): neither, as upstream.
     #[test]
     fn claims_on_host_path_volumes_are_neither_chowned_nor_measured() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let pods_dir = dir.path().join("pods");
         let (local_dir, host_dir) = (dir.path().join("local"), dir.path().join("host"));
