@@ -2,7 +2,10 @@
 //! node's signals (`--eviction-hard`), the pressure conditions they raise on the Node
 //! (MemoryPressure, DiskPressure, PIDPressure, held for
 //! `--eviction-pressure-transition-period` after the signal recovers), admission of
-//! new pods under pressure, and the choice of the pod to evict.
+//! new pods under pressure, and the choice of the pod to evict. Also, whatever the
+//! pressure, local storage limits: a pod whose emptyDir is above its `sizeLimit`, or
+//! whose ephemeral storage is above its own or a container's `ephemeral-storage`
+//! limit, is evicted at once ([`local_storage_violation`], on the Summary's numbers).
 //!
 //! Signals: `memory.available` is the node's memory less its working set (usage less
 //! inactive file pages, as the stats sampler reads `/proc/meminfo`);
@@ -238,12 +241,16 @@ impl GraceTracker {
     }
 }
 
+/// How long the containers of a pod evicted at once (a hard threshold, a local
+/// storage limit) get to stop: none, they are killed.
+pub const IMMEDIATE_STOP_GRACE: i64 = 0;
+
 /// How long an evicted pod's containers get to stop: none for a hard threshold; for
 /// a soft one the pod's own grace period, capped by `--eviction-max-pod-grace-period`
 /// when that is positive.
 pub fn stop_grace(threshold: &Threshold, pod_grace: i64, max_pod_grace: i64) -> i64 {
     match threshold.grace_period {
-        None => 0,
+        None => IMMEDIATE_STOP_GRACE,
         Some(_) if max_pod_grace > 0 => pod_grace.clamp(0, max_pod_grace),
         Some(_) => pod_grace.max(0),
     }
@@ -512,6 +519,154 @@ pub fn eviction_message(threshold: &Threshold, seen: Observation) -> String {
     )
 }
 
+/// What a pod holds of the node's local ephemeral storage, from the latest stats
+/// (the numbers `/stats/summary` shows).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StorageUsage {
+    /// Bytes used by each measured volume, by volume name.
+    pub volumes: HashMap<String, u64>,
+    /// Bytes each running container takes (its writable layer and its logs), by
+    /// container name.
+    pub containers: HashMap<String, u64>,
+    /// The pod's whole ephemeral storage: its containers' writable layers, its logs
+    /// and its ephemeral volumes.
+    pub total: u64,
+}
+
+/// Why a pod must be evicted for its local storage limits, in upstream's words, or
+/// None when it keeps within them. As upstream's eviction manager checks, whatever
+/// the node's pressure: first an emptyDir above its `sizeLimit`, then the pod's
+/// whole ephemeral storage above its ephemeral-storage limit (the containers'
+/// limits summed, as upstream's pod limits are), then a container above its own
+/// limit.
+pub fn local_storage_violation(pod: &Pod, usage: &StorageUsage) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    for volume in spec.volumes.iter().flatten() {
+        let Some(limit) = volume
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref())
+        else {
+            continue;
+        };
+        let Some(used) = usage.volumes.get(&volume.name) else {
+            continue;
+        };
+        if let Some(bytes) = quantity_bytes(&limit.0)
+            && bytes > 0
+            && *used > bytes
+        {
+            return Some(format!(
+                "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
+                volume.name, limit.0
+            ));
+        }
+    }
+    if let Some((limit, text)) = pod_ephemeral_storage_limit(pod)
+        && usage.total > limit
+    {
+        return Some(format!(
+            "Pod ephemeral local storage usage exceeds the total limit of containers {text}. "
+        ));
+    }
+    for container in &spec.containers {
+        let Some(limit) = ephemeral_storage_limit(container) else {
+            continue;
+        };
+        let Some(bytes) = quantity_bytes(&limit).filter(|b| *b > 0) else {
+            continue;
+        };
+        if usage
+            .containers
+            .get(&container.name)
+            .is_some_and(|used| *used > bytes)
+        {
+            return Some(format!(
+                "Container {} exceeded its local ephemeral storage limit {limit:?}. ",
+                container.name
+            ));
+        }
+    }
+    None
+}
+
+fn ephemeral_storage_limit(container: &k8s_openapi::api::core::v1::Container) -> Option<String> {
+    let limits = container.resources.as_ref()?.limits.as_ref()?;
+    Some(limits.get("ephemeral-storage")?.0.clone())
+}
+
+fn quantity_bytes(text: &str) -> Option<u64> {
+    crate::pods::parse_quantity(text).map(|q| q.max(0.0).ceil() as u64)
+}
+
+/// The pod's ephemeral-storage limit, in bytes and as upstream prints it, when some
+/// container has one: as upstream's pod limits, the containers' limits and the
+/// sidecars' (restartable init containers) summed, or a plain init container's
+/// limit with the sidecars started before it when that is more, plus the pod's
+/// overhead.
+pub fn pod_ephemeral_storage_limit(pod: &Pod) -> Option<(u64, String)> {
+    let spec = pod.spec.as_ref()?;
+    let limit = |c: &k8s_openapi::api::core::v1::Container| {
+        ephemeral_storage_limit(c).and_then(|q| quantity_bytes(&q))
+    };
+    let mut found = false;
+    let mut binary = false;
+    let mut note = |text: Option<String>| {
+        if let Some(text) = text {
+            binary |= !found && text.ends_with('i');
+            found = true;
+        }
+    };
+    let mut sum = 0u64;
+    for container in &spec.containers {
+        note(ephemeral_storage_limit(container));
+        sum += limit(container).unwrap_or(0);
+    }
+    let mut sidecars = 0u64;
+    let mut init_max = 0u64;
+    for init in spec.init_containers.iter().flatten() {
+        note(ephemeral_storage_limit(init));
+        let own = limit(init).unwrap_or(0);
+        if init.restart_policy.as_deref() == Some("Always") {
+            sidecars += own;
+            init_max = init_max.max(sidecars);
+        } else {
+            init_max = init_max.max(sidecars + own);
+        }
+    }
+    if !found {
+        return None;
+    }
+    let overhead = spec
+        .overhead
+        .as_ref()
+        .and_then(|o| o.get("ephemeral-storage"))
+        .and_then(|q| quantity_bytes(&q.0))
+        .unwrap_or(0);
+    let bytes = (sum + sidecars).max(init_max) + overhead;
+    Some((bytes, format_bytes(bytes, binary)))
+}
+
+/// A byte count as a quantity in canonical form: in the largest binary (`Ki`..`Ei`)
+/// or decimal (`k`..`E`) unit that divides it exactly.
+pub fn format_bytes(bytes: u64, binary: bool) -> String {
+    let (base, units): (u64, [&str; 6]) = if binary {
+        (1024, ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+    } else {
+        (1000, ["k", "M", "G", "T", "P", "E"])
+    };
+    let mut value = bytes;
+    let mut unit = "";
+    for next in units {
+        if value == 0 || value % base != 0 {
+            break;
+        }
+        value /= base;
+        unit = next;
+    }
+    format!("{value}{unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,5 +841,138 @@ mod tests {
             "large-excess"
         );
         assert!(choose(&[], Signal::PidAvailable).is_none());
+    }
+
+    fn storage(volumes: &[(&str, u64)], containers: &[(&str, u64)], total: u64) -> StorageUsage {
+        let map = |entries: &[(&str, u64)]| {
+            entries
+                .iter()
+                .map(|(name, bytes)| (name.to_string(), *bytes))
+                .collect()
+        };
+        StorageUsage {
+            volumes: map(volumes),
+            containers: map(containers),
+            total,
+        }
+    }
+
+    fn storage_pod(volumes: serde_json::Value, limits: &[Option<&str>]) -> Pod {
+        let containers: Vec<serde_json::Value> = limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| match limit {
+                Some(limit) => json!({"name": format!("c{i}"), "resources": {"limits": {"ephemeral-storage": limit}}}),
+                None => json!({"name": format!("c{i}")}),
+            })
+            .collect();
+        pod(json!({"spec": {"volumes": volumes, "containers": containers}}))
+    }
+
+    #[test]
+    fn an_empty_dir_above_its_size_limit_evicts_with_upstreams_message() {
+        let volumes = json!([
+            {"name": "cache", "emptyDir": {"sizeLimit": "8Mi"}},
+            {"name": "free", "emptyDir": {}},
+        ]);
+        let pod = storage_pod(volumes, &[None]);
+        let mib = 1 << 20;
+        // Under and at the limit: kept; an emptyDir without a limit may grow.
+        for used in [mib, 8 * mib] {
+            let usage = storage(&[("cache", used), ("free", 100 * mib)], &[], used);
+            assert_eq!(local_storage_violation(&pod, &usage), None);
+        }
+        let usage = storage(&[("cache", 20 * mib)], &[], 20 * mib);
+        assert_eq!(
+            local_storage_violation(&pod, &usage).as_deref(),
+            Some("Usage of EmptyDir volume \"cache\" exceeds the limit \"8Mi\". ")
+        );
+        // Not yet measured: nothing to judge.
+        assert_eq!(local_storage_violation(&pod, &storage(&[], &[], 0)), None);
+    }
+
+    #[test]
+    fn a_container_above_its_limit_evicts_with_upstreams_message() {
+        let pod = storage_pod(json!([]), &[Some("8Mi"), Some("100Mi")]);
+        let mib = 1 << 20;
+        let within = storage(&[], &[("c0", 8 * mib), ("c1", 50 * mib)], 58 * mib);
+        assert_eq!(local_storage_violation(&pod, &within), None);
+        let over = storage(&[], &[("c0", 20 * mib), ("c1", mib)], 21 * mib);
+        assert_eq!(
+            local_storage_violation(&pod, &over).as_deref(),
+            Some("Container c0 exceeded its local ephemeral storage limit \"8Mi\". ")
+        );
+        // A container without a limit may use what it likes (short of the pod's).
+        let pod = storage_pod(json!([]), &[None, Some("100Mi")]);
+        let usage = storage(&[], &[("c0", 90 * mib), ("c1", mib)], 91 * mib);
+        assert_eq!(local_storage_violation(&pod, &usage), None);
+    }
+
+    #[test]
+    fn the_pods_total_above_its_containers_limits_evicts_first() {
+        let volumes = json!([{"name": "scratch", "emptyDir": {}}]);
+        let pod = storage_pod(volumes, &[Some("4Mi"), Some("4Mi")]);
+        let mib = 1 << 20;
+        // Each container within its own limit, the emptyDir making the pod's total
+        // more than the 8Mi the containers' limits sum to.
+        let usage = storage(
+            &[("scratch", 7 * mib)],
+            &[("c0", mib), ("c1", mib)],
+            9 * mib,
+        );
+        assert_eq!(
+            local_storage_violation(&pod, &usage).as_deref(),
+            Some("Pod ephemeral local storage usage exceeds the total limit of containers 8Mi. ")
+        );
+        // Over both the pod's and a container's limit: the pod's message, as upstream
+        // checks the pod before its containers.
+        let usage = storage(&[], &[("c0", 9 * mib)], 9 * mib);
+        assert!(
+            local_storage_violation(&pod, &usage)
+                .unwrap()
+                .starts_with("Pod ephemeral local storage usage")
+        );
+        // Without any limit there is no pod limit either.
+        let pod = storage_pod(json!([]), &[None, None]);
+        assert_eq!(
+            local_storage_violation(&pod, &storage(&[], &[("c0", 1 << 40)], 1 << 40)),
+            None
+        );
+    }
+
+    #[test]
+    fn pod_limit_sums_containers_and_sidecars_and_prints_canonically() {
+        let limit =
+            |value: serde_json::Value| pod_ephemeral_storage_limit(&pod(json!({ "spec": value })));
+        let with = |name: &str, q: &str| json!({"name": name, "resources": {"limits": {"ephemeral-storage": q}}});
+        assert_eq!(
+            limit(json!({"containers": [with("a", "512Ki"), with("b", "1536Ki")]})),
+            Some((2 << 20, "2Mi".to_string()))
+        );
+        assert_eq!(
+            limit(json!({"containers": [with("a", "1G"), with("b", "500M")]})),
+            Some((1_500_000_000, "1500M".to_string()))
+        );
+        // A plain init container counts when it alone needs more; a sidecar adds up.
+        assert_eq!(
+            limit(json!({
+                "initContainers": [with("init", "10Mi")],
+                "containers": [with("a", "1Mi")],
+            })),
+            Some((10 << 20, "10Mi".to_string()))
+        );
+        let mut sidecar = with("sidecar", "1Mi");
+        sidecar["restartPolicy"] = json!("Always");
+        assert_eq!(
+            limit(json!({
+                "initContainers": [sidecar],
+                "containers": [with("a", "1Mi")],
+                "overhead": {"ephemeral-storage": "1Mi"},
+            })),
+            Some((3 << 20, "3Mi".to_string()))
+        );
+        assert_eq!(limit(json!({"containers": [{"name": "a"}]})), None);
+        assert_eq!(format_bytes(1000, true), "1000");
+        assert_eq!(format_bytes(0, true), "0");
     }
 }

@@ -68,13 +68,24 @@ struct Agent {
     sampler: crate::stats::Sampler,
     /// The node's pressure conditions, published to the heartbeat.
     pressure: tokio::sync::watch::Sender<Pressure>,
-    /// Pods the eviction manager chose, with the message they fail with and how long
-    /// their containers get to stop.
-    evicted: Mutex<HashMap<String, (String, i64)>>,
+    /// Pods the eviction manager chose, by UID, for their workers to stop and fail.
+    evicted: Mutex<HashMap<String, Eviction>>,
     /// Events about pods (reporting controller `kubelet`, this node).
     recorder: Recorder,
     /// Service account tokens of projected volumes, by (pod uid, audience, lifetime).
     tokens: Mutex<HashMap<(String, String, i64), IssuedToken>>,
+}
+
+/// An eviction the eviction manager decided, for the pod's worker to carry out.
+#[derive(Clone, Debug)]
+struct Eviction {
+    /// Why: the pod's status message and its Evicted Event.
+    message: String,
+    /// How long its containers get to stop, in seconds.
+    stop_grace: i64,
+    /// Whether the pod gets the DisruptionTarget condition (node-pressure evictions
+    /// do; local storage limit evictions do not, as upstream).
+    disruption_target: bool,
 }
 
 impl volumes::Objects for Agent {
@@ -456,7 +467,8 @@ impl Agent {
             return Ok(false);
         }
         let evicted = self.evicted.lock().expect("evicted lock").get(uid).cloned();
-        if let Some((message, grace)) = evicted {
+        if let Some(eviction) = evicted {
+            let grace = eviction.stop_grace;
             if grace > 0 {
                 let running = runtime
                     .containers
@@ -474,8 +486,9 @@ impl Agent {
             for sandbox in &runtime.sandboxes {
                 cri.stop_pod_sandbox(&sandbox.id).await?;
             }
-            self.write_failed(pod, &message, true, state).await?;
-            self.event(pod, None, EventType::Warning, "Evicted", message);
+            self.write_failed(pod, &eviction.message, eviction.disruption_target, state)
+                .await?;
+            self.event(pod, None, EventType::Warning, "Evicted", eviction.message);
             self.evicted.lock().expect("evicted lock").remove(uid);
             return Ok(false);
         }
@@ -1434,8 +1447,9 @@ impl Agent {
     }
 
     /// Watches the node's eviction signals every [`eviction::MONITOR_INTERVAL`]:
-    /// publishes the pressure conditions and, while a threshold is crossed, evicts
-    /// one pod at a time.
+    /// publishes the pressure conditions, evicts the pods above their local storage
+    /// limits and, while a threshold is crossed (and no pod was just evicted for its
+    /// limits), one pod at a time.
     async fn manage_pressure(self: Arc<Self>) {
         let mut tracker =
             eviction::PressureTracker::new(self.config.eviction_pressure_transition_period);
@@ -1493,6 +1507,12 @@ impl Agent {
                     0
                 }
             };
+            // Pods above their local storage limits go whatever the pressure; the
+            // pressure's eviction waits for the next round.
+            if self.evict_over_storage_limits() {
+                tokio::time::sleep(eviction::MONITOR_INTERVAL).await;
+                continue;
+            }
             if let Some((threshold, seen)) = grace.acting(&crossed, Instant::now()).first() {
                 let disk = threshold.signal.condition() == eviction::Condition::Disk;
                 // After freeing disk space, look again before evicting anyone.
@@ -1517,15 +1537,7 @@ impl Agent {
                 container.memory.working_set_bytes;
         }
         let pods = self.pods.state();
-        let active: Vec<&Arc<Pod>> = pods
-            .iter()
-            .filter(|p| {
-                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                p.metadata.deletion_timestamp.is_none()
-                    && !matches!(phase, Some("Succeeded") | Some("Failed"))
-                    && !eviction::is_critical(p)
-            })
-            .collect();
+        let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_evictable(p)).collect();
         let candidates: Vec<eviction::Candidate> = active
             .iter()
             .map(|p| {
@@ -1554,11 +1566,52 @@ impl Agent {
             pod_grace,
             self.config.eviction_max_pod_grace_period,
         );
-        self.evicted
-            .lock()
-            .expect("evicted lock")
-            .insert(victim.uid.clone(), (message, stop_grace));
+        self.evicted.lock().expect("evicted lock").insert(
+            victim.uid.clone(),
+            Eviction {
+                message,
+                stop_grace,
+                disruption_target: true,
+            },
+        );
         self.wake(pod);
+    }
+
+    /// Evicts every running pod above one of its local storage limits (an emptyDir's
+    /// sizeLimit, the pod's or a container's ephemeral-storage limit), at once and
+    /// without grace, as upstream's eviction manager does; true when any was.
+    fn evict_over_storage_limits(self: &Arc<Self>) -> bool {
+        let snapshot = self.sampler.snapshot();
+        let pods = self.pods.state();
+        let mut evicted = self.evicted.lock().expect("evicted lock");
+        let mut to_stop = Vec::new();
+        for pod in pods.iter().filter(|p| is_evictable(p)) {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if evicted.contains_key(&uid) {
+                continue;
+            }
+            let Some(usage) = crate::stats::storage_usage(&snapshot, &uid) else {
+                continue;
+            };
+            let Some(message) = eviction::local_storage_violation(pod, &usage) else {
+                continue;
+            };
+            tracing::warn!(pod = ?pod.metadata.name, namespace = ?pod.metadata.namespace, %message, "evicting a pod above its local storage limit");
+            evicted.insert(
+                uid,
+                Eviction {
+                    message,
+                    stop_grace: eviction::IMMEDIATE_STOP_GRACE,
+                    disruption_target: false,
+                },
+            );
+            to_stop.push(pod);
+        }
+        drop(evicted);
+        for pod in &to_stop {
+            self.wake(pod);
+        }
+        !to_stop.is_empty()
     }
 
     /// Fails the pod with reason Evicted: its containers shown terminated, not
@@ -1829,6 +1882,15 @@ impl RuntimeView {
             }
         }
     }
+}
+
+/// Whether the eviction manager may evict the pod: running here, not being deleted,
+/// not system-critical.
+fn is_evictable(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(phase, Some("Succeeded") | Some("Failed"))
+        && !eviction::is_critical(pod)
 }
 
 fn rfc3339_nanos(nanos: i64) -> Value {

@@ -6,7 +6,8 @@
 //! Disk usage comes from [`crate::volume_stats`], measured on its own schedule into
 //! the same [`Sampler`]: each pod's volumes, its ephemeral storage (containers'
 //! writable layers from ListContainerStats, its logs and its ephemeral volumes), and
-//! the node's filesystem.
+//! the node's filesystem. The eviction manager checks local storage limits on the
+//! same numbers ([`storage_usage`]).
 //!
 //! The kubelet API serves the latest sample as `/stats/summary` (the kubelet's
 //! stats/v1alpha1 Summary) and `/metrics/resource` (Prometheus text with upstream's
@@ -21,6 +22,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::cri::{Cri, api};
+use crate::eviction;
 use crate::volume_stats::{self, FsStats};
 
 /// How often usage is sampled; CPU rates are averages over this window.
@@ -298,6 +300,9 @@ pub fn summary(node_name: &str, snapshot: &Snapshot) -> Value {
                     if let Some(rootfs) = c.rootfs {
                         container["rootfs"] = on_node_fs(rootfs).to_json();
                     }
+                    if let Some(logs) = volumes.and_then(|v| v.container_logs.get(&c.container)) {
+                        container["logs"] = on_node_fs(*logs).to_json();
+                    }
                     container
                 }).collect::<Vec<_>>(),
                 "ephemeral-storage": on_node_fs(ephemeral_storage(&containers, volumes)).to_json(),
@@ -349,6 +354,42 @@ fn ephemeral_storage(
         inodes_used: Some(parts.iter().filter_map(|p| p.inodes_used).sum()),
         ..Default::default()
     }
+}
+
+/// A pod's local ephemeral storage as the eviction manager checks it against its
+/// limits, from the same numbers as the Summary; None when nothing of the pod was
+/// measured yet.
+pub fn storage_usage(snapshot: &Snapshot, uid: &str) -> Option<eviction::StorageUsage> {
+    let containers: Vec<&ContainerUsage> = snapshot
+        .containers
+        .values()
+        .filter(|c| c.pod_uid == uid)
+        .collect();
+    let volumes = snapshot.volumes.pods.get(uid);
+    if containers.is_empty() && volumes.is_none() {
+        return None;
+    }
+    let used = |fs: Option<&FsStats>| fs.and_then(|f| f.used_bytes).unwrap_or(0);
+    let mut usage = eviction::StorageUsage {
+        total: used(Some(&ephemeral_storage(&containers, volumes))),
+        ..Default::default()
+    };
+    for container in &containers {
+        let logs = volumes.and_then(|v| v.container_logs.get(&container.container));
+        let bytes = used(container.rootfs.as_ref()) + used(logs);
+        // A restarted container's earlier instance may still be listed: the larger.
+        let entry = usage
+            .containers
+            .entry(container.container.clone())
+            .or_default();
+        *entry = (*entry).max(bytes);
+    }
+    for volume in volumes.iter().flat_map(|v| &v.volumes) {
+        usage
+            .volumes
+            .insert(volume.name.clone(), used(Some(&volume.fs)));
+    }
+    Some(usage)
 }
 
 /// A pod's CPU: the sum of its containers' (a rate only when every container has one).
@@ -681,6 +722,14 @@ mod tests {
                                 inodes_used: Some(2),
                                 ..Default::default()
                             }),
+                            container_logs: HashMap::from([(
+                                "app".to_string(),
+                                FsStats {
+                                    used_bytes: Some(16),
+                                    inodes_used: Some(1),
+                                    ..Default::default()
+                                },
+                            )]),
                         },
                     ),
                     // A pod with volumes but no running container is listed too.
@@ -719,6 +768,20 @@ mod tests {
         assert_eq!(ephemeral["capacityBytes"], 1000);
         assert_eq!(ephemeral["availableBytes"], 400);
         assert_eq!(web["containers"][0]["rootfs"]["usedBytes"], 5);
+        assert_eq!(web["containers"][0]["logs"]["usedBytes"], 16);
+        // The eviction manager's view: the same numbers, by container and volume.
+        let storage = storage_usage(&snapshot, "uid-1").unwrap();
+        assert_eq!(storage.total, 125);
+        assert_eq!(storage.containers, HashMap::from([("app".to_string(), 21)]));
+        assert_eq!(storage.volumes["scratch"], 100);
+        assert_eq!(storage.volumes["data"], 300);
+        assert!(
+            storage_usage(&snapshot, "uid-2")
+                .unwrap()
+                .containers
+                .is_empty()
+        );
+        assert!(storage_usage(&snapshot, "uid-3").is_none());
         let idle = pods.iter().find(|p| p["podRef"]["name"] == "idle").unwrap();
         assert!(
             idle.get("cpu").is_none() && idle.get("volume").is_none(),

@@ -9,7 +9,9 @@
 //! size and free space by statvfs of its filesystem. A CSI volume is asked of its
 //! driver (`NodeGetVolumeStats`) when the driver has GET_VOLUME_STATS, and is
 //! measured by statvfs of its mount alone otherwise. hostPath volumes are not
-//! measured, as upstream.
+//! measured, as upstream. A pod's logs are measured per container (each container's
+//! directory of log files), for the Summary and the eviction manager's container
+//! limits.
 //!
 //! A measurement is kept for [`REFRESH`], as upstream's volume stat calculator keeps
 //! its own: reading `/stats/summary` never touches a disk, and a big volume is walked
@@ -230,6 +232,8 @@ pub struct PodUsage {
     pub volumes: Vec<VolumeUsage>,
     /// The pod's container logs.
     pub logs: Option<FsStats>,
+    /// Each container's logs (its directory under the pod's), by container name.
+    pub container_logs: HashMap<String, FsStats>,
 }
 
 /// Everything [`run`] measured last.
@@ -298,8 +302,7 @@ impl Calculator {
                 "{}_{}_{}",
                 record.namespace, record.name, record.uid
             ));
-            measured.insert(logs.clone());
-            usage.logs = self.measure(&logs, Method::Walk).await;
+            (usage.logs, usage.container_logs) = self.measure_logs(&logs, &mut measured).await;
             pods.insert(record.uid.clone(), usage);
         }
         self.cache.retain(|path, _| measured.contains(path));
@@ -307,6 +310,55 @@ impl Calculator {
             node_fs: FsStats::statvfs(&self.data_dir),
             pods,
         }
+    }
+
+    /// A pod's log directory: each container's directory in it measured on its own
+    /// (the container's part of its ephemeral storage), the pod's logs their sum
+    /// with the directory itself.
+    async fn measure_logs(
+        &mut self,
+        pod_logs: &Path,
+        measured: &mut HashSet<PathBuf>,
+    ) -> (Option<FsStats>, HashMap<String, FsStats>) {
+        let Ok(top) = std::fs::metadata(pod_logs) else {
+            return (None, HashMap::new());
+        };
+        let mut containers = HashMap::new();
+        let subdirs = std::fs::read_dir(pod_logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+        for entry in subdirs {
+            let path = entry.path();
+            measured.insert(path.clone());
+            if let Some(fs) = self.measure(&path, Method::Walk).await {
+                containers.insert(entry.file_name().to_string_lossy().into_owned(), fs);
+            }
+        }
+        let fs = FsStats::statvfs(pod_logs).unwrap_or_default();
+        let total = FsStats {
+            at_ns: containers
+                .values()
+                .map(|c| c.at_ns)
+                .max()
+                .unwrap_or(fs.at_ns),
+            used_bytes: Some(
+                top.blocks() * 512
+                    + containers
+                        .values()
+                        .filter_map(|c| c.used_bytes)
+                        .sum::<u64>(),
+            ),
+            inodes_used: Some(
+                1 + containers
+                    .values()
+                    .filter_map(|c| c.inodes_used)
+                    .sum::<u64>(),
+            ),
+            ..fs
+        };
+        (Some(total), containers)
     }
 
     async fn measure(&mut self, path: &Path, method: Method) -> Option<FsStats> {
@@ -581,6 +633,7 @@ mod tests {
             uid: uid.into(),
             volumes,
             logs: None,
+            container_logs: HashMap::new(),
         };
         let usage = Usage {
             node_fs: None,
@@ -626,7 +679,8 @@ mod tests {
         std::fs::create_dir_all(&scratch).unwrap();
         std::fs::write(scratch.join("blob"), vec![1u8; 1 << 20]).unwrap();
         let logs = data_dir.join("logs/ns_p_u1");
-        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir_all(logs.join("main")).unwrap();
+        std::fs::write(logs.join("main/0.log"), vec![b'x'; 64 << 10]).unwrap();
         write_record(
             &pods_dir,
             &PodVolumes {
@@ -647,7 +701,11 @@ mod tests {
         let pod = &first.pods["u1"];
         let used = pod.volumes[0].fs.used_bytes.unwrap();
         assert!(used >= 1 << 20, "{pod:?}");
-        assert_eq!(pod.logs.unwrap().inodes_used, Some(1));
+        // The pod's log directory, the container's and its file.
+        assert_eq!(pod.logs.unwrap().inodes_used, Some(3));
+        let main_logs = pod.container_logs["main"].used_bytes.unwrap();
+        assert!(main_logs >= 64 << 10, "{pod:?}");
+        assert!(pod.logs.unwrap().used_bytes.unwrap() > main_logs);
         assert!(first.node_fs.unwrap().capacity_bytes.unwrap() > 0);
         // Written since, but within REFRESH the measurement stands.
         std::fs::write(scratch.join("more"), vec![1u8; 1 << 20]).unwrap();

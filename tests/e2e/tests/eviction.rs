@@ -3,7 +3,10 @@
 //! reports MemoryPressure, gets the memory-pressure taint, refuses a new BestEffort
 //! pod, evicts a running Burstable one (Failed, reason Evicted, DisruptionTarget) and
 //! leaves a system-node-critical pod running. Image garbage collection removes the
-//! images no container uses and keeps the others.
+//! images no container uses and keeps the others. Local storage limits are enforced
+//! whatever the pressure: an emptyDir above its sizeLimit and a container above its
+//! ephemeral-storage limit get their pods evicted, a neighbour within its limit keeps
+//! running.
 
 use std::time::Duration;
 
@@ -280,5 +283,137 @@ fn soft_thresholds_evict_only_after_their_grace_period() {
     assert_eq!(
         get(&node, "pod", "soft-victim", "{.status.phase}"),
         "Failed"
+    );
+}
+
+/// The pod's Warning Evicted Event messages.
+fn evicted_events(node: &TestNode, pod: &str) -> Vec<String> {
+    node.server
+        .kubectl_text([
+            "get",
+            "events",
+            &format!("--field-selector=involvedObject.name={pod}"),
+            "-o=jsonpath={range .items[*]}{.type}/{.reason}/{.message}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .filter_map(|l| l.strip_prefix("Warning/Evicted/"))
+        .map(|m| m.trim().to_string())
+        .collect()
+}
+
+/// Waits until the pod is evicted for `message` (trailing space as upstream's), and
+/// checks its status and Event say so.
+fn wait_evicted_for(node: &TestNode, pod: &str, message: &str) {
+    // Usage is measured in the background every few seconds, a volume at most every
+    // 20 s, the limits checked every 10 s.
+    wait_until(&format!("pod {pod} is evicted"), TIMEOUT * 2, || {
+        get(node, "pod", pod, "{.status.reason}") == "Evicted"
+    });
+    assert_eq!(get(node, "pod", pod, "{.status.phase}"), "Failed");
+    assert_eq!(get(node, "pod", pod, "{.status.message}"), message.trim());
+    // Not a disruption by node pressure: upstream sets no DisruptionTarget here.
+    assert_eq!(
+        get(
+            node,
+            "pod",
+            pod,
+            "{.status.conditions[?(@.type==\"DisruptionTarget\")].status}"
+        ),
+        ""
+    );
+    wait_until(
+        &format!("pod {pod} has a Warning Evicted Event"),
+        TIMEOUT,
+        || {
+            evicted_events(node, pod)
+                .iter()
+                .any(|m| m == message.trim())
+        },
+    );
+}
+
+/// A pod writing `mib` MiB into an emptyDir limited to 8Mi, then sleeping.
+fn empty_dir_writer(node: &TestNode, name: &str, mib: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node_name}
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: scratch
+    emptyDir: {{sizeLimit: 8Mi}}
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "dd if=/dev/zero of=/scratch/blob bs=1048576 count={mib} && sync && sleep 3600"]
+    volumeMounts:
+    - {{name: scratch, mountPath: /scratch}}
+"#,
+        node_name = node.node_name,
+        image = node.image("krust/busybox:1"),
+    )
+}
+
+#[test]
+fn an_empty_dir_above_its_size_limit_evicts_its_pod_only() {
+    let node = TestNode::start();
+    node.server
+        .apply_yaml(&empty_dir_writer(&node, "within-limit", 2));
+    node.server
+        .apply_yaml(&empty_dir_writer(&node, "over-limit", 20));
+    wait_for(&node, "pod", "within-limit", "{.status.phase}", "Running");
+    wait_evicted_for(
+        &node,
+        "over-limit",
+        "Usage of EmptyDir volume \"scratch\" exceeds the limit \"8Mi\". ",
+    );
+    assert_eq!(
+        get(
+            &node,
+            "pod",
+            "over-limit",
+            "{.status.containerStatuses[0].state.running}"
+        ),
+        ""
+    );
+    // The neighbour, measured at least as often, is within its limit and stays.
+    assert_eq!(
+        get(&node, "pod", "within-limit", "{.status.phase}"),
+        "Running"
+    );
+    assert_eq!(get(&node, "pod", "within-limit", "{.status.reason}"), "");
+    assert!(evicted_events(&node, "within-limit").is_empty());
+}
+
+#[test]
+fn a_container_above_its_ephemeral_storage_limit_is_evicted() {
+    let node = TestNode::start();
+    // Two containers, so that the pod's total limit (108Mi) is not what is crossed.
+    node.server.apply_yaml(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: layer-writer}}
+spec:
+  nodeName: {node_name}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: writer
+    image: {image}
+    command: ["sh", "-c", "dd if=/dev/zero of=/blob bs=1048576 count=20 && sync && sleep 3600"]
+    resources: {{limits: {{ephemeral-storage: 8Mi}}}}
+  - name: idle
+    image: {image}
+    command: ["sleep", "3600"]
+    resources: {{limits: {{ephemeral-storage: 100Mi}}}}
+"#,
+        node_name = node.node_name,
+        image = node.image("krust/busybox:1"),
+    ));
+    wait_evicted_for(
+        &node,
+        "layer-writer",
+        "Container writer exceeded its local ephemeral storage limit \"8Mi\". ",
     );
 }
