@@ -658,7 +658,7 @@ pub fn format_bytes(bytes: u64, binary: bool) -> String {
     let mut value = bytes;
     let mut unit = "";
     for next in units {
-        if value == 0 || value % base != 0 {
+        if value == 0 || !value.is_multiple_of(base) {
             break;
         }
         value /= base;
