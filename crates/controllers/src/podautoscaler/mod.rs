@@ -1,5 +1,6 @@
 //! The horizontal pod autoscaler controller, as upstream's
-//! (pkg/controller/podautoscaler/horizontal.go): every 15 s, and when an HPA's spec
+//! (pkg/controller/podautoscaler/horizontal.go): every sync period ([`Settings`], 15 s
+//! by default), and when an HPA's spec
 //! changes, it reads the target's size through its `scale` subresource, the usage of
 //! the pods the scale's selector picks from metrics.k8s.io (PodMetrics, which the
 //! API server computes from the kubelets' stats), proposes a size per metric
