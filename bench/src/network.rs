@@ -128,6 +128,7 @@ async fn run_mode(mut rules: Rules, services: usize, endpoints: usize) -> Result
         node_name: "node-0".into(),
         cluster_cidr: Some("10.42.0.0/16".parse().map_err(anyhow::Error::msg)?),
         node_ip: None,
+        node_port_cidrs: Vec::new(),
     };
     let all_services: Vec<Service> = (0..services).map(service).collect();
     let mut slices: Vec<EndpointSlice> = (0..services)

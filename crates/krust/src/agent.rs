@@ -111,6 +111,7 @@ async fn run_node(
             ..krust_proxy::ProxyConfig::new(&config.node_name, Some(network.cluster_cidr))
         };
         proxy.node.node_ip = Some(node_ip);
+        proxy.node.node_port_cidrs = network.proxy.nodeport_addresses.ranges(node_ip);
         proxy
     });
     tokio::try_join!(

@@ -6,7 +6,8 @@
 //!
 //! Traffic enters at the `services` chain through two verdict maps: `service-ips`
 //! (ClusterIP and LoadBalancer ingress address . protocol . port) and
-//! `service-nodeports` (protocol . node port, on any local address, 127.0.0.1 too).
+//! `service-nodeports` (protocol . node port, on any local address, 127.0.0.1 too,
+//! or only on the local addresses in `--nodeport-addresses`).
 //! A ClusterIP goes to the port's `svc-` chain, a node port or LoadBalancer address
 //! to its `ext-` chain; both end in a policy chain (`cluster-` with every usable
 //! endpoint, `local-` with this node's) that DNATs to an endpoint picked by
@@ -53,6 +54,21 @@ pub struct NodeContext {
     /// LoadBalancer addresses are admitted as sources too (traffic from the node to
     /// such an address may come from that address), as upstream.
     pub node_ip: Option<Ipv4Addr>,
+    /// The ranges whose local addresses answer node ports (`--nodeport-addresses`);
+    /// empty: every local address.
+    pub node_port_cidrs: Vec<Ipv4Cidr>,
+}
+
+impl NodeContext {
+    /// The nftables match of a packet to a node port's address: a local address, in
+    /// `node_port_cidrs` when there are any.
+    pub fn node_port_destination(&self) -> String {
+        if self.node_port_cidrs.is_empty() {
+            return "fib daddr type local".into();
+        }
+        let ranges: Vec<String> = self.node_port_cidrs.iter().map(|c| c.to_string()).collect();
+        format!("fib daddr type local ip daddr {{ {} }}", ranges.join(", "))
+    }
 }
 
 /// The namespace and name of a Service.
@@ -236,7 +252,7 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeContex
 
 /// The whole nftables ruleset for these Service ports on this node.
 pub fn ruleset(ports: &[ServicePort], node: &NodeContext) -> Ruleset {
-    let mut set = base_ruleset();
+    let mut set = base_ruleset(node);
     for port in ports {
         add_port(&mut set, port, node);
     }
@@ -244,7 +260,7 @@ pub fn ruleset(ports: &[ServicePort], node: &NodeContext) -> Ruleset {
 }
 
 /// The fixed part: base chains hooked into netfilter, masquerading, the maps.
-fn base_ruleset() -> Ruleset {
+fn base_ruleset(node: &NodeContext) -> Ruleset {
     let mut set = Ruleset::default();
     let base = [
         (
@@ -327,9 +343,10 @@ fn base_ruleset() -> Ruleset {
         "services",
         "ip daddr . meta l4proto . th dport vmap @service-ips",
     );
+    let node_port_destination = node.node_port_destination();
     set.rule(
         "services",
-        "fib daddr type local meta l4proto . th dport vmap @service-nodeports",
+        format!("{node_port_destination} meta l4proto . th dport vmap @service-nodeports"),
     );
     set.rule(
         "service-endpoints-check",
@@ -341,7 +358,7 @@ fn base_ruleset() -> Ruleset {
     );
     set.rule(
         "nodeport-endpoints-check",
-        "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports",
+        format!("{node_port_destination} meta l4proto . th dport vmap @no-endpoint-nodeports"),
     );
     // TCP gets a reset (the ICMP error plain `reject` sends for a forwarded
     // packet did not reach the pod's socket); everything else the ICMP error.
@@ -774,6 +791,7 @@ pub(crate) mod fixtures {
             node_name: "node-a".into(),
             cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
             node_ip: Some("198.18.0.2".parse().unwrap()),
+            node_port_cidrs: Vec::new(),
         }
     }
 
@@ -1333,6 +1351,10 @@ mod nft_check {
             node_name: "node-a".into(),
             cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
             node_ip: Some("198.18.0.1".parse().unwrap()),
+            node_port_cidrs: vec![
+                "198.18.0.0/24".parse().unwrap(),
+                "127.0.0.0/8".parse().unwrap(),
+            ],
         };
         let (services, slices) = every_kind();
         let full = compute(&services, &slices, &node);

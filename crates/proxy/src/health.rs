@@ -3,6 +3,9 @@
 //! - [`ProxyHealth`]: whether rule syncs succeed, served by [`serve_proxy_health`] at
 //!   `--healthz-bind-address` (`/healthz`, `/livez`): 503 once a sync has been due
 //!   for longer than the timeout (twice the sync period) without succeeding.
+//!   `/healthz` also answers 503 while the node is not eligible for traffic (being
+//!   deleted, or tainted `ToBeDeletedByClusterAutoscaler`), so that load balancers
+//!   drain it first; `/livez` ignores the node.
 //! - [`ServiceHealthServers`]: one listener per LoadBalancer Service with
 //!   externalTrafficPolicy Local on its `healthCheckNodePort`, answering any request
 //!   with 200 while this node has a ready local endpoint of the Service (and the proxy
@@ -32,19 +35,47 @@ pub struct ProxyHealth {
     state: Mutex<SyncState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SyncState {
     /// When the oldest sync that has not succeeded yet became due.
     pending_since: Option<Instant>,
     last_updated: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether the node may receive load-balanced traffic (true until its Node says
+    /// otherwise, as upstream).
+    node_eligible: bool,
+}
+
+/// The taint the cluster autoscaler puts on a node it is about to delete.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Whether `node` may receive load-balanced traffic: not being deleted and not
+/// tainted [`TO_BE_DELETED_TAINT`].
+pub fn node_eligible(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.metadata.deletion_timestamp.is_none()
+        && !node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|t| t.key == TO_BE_DELETED_TAINT)
 }
 
 impl ProxyHealth {
     pub fn new(timeout: Duration) -> Arc<ProxyHealth> {
         Arc::new(ProxyHealth {
             timeout,
-            state: Mutex::new(SyncState::default()),
+            state: Mutex::new(SyncState {
+                pending_since: None,
+                last_updated: None,
+                node_eligible: true,
+            }),
         })
+    }
+
+    /// Records whether the node may receive load-balanced traffic ([`node_eligible`]).
+    pub fn set_node_eligible(&self, eligible: bool) {
+        self.state.lock().unwrap().node_eligible = eligible;
     }
 
     /// A sync is due (kept as the oldest one until a sync succeeds).
@@ -67,9 +98,11 @@ impl ProxyHealth {
             .is_none_or(|since| since.elapsed() < self.timeout)
     }
 
-    /// The `/healthz` and `/livez` answer.
-    fn answer(&self) -> Answer {
-        let healthy = self.is_healthy();
+    /// The `/healthz` answer (`with_node`: the node's eligibility counts and is
+    /// reported) or the `/livez` one.
+    fn answer(&self, with_node: bool) -> Answer {
+        let node_eligible = self.state.lock().unwrap().node_eligible;
+        let healthy = self.is_healthy() && (node_eligible || !with_node);
         let now = chrono::Utc::now();
         let last_updated = if healthy {
             Some(now)
@@ -80,10 +113,15 @@ impl ProxyHealth {
             t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default()
         };
+        let node = if with_node {
+            format!(", \"nodeEligible\": {node_eligible}")
+        } else {
+            String::new()
+        };
         Answer {
             status: if healthy { 200 } else { 503 },
             body: format!(
-                "{{\"lastUpdated\": {:?},\"currentTime\": {:?}}}",
+                "{{\"lastUpdated\": {:?},\"currentTime\": {:?}{node}}}",
                 time(last_updated),
                 time(Some(now))
             ),
@@ -107,7 +145,8 @@ pub async fn serve_proxy_health(address: SocketAddr, health: Arc<ProxyHealth>) {
     };
     tracing::info!(%address, "serving the service proxy's /healthz and /livez");
     serve(listener, move |path| match path {
-        "/healthz" | "/livez" => health.answer(),
+        "/healthz" => health.answer(true),
+        "/livez" => health.answer(false),
         _ => Answer {
             status: 404,
             body: "404 page not found\n".into(),
@@ -518,6 +557,63 @@ mod tests {
                 .await
                 .unwrap()
                 .starts_with("HTTP/1.1 503 ")
+        );
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_503_for_a_node_being_deleted_or_drained_livez_does_not() {
+        use k8s_openapi::api::core::v1::Node;
+        let node = |taint: Option<&str>, deleting: bool| -> Node {
+            let mut node: Node = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "n1"},
+                "spec": {"taints": taint.map(|key| vec![
+                    serde_json::json!({"key": key, "effect": "NoSchedule"})
+                ]).unwrap_or_default()},
+            }))
+            .unwrap();
+            if deleting {
+                node.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    ));
+            }
+            node
+        };
+        assert!(node_eligible(&node(None, false)));
+        assert!(node_eligible(&node(Some("example.com/other"), false)));
+        assert!(!node_eligible(&node(Some(TO_BE_DELETED_TAINT), false)));
+        assert!(!node_eligible(&node(None, true)));
+
+        let health = ProxyHealth::new(Duration::from_secs(60));
+        health.updated();
+        let port = free_port();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        tokio::spawn(serve_proxy_health(address, health.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let response = loop {
+            match get(port, "/healthz").await {
+                Ok(response) => break response,
+                Err(_) if Instant::now() < deadline => tokio::task::yield_now().await,
+                Err(error) => panic!("the health server does not answer: {error}"),
+            }
+        };
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+        assert!(response.contains("\"nodeEligible\": true"), "{response}");
+
+        health.set_node_eligible(false);
+        let response = get(port, "/healthz").await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
+        assert!(response.contains("\"nodeEligible\": false"), "{response}");
+        let live = get(port, "/livez").await.unwrap();
+        assert!(live.starts_with("HTTP/1.1 200 "), "{live}");
+        assert!(!live.contains("nodeEligible"), "{live}");
+
+        health.set_node_eligible(true);
+        assert!(
+            get(port, "/healthz")
+                .await
+                .unwrap()
+                .starts_with("HTTP/1.1 200 ")
         );
     }
 }

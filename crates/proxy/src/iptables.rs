@@ -194,12 +194,23 @@ pub fn tables(ports: &[ServicePort], node: &NodeContext) -> Tables {
         add_port(&mut tables, port, node);
     }
     // Local destinations go to the node ports last, after every ClusterIP and
-    // LoadBalancer address had its chance.
-    rule(
-        &mut tables.nat,
-        "KUBE-SERVICES",
-        "-m comment --comment \"kubernetes service nodeports; must be the last rule\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS".into(),
-    );
+    // LoadBalancer address had its chance (only those in `--nodeport-addresses` when
+    // it is set).
+    let comment = "-m comment --comment \"kubernetes service nodeports; must be the last rule\"";
+    if node.node_port_cidrs.is_empty() {
+        rule(
+            &mut tables.nat,
+            "KUBE-SERVICES",
+            format!("{comment} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"),
+        );
+    }
+    for range in &node.node_port_cidrs {
+        rule(
+            &mut tables.nat,
+            "KUBE-SERVICES",
+            format!("{comment} -d {range} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"),
+        );
+    }
     tables
 }
 

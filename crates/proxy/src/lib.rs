@@ -10,7 +10,8 @@
 //! ([`iptables::Applier`]). After each successful sync the health check node ports
 //! of LoadBalancer Services with externalTrafficPolicy Local follow
 //! ([`health::ServiceHealthServers`]), and the proxy's own `/healthz` tells whether
-//! syncs succeed ([`health::ProxyHealth`]).
+//! syncs succeed and the node (watched alone) is not being deleted or drained
+//! ([`health::ProxyHealth`]).
 
 pub mod apply;
 pub mod compute;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector;
 
@@ -53,6 +54,52 @@ pub struct ProxyOptions {
     /// syncs succeed), as `IP:PORT`; empty disables it.
     #[arg(long, default_value = "0.0.0.0:10256", value_name = "IP:PORT", value_parser = BindAddress::parse)]
     pub healthz_bind_address: BindAddress,
+    /// Which local addresses answer node ports: comma-separated IPv4 ranges (e.g.
+    /// `192.168.0.0/16,127.0.0.0/8`), or `primary` for the node's own address only;
+    /// empty: every local address, 127.0.0.1 too.
+    #[arg(long, default_value = "", value_name = "CIDRS|primary", value_parser = NodePortAddresses::parse)]
+    pub nodeport_addresses: NodePortAddresses,
+}
+
+/// The `--nodeport-addresses` flag.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// Every local address.
+    #[default]
+    All,
+    /// The node's primary address.
+    Primary,
+    /// The local addresses in these ranges.
+    Ranges(Vec<krust_api::cidr::Ipv4Cidr>),
+}
+
+impl NodePortAddresses {
+    fn parse(text: &str) -> Result<NodePortAddresses, String> {
+        match text.trim() {
+            "" => Ok(NodePortAddresses::All),
+            "primary" => Ok(NodePortAddresses::Primary),
+            list => list
+                .split(',')
+                .map(|range| range.trim().parse())
+                .collect::<Result<Vec<_>, String>>()
+                .map(NodePortAddresses::Ranges)
+                .map_err(|error| {
+                    format!(
+                        "{error} (--nodeport-addresses takes comma-separated ranges, or primary)"
+                    )
+                }),
+        }
+    }
+
+    /// The ranges for a node whose primary address is `node_ip` (empty: every local
+    /// address).
+    pub fn ranges(&self, node_ip: Ipv4Addr) -> Vec<krust_api::cidr::Ipv4Cidr> {
+        match self {
+            NodePortAddresses::All => Vec::new(),
+            NodePortAddresses::Primary => vec![krust_api::cidr::Ipv4Cidr::new(node_ip, 32)],
+            NodePortAddresses::Ranges(ranges) => ranges.clone(),
+        }
+    }
 }
 
 /// An optional `IP:PORT` flag: empty means none.
@@ -100,6 +147,7 @@ impl ProxyConfig {
                 node_name: node_name.to_string(),
                 cluster_cidr,
                 node_ip: None,
+                node_port_cidrs: Vec::new(),
             },
             mode: ProxyMode::Nftables,
             command_prefix: Vec::new(),
@@ -210,9 +258,14 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
         changed.clone(),
     );
     let watch_slices = krust_net::watch::mirror(
-        kube::Api::<EndpointSlice>::all(client),
+        kube::Api::<EndpointSlice>::all(client.clone()),
         slices_writer,
         changed.clone(),
+    );
+    let watch_node = watch_node_eligibility(
+        kube::Api::<Node>::all(client),
+        config.node.node_name.clone(),
+        proxy_health.clone(),
     );
     let sync = async {
         services
@@ -261,5 +314,59 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
         result = sync => result,
         () = watch_services => Ok(()),
         () = watch_slices => Ok(()),
+        () = watch_node => Ok(()),
+    }
+}
+
+/// Keeps `health`'s node eligibility that of the Node `name` (eligible while it is
+/// missing or cannot be read, as upstream: a proxy starting before its Node exists
+/// is healthy); runs until dropped.
+async fn watch_node_eligibility(
+    api: kube::Api<Node>,
+    name: String,
+    health: Arc<health::ProxyHealth>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            // A deleted Node counts as its last state says, as upstream.
+            Ok(watcher::Event::Apply(node))
+            | Ok(watcher::Event::InitApply(node))
+            | Ok(watcher::Event::Delete(node)) => {
+                health.set_node_eligible(health::node_eligible(&node))
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "node watch error; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodeport_addresses_parse_ranges_primary_and_empty_and_reject_bad_ranges() {
+        let node_ip: Ipv4Addr = "192.0.2.7".parse().unwrap();
+        let parse = |text| NodePortAddresses::parse(text).map(|a| a.ranges(node_ip));
+        assert_eq!(parse(""), Ok(vec![]));
+        assert_eq!(parse("primary"), Ok(vec!["192.0.2.7/32".parse().unwrap()]));
+        assert_eq!(
+            parse("10.0.0.0/8, 127.0.0.0/8"),
+            Ok(vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "127.0.0.0/8".parse().unwrap()
+            ])
+        );
+        let error = parse("10.0.0.0").unwrap_err();
+        assert!(
+            error.contains("not a CIDR") && error.contains("--nodeport-addresses"),
+            "{error}"
+        );
+        assert!(parse("10.0.0.0/8,primary").is_err());
     }
 }

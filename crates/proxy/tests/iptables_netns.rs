@@ -4,7 +4,9 @@
 //! ClusterIP reaches the backends (both of them), that a Service without endpoints
 //! refuses at once, that a NodePort answers on the node's address and on 127.0.0.1,
 //! that an endpoint change moves the traffic, and that removing the chains leaves
-//! none behind. Needs root; everything lives in the namespace, deleted on the way out.
+//! none behind; also, in both modes, that `--nodeport-addresses` limits the
+//! addresses node ports answer on. Needs root; everything lives in the namespace,
+//! deleted on the way out.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -199,6 +201,7 @@ async fn cluster_ip_node_port_and_reject_through_real_iptables_restore() {
         node_name: "node-a".into(),
         cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
         node_ip: Some("198.18.5.1".parse().unwrap()),
+        node_port_cidrs: Vec::new(),
     };
     let mut applier = Applier::new(Commands::new(netns.prefix()));
     let slices = vec![
@@ -309,6 +312,7 @@ async fn switching_modes_removes_the_other_modes_rules_and_nftables_falls_back()
         node_name: "node-a".into(),
         cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
         node_ip: Some("198.18.5.1".parse().unwrap()),
+        node_port_cidrs: Vec::new(),
     };
     let slices = vec![slice("web", &["10.42.0.5"])];
     let ports = service_ports(&services(), &slices, &node);
@@ -372,4 +376,54 @@ async fn switching_modes_removes_the_other_modes_rules_and_nftables_falls_back()
     let mode = krust_proxy::select_mode(ProxyMode::Nftables, &prefix).await;
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(mode, ProxyMode::Iptables);
+}
+
+/// `--nodeport-addresses`: with a range, a node port answers on the local addresses
+/// in it and not on 127.0.0.1; without one, on both. In each mode.
+#[tokio::test(flavor = "current_thread")]
+async fn node_ports_answer_only_on_the_addresses_in_nodeport_addresses() {
+    for mode in [ProxyMode::Nftables, ProxyMode::Iptables] {
+        let netns = Netns::create(if mode == ProxyMode::Nftables {
+            "npn"
+        } else {
+            "npi"
+        });
+        netns.serve("10.42.0.6:8080", "backend-6");
+        let mut node = NodeContext {
+            node_name: "node-a".into(),
+            cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+            node_ip: Some("198.18.5.1".parse().unwrap()),
+            node_port_cidrs: vec!["198.18.5.0/24".parse().unwrap()],
+        };
+        let slices = vec![slice("node", &["10.42.0.6"])];
+        let mut nft = krust_proxy::apply::Applier::new(netns.prefix());
+        let mut ipt = Applier::new(Commands::new(netns.prefix()));
+        let mut apply = async |node: &NodeContext| {
+            let ports = service_ports(&services(), &slices, node);
+            match mode {
+                ProxyMode::Nftables => nft.apply(krust_proxy::compute::ruleset(&ports, node)).await,
+                ProxyMode::Iptables => ipt.apply(iptables::tables(&ports, node)).await,
+            }
+            .unwrap()
+        };
+        assert!(apply(&node).await);
+        assert_eq!(
+            netns.connect("198.18.5.1:30080").unwrap(),
+            "backend-6",
+            "{mode:?}: the node address in the range"
+        );
+        let error = netns.connect("127.0.0.1:30080").unwrap_err();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{mode:?}: 127.0.0.1 is outside the range, nothing listens there: {error}"
+        );
+        // The ClusterIP is not subject to the ranges.
+        assert_eq!(netns.connect("10.43.0.7:80").unwrap(), "backend-6");
+
+        node.node_port_cidrs.clear();
+        assert!(apply(&node).await);
+        assert_eq!(netns.connect("127.0.0.1:30080").unwrap(), "backend-6");
+        assert_eq!(netns.connect("198.18.5.1:30080").unwrap(), "backend-6");
+    }
 }

@@ -382,9 +382,38 @@ fn affinity_hairpin_and_local_policy(mode: &str) {
             endpoints_seen(&response, "503", 0)
         },
     );
-    // The proxy's own health.
+    // The proxy's own health: 503 on /healthz (not /livez) while its node is
+    // tainted for deletion by the cluster autoscaler, 200 again once untainted.
     let healthz = on_node(1, "10256", "/healthz").unwrap_or_default();
     assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    assert!(healthz.contains("\"nodeEligible\": true"), "{healthz}");
+    let drained = &cluster.nodes[1].name;
+    let taint = "ToBeDeletedByClusterAutoscaler=1700000000:NoSchedule";
+    cluster.server.kubectl_ok(["taint", "node", drained, taint]);
+    krust_e2e::wait_until(
+        "the proxy's /healthz answers 503 on the node tainted for deletion",
+        Duration::from_secs(30),
+        || {
+            on_node(1, "10256", "/healthz").is_some_and(|r| {
+                r.starts_with("HTTP/1.1 503") && r.contains("\"nodeEligible\": false")
+            })
+        },
+    );
+    let livez = on_node(1, "10256", "/livez").unwrap_or_default();
+    assert!(livez.starts_with("HTTP/1.1 200"), "{livez}");
+    let other = on_node(0, "10256", "/healthz").unwrap_or_default();
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    cluster.server.kubectl_ok([
+        "taint",
+        "node",
+        drained,
+        "ToBeDeletedByClusterAutoscaler:NoSchedule-",
+    ]);
+    krust_e2e::wait_until(
+        "the proxy's /healthz answers 200 once the taint is gone",
+        Duration::from_secs(30),
+        || on_node(1, "10256", "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+    );
 
     // loadBalancerSourceRanges: admitted while they hold the client, dropped (no
     // answer at all, not a refusal) once they do not; the node port is not subject.
