@@ -1,7 +1,8 @@
 //! `krust-bench pod-startup`: N pods created at once on one real node (the server's
 //! embedded agent with its own containerd), time from each create call to the pod's
 //! Ready condition as seen through a watch; plus the memory of the server process
-//! (API server, controllers and agent together), of containerd and of the shims.
+//! (API server, controllers and agent together), of containerd and of the shims, and
+//! where the CPU time of the start went (see [`CpuTimes`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,10 +27,9 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// RSS of every containerd shim serving the node's containerd (MB).
-fn shims_rss_mb(socket: &str) -> (usize, f64) {
-    let mut count = 0;
-    let mut total = 0.0;
+/// The containerd shims serving the node's containerd (their pids).
+fn shims(socket: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -37,11 +37,78 @@ fn shims_rss_mb(socket: &str) -> (usize, f64) {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
         if cmdline.contains("containerd-shim") && cmdline.contains(socket) {
-            count += 1;
-            total += rss_mb(pid);
+            pids.push(pid);
         }
     }
-    (count, total)
+    pids
+}
+
+/// The clock ticks of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds of `pid` and of its children it waited for (`utime stime cutime
+/// cstime` of /proc/<pid>/stat): containerd's children are the CNI plugins and the
+/// shims' start commands, a shim's are the runc invocations.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime is field 14 of the line, the 12th after the name.
+    fields
+        .get(11..15)
+        .map(|times| times.iter().filter_map(|t| t.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0)
+        / TICKS_PER_SECOND
+}
+
+/// Busy CPU seconds of the whole machine, all cores (/proc/stat: everything but
+/// idle and iowait).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let times: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let idle = times.get(3).copied().unwrap_or(0.0) + times.get(4).copied().unwrap_or(0.0);
+    (times.iter().sum::<f64>() - idle) / TICKS_PER_SECOND
+}
+
+/// Where the CPU time went between two moments: the server process (API server,
+/// controllers, agent), containerd with the CNI plugins it ran, the shims with the
+/// runc invocations they ran, and the whole machine.
+#[derive(Clone, Copy, Default)]
+struct CpuTimes {
+    server: f64,
+    containerd: f64,
+    shims: f64,
+    machine: f64,
+}
+
+impl CpuTimes {
+    fn read(server_pid: u32, containerd_pid: u32, socket: &str) -> CpuTimes {
+        CpuTimes {
+            server: process_cpu_seconds(server_pid),
+            containerd: process_cpu_seconds(containerd_pid),
+            shims: shims(socket).into_iter().map(process_cpu_seconds).sum(),
+            machine: machine_busy_seconds(),
+        }
+    }
+
+    fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            server: self.server - earlier.server,
+            containerd: self.containerd - earlier.containerd,
+            shims: self.shims - earlier.shims,
+            machine: self.machine - earlier.machine,
+        }
+    }
 }
 
 pub async fn run(pods: usize) -> Result<()> {
@@ -67,6 +134,7 @@ pub async fn run(pods: usize) -> Result<()> {
     let mut watch = api.watch(&WatchParams::default(), &version).await?.boxed();
     let image = node.image("krust/busybox:1");
     let created = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let cpu_before = CpuTimes::read(server_pid, containerd_pid, &socket);
     let started = Instant::now();
     let mut creates = Vec::new();
     for i in 0..pods {
@@ -116,6 +184,7 @@ pub async fn run(pods: usize) -> Result<()> {
         }
     }
     let all_ready = started.elapsed();
+    let cpu = CpuTimes::read(server_pid, containerd_pid, &socket).since(cpu_before);
     let created = created.lock().expect("lock").clone();
     let mut latencies: Vec<f64> = ready_at
         .iter()
@@ -125,7 +194,9 @@ pub async fn run(pods: usize) -> Result<()> {
     let busy_server = rss_mb(server_pid);
     let busy_server_anon = status_mb(server_pid, "RssAnon");
     let busy_containerd = rss_mb(containerd_pid);
-    let (shims, shims_mb) = shims_rss_mb(&socket);
+    let shim_pids = shims(&socket);
+    let shims = shim_pids.len();
+    let shims_mb: f64 = shim_pids.into_iter().map(rss_mb).sum();
 
     println!("| figure | value | target (issue 5) |");
     println!("| --- | --- | --- |");
@@ -147,6 +218,10 @@ pub async fn run(pods: usize) -> Result<()> {
         "| RSS containerd idle / with {pods} pods (MB) | {idle_containerd:.1} / {busy_containerd:.1} | |"
     );
     println!("| RSS of {shims} shims together (MB) | {shims_mb:.1} | |");
+    println!(
+        "| CPU until all Ready (s): krust server / containerd with CNI plugins / shims with runc / whole machine | {:.1} / {:.1} / {:.1} / {:.1} | |",
+        cpu.server, cpu.containerd, cpu.shims, cpu.machine
+    );
     // Dropping the node removes the pods' sandboxes through CRI.
     tokio::task::spawn_blocking(move || drop(node)).await?;
     Ok(())

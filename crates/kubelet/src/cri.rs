@@ -4,6 +4,7 @@
 //! keeps the request boilerplate out of the pod worker. The message types are the
 //! generated ones, re-exported as [`api`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -105,8 +106,21 @@ impl Cri {
 
     /// Every sandbox the runtime knows (ready or not).
     pub async fn list_pod_sandboxes(&mut self) -> Result<Vec<api::PodSandbox>> {
+        self.list_pod_sandboxes_labelled(HashMap::new()).await
+    }
+
+    /// The sandboxes (ready or not) that carry every one of `labels`: the runtime
+    /// filters, so a pod's worker reads its own sandboxes, not the node's.
+    pub async fn list_pod_sandboxes_labelled(
+        &mut self,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<api::PodSandbox>> {
+        let filter = (!labels.is_empty()).then(|| api::PodSandboxFilter {
+            label_selector: labels,
+            ..Default::default()
+        });
         self.runtime
-            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+            .list_pod_sandbox(api::ListPodSandboxRequest { filter })
             .await
             .map(|r| r.into_inner().items)
             .map_err(|s| call_error("ListPodSandbox", s))
@@ -114,8 +128,20 @@ impl Cri {
 
     /// Every container the runtime knows (any state).
     pub async fn list_containers(&mut self) -> Result<Vec<api::Container>> {
+        self.list_containers_labelled(HashMap::new()).await
+    }
+
+    /// The containers (any state) that carry every one of `labels`.
+    pub async fn list_containers_labelled(
+        &mut self,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<api::Container>> {
+        let filter = (!labels.is_empty()).then(|| api::ContainerFilter {
+            label_selector: labels,
+            ..Default::default()
+        });
         self.runtime
-            .list_containers(api::ListContainersRequest { filter: None })
+            .list_containers(api::ListContainersRequest { filter })
             .await
             .map(|r| r.into_inner().containers)
             .map_err(|s| call_error("ListContainers", s))

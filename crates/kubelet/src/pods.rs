@@ -4,9 +4,11 @@
 //! Level-triggered, as upstream's kubelet: a watch on the node's pods (field selector
 //! `spec.nodeName`) feeds a cache and wakes the pod's worker; the worker also wakes
 //! every second to notice containers that exited. Each sync reads the runtime's state
-//! (sandboxes and containers labelled with the pod's uid), so it is idempotent and a
-//! restarted agent picks up running containers without restarting them. Pods deleted
-//! while the agent was away are cleaned up once the first list is complete.
+//! (the sandboxes and containers labelled with the pod's uid, filtered by the
+//! runtime), so it is idempotent and a restarted agent picks up running containers
+//! without restarting them. Pods deleted while the agent was away are cleaned up once
+//! the first list is complete. Sandboxes are created a few at a time (twice the
+//! cores), so that of many pods started together the first are Ready first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -74,6 +76,16 @@ struct Agent {
     recorder: Recorder,
     /// Service account tokens of projected volumes, by (pod uid, audience, lifetime).
     tokens: Mutex<HashMap<(String, String, i64), IssuedToken>>,
+    /// Sandbox creations in flight at once ([`sandbox_start_limit`]).
+    sandbox_starts: tokio::sync::Semaphore,
+}
+
+/// How many sandboxes are created at once: twice the node's cores. Creating one
+/// costs the runtime ~150 ms of CPU (runc, the CNI plugins, a shim); a hundred
+/// pods started together all at once would all be Ready only at the end, while in
+/// turns the first are Ready early and the last no later (BENCHMARKS.md).
+fn sandbox_start_limit() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// An eviction the eviction manager decided, for the pod's worker to carry out.
@@ -181,6 +193,7 @@ pub async fn run(
         pressure,
         evicted: Mutex::new(HashMap::new()),
         tokens: Mutex::new(HashMap::new()),
+        sandbox_starts: tokio::sync::Semaphore::new(sandbox_start_limit()),
     });
     let mut pod_stream = std::pin::pin!(pod_stream);
     let mut orphan_sweeper = None;
@@ -724,7 +737,10 @@ impl Agent {
         }
         let config = self.sandbox_config(pod, attempt, true);
         std::fs::create_dir_all(&config.log_directory)?;
-        let id = cri.run_pod_sandbox(config.clone()).await?;
+        let id = {
+            let _permit = self.sandbox_starts.acquire().await?;
+            cri.run_pod_sandbox(config.clone()).await?
+        };
         let status = cri.pod_sandbox_status(&id).await?;
         let ip = status.network.map(|n| n.ip).unwrap_or_default();
         state.sandbox_ip = Some((id.clone(), ip.clone()));
@@ -1806,17 +1822,10 @@ impl RuntimeView {
         uid: &str,
         cache: &mut HashMap<String, (i32, api::ContainerStatus)>,
     ) -> Result<RuntimeView> {
-        let sandboxes: Vec<api::PodSandbox> = cri
-            .list_pod_sandboxes()
-            .await?
-            .into_iter()
-            .filter(|s| s.labels.get(LABEL_POD_UID).map(String::as_str) == Some(uid))
-            .collect();
+        let labels = HashMap::from([(LABEL_POD_UID.to_string(), uid.to_string())]);
+        let sandboxes = cri.list_pod_sandboxes_labelled(labels.clone()).await?;
         let mut containers = Vec::new();
-        for container in cri.list_containers().await? {
-            if container.labels.get(LABEL_POD_UID).map(String::as_str) != Some(uid) {
-                continue;
-            }
+        for container in cri.list_containers_labelled(labels).await? {
             let status = match cache.get(&container.id) {
                 Some((state, status)) if *state == container.state => status.clone(),
                 _ => {
