@@ -5,7 +5,9 @@
 //!   InternalIP (`host-gw`) or through a VXLAN overlay ([`vxlan`]);
 //! - the host's safety routes (cluster CIDR unreachable, service CIDR onto the
 //!   bridge), so cluster addresses never leave the machine by its default route;
-//! - egress masquerade for traffic leaving the cluster CIDR ([`masquerade`]).
+//! - egress masquerade for traffic leaving the cluster CIDR ([`masquerade`]);
+//! - an accept for pod traffic at the end of the iptables `FORWARD` chain
+//!   ([`forward`]), for hosts whose forwarding policy is DROP.
 //!
 //! (IPv4 forwarding is turned on by the kubelet, which every node runs.)
 //!
@@ -15,6 +17,7 @@
 //! removes them.
 
 pub mod command;
+pub mod forward;
 pub mod masquerade;
 pub mod peers;
 pub mod routes;
@@ -111,6 +114,12 @@ pub async fn run(config: NetConfig, client: kube::Client) -> Result<()> {
     command::nft(&masquerade::script(&config.bridge, config.cluster_cidr))
         .await
         .context("cannot install the pod egress masquerade")?;
+    if let Err(error) = forward::install(&config.bridge, config.cluster_cidr).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "cannot accept pod traffic in the iptables FORWARD chain; where its policy is DROP, pod traffic is dropped"
+        );
+    }
 
     let (nodes, writer) = reflector::store::<Node>();
     let changed = Arc::new(tokio::sync::Notify::new());
@@ -167,8 +176,10 @@ pub async fn run(config: NetConfig, client: kube::Client) -> Result<()> {
 }
 
 /// Removes what [`run`] made in this network namespace: krust's routes, the overlay
-/// device and the masquerade table of `bridge`. For tests and resets.
+/// device, the masquerade table and the forward chain of `bridge`. For tests and
+/// resets.
 pub fn teardown(bridge: &str) {
+    forward::remove(bridge);
     command::run_quietly("ip", &["link", "del", vxlan::DEVICE]);
     command::run_quietly("ip", &["route", "flush", "proto", routes::PROTO]);
     command::delete_table_quietly(&masquerade::table(bridge));

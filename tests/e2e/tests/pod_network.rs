@@ -1,7 +1,8 @@
 //! The pod network across nodes (`krust-net`), on a multi-node cluster whose nodes
 //! each live in their own network namespace: a pod on one node reaches a pod on the
 //! other by its IP with either backend, pods reach addresses outside the cluster
-//! (masqueraded), and each node holds its routes and safety routes. Needs root.
+//! (masqueraded), and each node holds its routes and safety routes; all of it with
+//! the nodes' iptables FORWARD policy DROP (as Docker sets it). Needs root.
 
 use std::time::Duration;
 
@@ -19,6 +20,20 @@ fn pods_reach_each_other_across_nodes(backend: &str) {
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     assert!(a.pod_cidr.starts_with("10.42."), "{}", a.pod_cidr);
     assert_ne!(a.pod_cidr, b.pod_cidr);
+    // A forwarding policy of DROP: the agents' FORWARD accept for the cluster CIDR
+    // keeps pod traffic flowing.
+    for node in 0..2 {
+        let out = cluster.exec_on_node(node, &["iptables", "-w", "-P", "FORWARD", "DROP"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = cluster.exec_on_node(node, &["iptables", "-w", "-S", "FORWARD"]);
+        let forward = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(forward.contains("-P FORWARD DROP"), "{forward}");
+        assert!(forward.contains("-j KRUST-FWD-krust0"), "{forward}");
+    }
 
     let web_ip = cluster.run_pod("default", "web", 0, "krust/httpd:1", serde_json::json!({}));
     let prefix = a.pod_cidr.trim_end_matches("0/24");
