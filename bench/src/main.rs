@@ -93,6 +93,11 @@ enum Command {
         /// Pods created at once.
         #[arg(long, default_value_t = 100)]
         pods: usize,
+        /// Run the node as a `krust agent` process of its own (without the service
+        /// proxy, as test nodes sharing the host's network run), so that its memory
+        /// and CPU are the agent's alone.
+        #[arg(long)]
+        separate_agent: bool,
     },
 }
 
@@ -128,7 +133,10 @@ fn main() -> Result<()> {
             clients,
             seconds,
         } => runtime.block_on(dns::run(services, clients, seconds)),
-        Command::PodStartup { pods } => runtime.block_on(pod_startup::run(pods)),
+        Command::PodStartup {
+            pods,
+            separate_agent,
+        } => runtime.block_on(pod_startup::run(pods, separate_agent)),
         Command::Network {
             services,
             endpoints,

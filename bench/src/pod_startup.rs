@@ -17,6 +17,9 @@ use serde_json::json;
 
 use crate::{percentile, rss_mb, status_mb};
 
+/// How long the node's CPU use is sampled once every pod runs.
+const STEADY_WINDOW: Duration = Duration::from_secs(10);
+
 /// How long all pods may take to become Ready.
 const ALL_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -111,10 +114,23 @@ impl CpuTimes {
     }
 }
 
-pub async fn run(pods: usize) -> Result<()> {
-    let node = tokio::task::spawn_blocking(TestNode::start).await?;
+pub async fn run(pods: usize, separate_agent: bool) -> Result<()> {
+    let start = if separate_agent {
+        TestNode::start_separate_agent
+    } else {
+        TestNode::start
+    };
+    let node = tokio::task::spawn_blocking(start).await?;
     let client = node.server.client().await;
-    let server_pid = node.server.pid().context("the server is not running")?;
+    // The process that runs the node: the server with its embedded agent, or the
+    // agent alone.
+    let (server_pid, who) = if separate_agent {
+        let pid = node.agent_pid().context("the agent is not running")?;
+        (pid, "krust agent alone (no service proxy)")
+    } else {
+        let pid = node.server.pid().context("the server is not running")?;
+        (pid, "krust server with agent")
+    };
     let containerd_dir = node.agent_dir().join("containerd");
     let containerd_pid: u32 = std::fs::read_to_string(containerd_dir.join("containerd.pid"))?
         .trim()
@@ -194,6 +210,11 @@ pub async fn run(pods: usize) -> Result<()> {
     let busy_server = rss_mb(server_pid);
     let busy_server_anon = status_mb(server_pid, "RssAnon");
     let busy_containerd = rss_mb(containerd_pid);
+    // Steady state: what the node costs while the pods just run.
+    let steady_before = CpuTimes::read(server_pid, containerd_pid, &socket);
+    tokio::time::sleep(STEADY_WINDOW).await;
+    let steady = CpuTimes::read(server_pid, containerd_pid, &socket).since(steady_before);
+    let per_second = |seconds: f64| 100.0 * seconds / STEADY_WINDOW.as_secs_f64();
     let shim_pids = shims(&socket);
     let shims = shim_pids.len();
     let shims_mb: f64 = shim_pids.into_iter().map(rss_mb).sum();
@@ -209,8 +230,8 @@ pub async fn run(pods: usize) -> Result<()> {
         "| all {pods} Ready after (s) | {:.1} | |",
         all_ready.as_secs_f64()
     );
-    println!("| RSS idle: krust server with agent (MB) | {idle_server:.1} | agent < 30 |");
-    println!("| RSS with {pods} pods: krust server with agent (MB) | {busy_server:.1} | |");
+    println!("| RSS idle: {who} (MB) | {idle_server:.1} | agent < 30 |");
+    println!("| RSS with {pods} pods: {who} (MB) | {busy_server:.1} | |");
     println!(
         "| of which allocated (RssAnon) idle / with {pods} pods (MB) | {idle_server_anon:.1} / {busy_server_anon:.1} | |"
     );
@@ -219,8 +240,14 @@ pub async fn run(pods: usize) -> Result<()> {
     );
     println!("| RSS of {shims} shims together (MB) | {shims_mb:.1} | |");
     println!(
-        "| CPU until all Ready (s): krust server / containerd with CNI plugins / shims with runc / whole machine | {:.1} / {:.1} / {:.1} / {:.1} | |",
+        "| CPU until all Ready (s): {who} / containerd with CNI plugins / shims with runc / whole machine | {:.1} / {:.1} / {:.1} / {:.1} | |",
         cpu.server, cpu.containerd, cpu.shims, cpu.machine
+    );
+    println!(
+        "| CPU with {pods} pods running (% of one core): {who} / containerd / whole machine | {:.1} / {:.1} / {:.1} | |",
+        per_second(steady.server),
+        per_second(steady.containerd),
+        per_second(steady.machine)
     );
     // Dropping the node removes the pods' sandboxes through CRI.
     tokio::task::spawn_blocking(move || drop(node)).await?;

@@ -161,6 +161,11 @@ impl TestNode {
         self.agent = Some(child);
     }
 
+    /// The process id of the separate agent, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Kills the separate agent process (SIGKILL); its containerd and containers stay.
     pub fn kill_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {
