@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
@@ -15,11 +17,21 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use k8s_cri::v1 as api;
 
-/// A connection to a CRI runtime. Cheap to clone (one shared HTTP/2 channel).
+/// A connection to a CRI runtime. Cheap to clone (one shared HTTP/2 channel, and
+/// one record of the changes made through any clone).
 #[derive(Clone)]
 pub struct Cri {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
+    changes: Arc<Mutex<Changes>>,
+}
+
+/// The calls that change the runtime's sandboxes or containers, made through any
+/// clone of one [`Cri`]: how many finished, and when the latest did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub count: u64,
+    pub last: Option<Instant>,
 }
 
 fn call_error(call: &str, status: tonic::Status) -> anyhow::Error {
@@ -48,7 +60,21 @@ impl Cri {
         Ok(Cri {
             runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             images: ImageServiceClient::new(channel).max_decoding_message_size(64 << 20),
+            changes: Arc::default(),
         })
+    }
+
+    /// The changing calls finished so far (see [`Changes`]).
+    pub fn changes(&self) -> Changes {
+        *self.changes.lock().expect("changes lock")
+    }
+
+    /// Records that a changing call finished (whether or not it succeeded: a failed
+    /// one may have changed something too).
+    fn mutated(&self) {
+        let mut changes = self.changes.lock().expect("changes lock");
+        changes.count += 1;
+        changes.last = Some(Instant::now());
     }
 
     /// The runtime's name and version.
@@ -61,34 +87,43 @@ impl Cri {
     }
 
     pub async fn run_pod_sandbox(&mut self, config: api::PodSandboxConfig) -> Result<String> {
-        self.runtime
+        let result = self
+            .runtime
             .run_pod_sandbox(api::RunPodSandboxRequest {
                 config: Some(config),
                 runtime_handler: String::new(),
             })
             .await
             .map(|r| r.into_inner().pod_sandbox_id)
-            .map_err(|s| call_error("RunPodSandbox", s))
+            .map_err(|s| call_error("RunPodSandbox", s));
+        self.mutated();
+        result
     }
 
     pub async fn stop_pod_sandbox(&mut self, id: &str) -> Result<()> {
-        self.runtime
+        let result = self
+            .runtime
             .stop_pod_sandbox(api::StopPodSandboxRequest {
                 pod_sandbox_id: id.to_string(),
             })
             .await
             .map(drop)
-            .map_err(|s| call_error("StopPodSandbox", s))
+            .map_err(|s| call_error("StopPodSandbox", s));
+        self.mutated();
+        result
     }
 
     pub async fn remove_pod_sandbox(&mut self, id: &str) -> Result<()> {
-        self.runtime
+        let result = self
+            .runtime
             .remove_pod_sandbox(api::RemovePodSandboxRequest {
                 pod_sandbox_id: id.to_string(),
             })
             .await
             .map(drop)
-            .map_err(|s| call_error("RemovePodSandbox", s))
+            .map_err(|s| call_error("RemovePodSandbox", s));
+        self.mutated();
+        result
     }
 
     pub async fn pod_sandbox_status(&mut self, id: &str) -> Result<api::PodSandboxStatus> {
@@ -153,7 +188,8 @@ impl Cri {
         config: api::ContainerConfig,
         sandbox_config: api::PodSandboxConfig,
     ) -> Result<String> {
-        self.runtime
+        let result = self
+            .runtime
             .create_container(api::CreateContainerRequest {
                 pod_sandbox_id: sandbox_id.to_string(),
                 config: Some(config),
@@ -161,39 +197,50 @@ impl Cri {
             })
             .await
             .map(|r| r.into_inner().container_id)
-            .map_err(|s| call_error("CreateContainer", s))
+            .map_err(|s| call_error("CreateContainer", s));
+        self.mutated();
+        result
     }
 
     pub async fn start_container(&mut self, id: &str) -> Result<()> {
-        self.runtime
+        let result = self
+            .runtime
             .start_container(api::StartContainerRequest {
                 container_id: id.to_string(),
             })
             .await
             .map(drop)
-            .map_err(|s| call_error("StartContainer", s))
+            .map_err(|s| call_error("StartContainer", s));
+        self.mutated();
+        result
     }
 
     /// Stops a container: SIGTERM (or the image's stop signal), SIGKILL after `timeout_s`.
     pub async fn stop_container(&mut self, id: &str, timeout_s: i64) -> Result<()> {
-        self.runtime
+        let result = self
+            .runtime
             .stop_container(api::StopContainerRequest {
                 container_id: id.to_string(),
                 timeout: timeout_s,
             })
             .await
             .map(drop)
-            .map_err(|s| call_error("StopContainer", s))
+            .map_err(|s| call_error("StopContainer", s));
+        self.mutated();
+        result
     }
 
     pub async fn remove_container(&mut self, id: &str) -> Result<()> {
-        self.runtime
+        let result = self
+            .runtime
             .remove_container(api::RemoveContainerRequest {
                 container_id: id.to_string(),
             })
             .await
             .map(drop)
-            .map_err(|s| call_error("RemoveContainer", s))
+            .map_err(|s| call_error("RemoveContainer", s));
+        self.mutated();
+        result
     }
 
     pub async fn container_status(&mut self, id: &str) -> Result<api::ContainerStatus> {

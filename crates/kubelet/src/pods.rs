@@ -4,9 +4,10 @@
 //! Level-triggered, as upstream's kubelet: a watch on the node's pods (field selector
 //! `spec.nodeName`) feeds a cache and wakes the pod's worker; the worker also wakes
 //! every second to notice containers that exited. Each sync reads the runtime's state
-//! (the sandboxes and containers labelled with the pod's uid, filtered by the
-//! runtime), so it is idempotent and a restarted agent picks up running containers
-//! without restarting them. Pods deleted while the agent was away are cleaned up once
+//! (the sandboxes and containers labelled with the pod's uid: from one relist of the
+//! node that all workers share while nothing changes, or, right after a change, from
+//! the runtime filtering by the uid), so it is idempotent and a restarted agent picks
+//! up running containers without restarting them. Pods deleted while the agent was away are cleaned up once
 //! the first list is complete. Sandboxes are created a few at a time (twice the
 //! cores), so that of many pods started together the first are Ready first.
 
@@ -78,7 +79,24 @@ struct Agent {
     tokens: Mutex<HashMap<(String, String, i64), IssuedToken>>,
     /// Sandbox creations in flight at once ([`sandbox_start_limit`]).
     sandbox_starts: tokio::sync::Semaphore,
+    /// The latest relist of the node's sandboxes and containers, which the workers
+    /// share while nothing changes ([`Agent::runtime_view`]).
+    relist: tokio::sync::Mutex<Option<Arc<Relist>>>,
 }
+
+/// The node's sandboxes and containers as one pair of list calls saw them.
+struct Relist {
+    /// When the lists were asked for.
+    taken_at: Instant,
+    /// How many changing runtime calls had finished then ([`crate::cri::Changes`]).
+    changes: u64,
+    sandboxes: Vec<api::PodSandbox>,
+    containers: Vec<api::Container>,
+}
+
+/// How old a relist the workers may use, and how long after the agent's latest
+/// change to the runtime they read their pods' state themselves instead.
+const RELIST_MAX_AGE: Duration = RESYNC_INTERVAL;
 
 /// How many sandboxes are created at once: twice the node's cores. Creating one
 /// costs the runtime ~150 ms of CPU (runc, the CNI plugins, a shim); a hundred
@@ -194,6 +212,7 @@ pub async fn run(
         evicted: Mutex::new(HashMap::new()),
         tokens: Mutex::new(HashMap::new()),
         sandbox_starts: tokio::sync::Semaphore::new(sandbox_start_limit()),
+        relist: tokio::sync::Mutex::new(None),
     });
     let mut pod_stream = std::pin::pin!(pod_stream);
     let mut orphan_sweeper = None;
@@ -267,6 +286,66 @@ impl Agent {
             .lock()
             .expect("tokens lock")
             .retain(|(pod, _, _), _| pod != &uid);
+    }
+
+    /// The runtime's sandboxes and containers of pod `uid`. While the agent changes
+    /// nothing in the runtime, the workers share one relist of the node a second (two
+    /// calls in all, where each worker reading its own would make two per pod); for a
+    /// second after a change, each reads its pod's own, so that what was just done
+    /// shows. A container that exits is seen within two seconds either way.
+    async fn runtime_view(
+        &self,
+        cri: &mut Cri,
+        uid: &str,
+        cache: &mut HashMap<String, (i32, api::ContainerStatus)>,
+    ) -> Result<RuntimeView> {
+        let Some(relist) = self.shared_relist(cri).await? else {
+            return RuntimeView::load(cri, uid, cache).await;
+        };
+        let of_pod = |labels: &HashMap<String, String>| {
+            labels.get(LABEL_POD_UID).map(String::as_str) == Some(uid)
+        };
+        let sandboxes = relist
+            .sandboxes
+            .iter()
+            .filter(|s| of_pod(&s.labels))
+            .cloned()
+            .collect();
+        let containers = relist
+            .containers
+            .iter()
+            .filter(|c| of_pod(&c.labels))
+            .cloned()
+            .collect();
+        RuntimeView::from_lists(cri, sandboxes, containers, cache).await
+    }
+
+    /// The shared relist: the latest one while no change happened since and it is
+    /// recent, a new one when the runtime has been left alone for a while, or none
+    /// (read the pod's own) right after a change.
+    async fn shared_relist(&self, cri: &mut Cri) -> Result<Option<Arc<Relist>>> {
+        let mut latest = self.relist.lock().await;
+        let changes = cri.changes();
+        if let Some(relist) = latest.as_ref()
+            && relist.changes == changes.count
+            && relist.taken_at.elapsed() < RELIST_MAX_AGE
+        {
+            return Ok(Some(relist.clone()));
+        }
+        if changes.last.is_some_and(|at| at.elapsed() < RELIST_MAX_AGE) {
+            return Ok(None);
+        }
+        let taken_at = Instant::now();
+        let sandboxes = cri.list_pod_sandboxes().await?;
+        let containers = cri.list_containers().await?;
+        let relist = Arc::new(Relist {
+            taken_at,
+            changes: changes.count,
+            sandboxes,
+            containers,
+        });
+        *latest = Some(relist.clone());
+        Ok(Some(relist))
     }
 
     /// Asks the API server for the service account tokens the pod's projected
@@ -463,7 +542,9 @@ impl Agent {
         self.track_objects(uid, pod, state).await;
         let spec = pod.spec.clone().unwrap_or_default();
         let mut cri = self.cri.clone();
-        let runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        let runtime = self
+            .runtime_view(&mut cri, uid, &mut state.status_cache)
+            .await?;
         let terminal = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded") | Some("Failed")
@@ -521,7 +602,8 @@ impl Agent {
 
         let sandbox = self.ensure_sandbox(&mut cri, pod, &runtime, state).await?;
         let runtime = if sandbox.created {
-            RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?
+            self.runtime_view(&mut cri, uid, &mut state.status_cache)
+                .await?
         } else {
             runtime
         };
@@ -607,12 +689,16 @@ impl Agent {
         } else {
             initialized = false;
         }
-        let mut runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+        let mut runtime = self
+            .runtime_view(&mut cri, uid, &mut state.status_cache)
+            .await?;
         if self
             .run_probes(&mut cri, pod, &runtime, &sandbox, state)
             .await
         {
-            runtime = RuntimeView::load(&mut cri, uid, &mut state.status_cache).await?;
+            runtime = self
+                .runtime_view(&mut cri, uid, &mut state.status_cache)
+                .await?;
         }
         let status = self.status(pod, &runtime, &sandbox, state, initialized, failed_init);
         self.write_status(pod, status, state).await?;
@@ -1817,6 +1903,8 @@ struct RuntimeView {
 }
 
 impl RuntimeView {
+    /// Reads the pod's own sandboxes and containers from the runtime (filtered there
+    /// by the pod's uid label).
     async fn load(
         cri: &mut Cri,
         uid: &str,
@@ -1824,8 +1912,21 @@ impl RuntimeView {
     ) -> Result<RuntimeView> {
         let labels = HashMap::from([(LABEL_POD_UID.to_string(), uid.to_string())]);
         let sandboxes = cri.list_pod_sandboxes_labelled(labels.clone()).await?;
+        let containers = cri.list_containers_labelled(labels).await?;
+        Self::from_lists(cri, sandboxes, containers, cache).await
+    }
+
+    /// The view of one pod's `sandboxes` and `containers` as listed, with each
+    /// container's status (asked for only when its state changed since `cache`
+    /// had it).
+    async fn from_lists(
+        cri: &mut Cri,
+        sandboxes: Vec<api::PodSandbox>,
+        listed: Vec<api::Container>,
+        cache: &mut HashMap<String, (i32, api::ContainerStatus)>,
+    ) -> Result<RuntimeView> {
         let mut containers = Vec::new();
-        for container in cri.list_containers_labelled(labels).await? {
+        for container in listed {
             let status = match cache.get(&container.id) {
                 Some((state, status)) if *state == container.state => status.clone(),
                 _ => {
