@@ -153,6 +153,64 @@ fn invalid(service: &Value, field: &str, value: &Value, message: &str) -> ApiErr
     )
 }
 
+/// Upstream's checks of a Service's IP family fields against this cluster's single
+/// IPv4 service network (after defaulting): SingleStack with two families or cluster
+/// IPs is contradictory, RequireDualStack cannot be met, and IPv6 is not configured.
+/// A headless Service without selector may name both families (it gets no IP).
+fn check_ip_families(service: &Value) -> ApiResult<()> {
+    if service_type(service) == "ExternalName" {
+        return Ok(());
+    }
+    let spec = &service["spec"];
+    let policy = spec["ipFamilyPolicy"].as_str().unwrap_or("SingleStack");
+    let list = |field: &str| -> Vec<String> {
+        spec[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    let families = list("ipFamilies");
+    if policy == "SingleStack" {
+        for (field, what) in [("clusterIPs", "cluster IPs"), ("ipFamilies", "IP families")] {
+            if list(field).len() == 2 {
+                return Err(invalid(
+                    service,
+                    "spec.ipFamilyPolicy",
+                    &json!(policy),
+                    &format!(
+                        "must be 'RequireDualStack' or 'PreferDualStack' when multiple {what} are specified"
+                    ),
+                ));
+            }
+        }
+    }
+    let headless_without_selector = spec["clusterIP"].as_str() == Some("None")
+        && spec["selector"].as_object().is_none_or(|s| s.is_empty());
+    if headless_without_selector {
+        return Ok(());
+    }
+    if policy == "RequireDualStack" {
+        return Err(invalid(
+            service,
+            "spec.ipFamilyPolicy",
+            &json!(policy),
+            "this cluster is not configured for dual-stack services",
+        ));
+    }
+    if let Some((index, family)) = families.iter().enumerate().find(|(_, f)| *f != "IPv4") {
+        return Err(invalid(
+            service,
+            &format!("spec.ipFamilies[{index}]"),
+            &json!(family),
+            "not configured on this cluster",
+        ));
+    }
+    Ok(())
+}
+
 /// Drops from an updated Service what only its old type had, when the client sent it
 /// back unchanged (upstream's dropTypeDependentFields): the ClusterIP and IP families
 /// of a Service that becomes an ExternalName, the NodePorts of one that no longer
@@ -252,6 +310,7 @@ impl Api {
         old: Option<&Value>,
         claimed: &mut Claimed,
     ) -> ApiResult<()> {
+        check_ip_families(service)?;
         let ranges = self.service_ranges;
         let already = old.map(held).unwrap_or_default();
         let owner = (

@@ -1,7 +1,8 @@
 //! Service ClusterIP and NodePort allocation against real `krust server`s: the
 //! `kubernetes` Service, requested and random values, 422s for taken or
 //! out-of-range values (with nothing stored), release on delete, survival across a
-//! restart, and concurrent creates (also from two servers sharing one etcd) that
+//! restart, IP family requests the IPv4 service network cannot meet refused as
+//! upstream refuses them, and concurrent creates (also from two servers sharing one etcd) that
 //! never share a value; every live server of one datastore behind the `kubernetes`
 //! Service and `kube-dns`.
 
@@ -546,4 +547,89 @@ async fn concurrent_creates_on_two_servers_sharing_etcd_never_share_a_value() {
     let (_first, first_client) = start(options.clone()).await;
     let (_second, second_client) = start(options).await;
     create_concurrently(&[first_client, second_client], 25).await;
+}
+
+/// IP family requests on this single-stack IPv4 service network, as upstream
+/// answers them: dual-stack required, IPv6, or SingleStack with two families are
+/// 422s that store nothing; PreferDualStack gets IPv4 alone; a headless Service
+/// without selector may name both families.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_family_requests_the_ipv4_cluster_cannot_meet_are_refused() {
+    let (_server, client) = start(ServerOptions::default()).await;
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let ports = json!([{"port": 80}]);
+    for (name, spec, field, message) in [
+        (
+            "require-dual",
+            json!({"ipFamilyPolicy": "RequireDualStack", "selector": {"a": "b"}, "ports": ports}),
+            "spec.ipFamilyPolicy",
+            "this cluster is not configured for dual-stack services",
+        ),
+        (
+            "ipv6",
+            json!({"ipFamilies": ["IPv6"], "ports": ports}),
+            "spec.ipFamilies[0]",
+            "not configured on this cluster",
+        ),
+        (
+            "prefer-ipv6-second",
+            json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"], "ports": ports}),
+            "spec.ipFamilies[1]",
+            "not configured on this cluster",
+        ),
+        (
+            "single-two",
+            json!({"ipFamilies": ["IPv4", "IPv6"], "ports": ports}),
+            "spec.ipFamilyPolicy",
+            "must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified",
+        ),
+    ] {
+        let error = services
+            .create(&PostParams::default(), &service(name, spec))
+            .await
+            .unwrap_err();
+        let kube::Error::Api(status) = error else {
+            panic!("{name}: expected an API error, got {error}");
+        };
+        assert_eq!(status.code, 422, "{name}: {status:?}");
+        assert!(
+            status.message.contains(message),
+            "{name}: {}",
+            status.message
+        );
+        let body = serde_json::to_string(&status).unwrap();
+        assert!(body.contains(field), "{name}: {body}");
+        assert!(
+            services.get_opt(name).await.unwrap().is_none(),
+            "{name}: a refused Service was stored"
+        );
+    }
+
+    let prefer = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "prefer",
+                json!({"ipFamilyPolicy": "PreferDualStack", "ports": ports}),
+            ),
+        )
+        .await
+        .unwrap();
+    let spec = prefer.spec.unwrap();
+    assert_eq!(spec.ip_families, Some(vec!["IPv4".to_string()]));
+    assert_eq!(spec.cluster_ips.map(|ips| ips.len()), Some(1));
+
+    let headless = services
+        .create(
+            &PostParams::default(),
+            &service("headless", json!({"clusterIP": "None", "ports": ports})),
+        )
+        .await
+        .unwrap();
+    let spec = headless.spec.unwrap();
+    assert_eq!(spec.ip_family_policy.as_deref(), Some("RequireDualStack"));
+    assert_eq!(
+        spec.ip_families,
+        Some(vec!["IPv4".to_string(), "IPv6".to_string()])
+    );
 }
