@@ -9,6 +9,7 @@
 
 mod agent;
 mod apiserver_endpoints;
+mod cluster_secrets;
 mod components;
 mod hostaddrs;
 mod kubeconfig;

@@ -13,7 +13,8 @@
 //!   O `system:masters`), renewed on the same terms.
 //!
 //! Beside them [`ensure_service_account_key`] keeps `service-account.key`, the key
-//! that signs service account tokens.
+//! that signs service account tokens. Servers sharing a datastore share the CA and
+//! that key through it (`crate::cluster_secrets`).
 //!
 //! Keys are ECDSA P-256, written with mode 0600. Files are written to a temporary name
 //! and renamed, so a crash never leaves half a file.
@@ -46,6 +47,8 @@ pub const FIRST_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 1);
 pub const ADMIN_USER: &str = "system:admin";
 /// Organization (group) of the admin's client certificate.
 pub const ADMIN_GROUP: &str = "system:masters";
+/// The file in the `tls/` dir holding the key that signs service account tokens.
+pub const SERVICE_ACCOUNT_KEY_FILE: &str = "service-account.key";
 /// Certificates are backdated this much, to tolerate clocks slightly behind ours.
 const BACKDATE: Duration = Duration::hours(1);
 

@@ -95,7 +95,22 @@ async fn start(args: ServerArgs) -> Result<(tokio::task::JoinHandle<()>, Endpoin
 
     let bind = SocketAddr::new(args.bind_address, args.port);
     let names = ServingNames::new(args.bind_address, hostaddrs::interface_addresses());
-    let pki = pki::ensure(&data_dir.join("tls"), &names)?;
+    let given_service_account_key =
+        match &args.service_account_key_file {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the service account key {}", path.display())
+            })?),
+            None => None,
+        };
+    let tls_dir = data_dir.join("tls");
+    crate::cluster_secrets::share(
+        &store,
+        &tls_dir,
+        &names,
+        given_service_account_key.as_deref(),
+    )
+    .await?;
+    let pki = pki::ensure(&tls_dir, &names)?;
     let server_url = kubeconfig::server_url(bind);
     let kubeconfig_path = data_dir.join("admin.kubeconfig");
     pki::write_private(
@@ -103,10 +118,9 @@ async fn start(args: ServerArgs) -> Result<(tokio::task::JoinHandle<()>, Endpoin
         &kubeconfig::render(&pki, &server_url, &pki.admin),
     )?;
 
-    let service_account_key = match &args.service_account_key_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the service account key {}", path.display()))?,
-        None => pki::ensure_service_account_key(&data_dir.join("tls/service-account.key"))?,
+    let service_account_key = match given_service_account_key {
+        Some(key) => key,
+        None => pki::ensure_service_account_key(&tls_dir.join(pki::SERVICE_ACCOUNT_KEY_FILE))?,
     };
     let config = krust_apiserver::ServerConfig {
         bind,

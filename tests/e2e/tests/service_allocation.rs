@@ -4,7 +4,7 @@
 //! restart, IP family requests the IPv4 service network cannot meet refused as
 //! upstream refuses them, and concurrent creates (also from two servers sharing one etcd) that
 //! never share a value; every live server of one datastore behind the `kubernetes`
-//! Service and `kube-dns`.
+//! Service and `kube-dns`, all with the CA and service account key of the first.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -198,6 +198,39 @@ async fn every_live_server_of_one_datastore_is_behind_the_kubernetes_service() {
         Duration::from_secs(30),
     )
     .await;
+    // One cluster: the later servers adopted the first one's CA and service account
+    // key from the datastore, so the first's admin kubeconfig works against every
+    // server, and a token the first issued is accepted by another.
+    let ca = |server: &TestServer| {
+        std::fs::read_to_string(server.data_dir().join("tls/ca.crt")).unwrap()
+    };
+    assert_eq!(ca(&first), ca(&second));
+    assert_eq!(ca(&first), ca(&third));
+    let token = first.kubectl_ok(["create", "token", "default", "-n", "default"]);
+    let who = tokio::task::block_in_place(|| {
+        first.kubectl_ok([
+            &format!("--server={}", third.url()),
+            "get",
+            "namespace",
+            "default",
+            "-o",
+            "name",
+        ]);
+        first.kubectl_ok([
+            "--kubeconfig=/dev/null".to_string(),
+            format!("--server={}", second.url()),
+            format!(
+                "--certificate-authority={}",
+                first.data_dir().join("tls/ca.crt").display()
+            ),
+            format!("--token={}", token.trim()),
+            "auth".into(),
+            "whoami".into(),
+            "-o".into(),
+            "jsonpath={.status.userInfo.username}".into(),
+        ])
+    });
+    assert_eq!(who.trim(), "system:serviceaccount:default:default");
     // Sooner than its Lease (15 s, renewed every 5 s) could run out.
     tokio::task::block_in_place(|| second.stop());
     wait_for(&["127.0.0.1", "127.0.0.3"], Duration::from_secs(8)).await;
