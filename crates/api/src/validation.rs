@@ -1855,27 +1855,56 @@ fn validate_service(service: &Value, errs: &mut FieldErrors) {
             }
         }
     }
-    validate_load_balancer_source_ranges(spec, service_type, errs);
+    validate_load_balancer_source_ranges(service, service_type, errs);
 }
 
-/// `spec.loadBalancerSourceRanges`, as upstream's ValidateService: only for
-/// LoadBalancer Services, and each a CIDR (surrounding spaces allowed, as upstream
-/// accepts them for compatibility with the old annotation). Upstream names the field
-/// `spec.LoadBalancerSourceRanges` in its errors; so does this.
-fn validate_load_balancer_source_ranges(spec: &Value, service_type: &str, errs: &mut FieldErrors) {
-    let ranges = array_at(spec, "loadBalancerSourceRanges");
-    if ranges.is_empty() {
+/// The annotation that named a LoadBalancer's admitted sources before
+/// `spec.loadBalancerSourceRanges` existed: CIDRs separated by commas.
+pub const LOAD_BALANCER_SOURCE_RANGES_ANNOTATION: &str =
+    "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// `spec.loadBalancerSourceRanges`, or when that is empty the older annotation, as
+/// upstream's ValidateService: only for LoadBalancer Services, and each a CIDR
+/// (surrounding spaces allowed, as upstream accepts them for compatibility with the
+/// annotation). Upstream names the field `spec.LoadBalancerSourceRanges` in its errors;
+/// so does this.
+fn validate_load_balancer_source_ranges(
+    service: &Value,
+    service_type: &str,
+    errs: &mut FieldErrors,
+) {
+    let ranges = array_at(child(service, "spec"), "loadBalancerSourceRanges");
+    let annotation = service
+        .pointer("/metadata/annotations")
+        .and_then(|annotations| annotations.get(LOAD_BALANCER_SOURCE_RANGES_ANNOTATION))
+        .and_then(Value::as_str);
+    let (field, values): (String, Vec<(String, &str)>) = if !ranges.is_empty() {
+        let field = "spec.LoadBalancerSourceRanges".to_string();
+        let values = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, range)| (format!("{field}[{i}]"), range.as_str().unwrap_or("")))
+            .collect();
+        (field, values)
+    } else if let Some(annotation) = annotation {
+        let field = format!("metadata.annotations[{LOAD_BALANCER_SOURCE_RANGES_ANNOTATION}]");
+        let values = annotation
+            .split(',')
+            .filter(|_| !annotation.trim().is_empty())
+            .map(|range| (field.clone(), range))
+            .collect();
+        (field, values)
+    } else {
         return;
-    }
-    let field = "spec.LoadBalancerSourceRanges";
+    };
     if service_type != "LoadBalancer" {
-        errs.forbidden(field, "may only be used when `type` is 'LoadBalancer'");
+        errs.forbidden(&field, "may only be used when `type` is 'LoadBalancer'");
     }
-    for (i, range) in ranges.iter().enumerate() {
-        let text = range.as_str().unwrap_or("").trim();
+    for (item, range) in values {
+        let text = range.trim();
         if !is_valid_cidr(text) {
             errs.invalid(
-                &format!("{field}[{i}]"),
+                &item,
                 text,
                 "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
             );
@@ -2642,6 +2671,46 @@ mod tests {
                 "spec.LoadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'"
             ]
         );
+    }
+
+    #[test]
+    fn the_older_source_ranges_annotation_is_checked_when_the_field_is_empty() {
+        let service = |service_type: &str, annotation: &str| {
+            json!({"metadata": {"name": "web", "namespace": "n",
+                                "annotations": {LOAD_BALANCER_SOURCE_RANGES_ANNOTATION: annotation}},
+                   "spec": {"ports": [{"port": 80}], "type": service_type}})
+        };
+        for good in ["10.0.0.0/8, 192.0.2.1/32", " ", ""] {
+            assert!(
+                validate_object("", "Service", &service("LoadBalancer", good)).is_empty(),
+                "{good:?}"
+            );
+        }
+        let field = "metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]";
+        assert_eq!(
+            messages(&validate_object(
+                "",
+                "Service",
+                &service("LoadBalancer", "10.0.0.0/8,10.1.0.0")
+            )),
+            [format!(
+                "{field}: Invalid value: \"10.1.0.0\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+            )]
+        );
+        assert_eq!(
+            messages(&validate_object(
+                "",
+                "Service",
+                &service("ClusterIP", "10.0.0.0/8")
+            )),
+            [format!(
+                "{field}: Forbidden: may only be used when `type` is 'LoadBalancer'"
+            )]
+        );
+        // The field wins: the annotation is not looked at when the field is set.
+        let mut both = service("LoadBalancer", "nonsense");
+        both["spec"]["loadBalancerSourceRanges"] = json!(["10.0.0.0/8"]);
+        assert!(validate_object("", "Service", &both).is_empty());
     }
 
     #[test]

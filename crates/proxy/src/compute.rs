@@ -166,6 +166,37 @@ impl ServicePort {
     }
 }
 
+/// The source ranges a LoadBalancer Service names: `spec.loadBalancerSourceRanges`, or
+/// when that is empty the older comma-separated annotation, which the built-in load
+/// balancer honours as k3s's does (upstream's kube-proxy reads the field alone; cloud
+/// load balancers read both, in this order).
+fn source_ranges(service: &Service) -> Vec<String> {
+    let field = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.load_balancer_source_ranges.clone())
+        .unwrap_or_default();
+    if !field.is_empty() {
+        return field;
+    }
+    service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| {
+            annotations.get(krust_api::validation::LOAD_BALANCER_SOURCE_RANGES_ANNOTATION)
+        })
+        .map(|ranges| {
+            ranges
+                .split(',')
+                .map(str::trim)
+                .filter(|range| !range.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The sources a LoadBalancer Service admits to its ingress addresses `ingress_ips`
 /// (see [`ServicePort::allowed_sources`]). Ranges are trimmed (upstream accepts
 /// surrounding spaces); IPv6 and unparsable ones are left out (the API server refuses
@@ -437,14 +468,8 @@ fn add_service_ports(
     } else {
         Vec::new()
     };
-    let allowed_sources = allowed_sources(
-        spec.load_balancer_source_ranges
-            .as_deref()
-            .unwrap_or_default(),
-        &ingress_ips,
-        node.node_ip,
-    )
-    .filter(|_| kind == "LoadBalancer");
+    let allowed_sources = allowed_sources(&source_ranges(service), &ingress_ips, node.node_ip)
+        .filter(|_| kind == "LoadBalancer");
     let health_check_node_port = spec
         .health_check_node_port
         .filter(|_| kind == "LoadBalancer" && external_local)
@@ -1128,6 +1153,32 @@ mod tests {
     }
 
     const FIREWALL: &str = "firewall-default/web/tcp/http";
+
+    #[test]
+    fn the_older_source_ranges_annotation_counts_when_the_field_is_empty() {
+        let endpoints = [slice(&[("10.42.1.6", "node-b", true, true, false)])];
+        let mut annotated = load_balancer(json!([]), "Cluster");
+        annotated.metadata.annotations = Some(
+            [(
+                "service.beta.kubernetes.io/load-balancer-source-ranges".to_string(),
+                "192.0.2.0/24, 203.0.113.0/25".to_string(),
+            )]
+            .into(),
+        );
+        let set = compute(std::slice::from_ref(&annotated), &endpoints, &node());
+        assert_eq!(
+            rules(&set, FIREWALL),
+            ["ip saddr != { 192.0.2.0/24, 203.0.113.0/25 } drop"]
+        );
+        // The field wins over the annotation.
+        annotated.spec.as_mut().unwrap().load_balancer_source_ranges =
+            Some(vec!["198.51.100.0/24".into()]);
+        let set = compute(&[annotated], &endpoints, &node());
+        assert_eq!(
+            rules(&set, FIREWALL),
+            ["ip saddr != { 198.51.100.0/24 } drop"]
+        );
+    }
 
     #[test]
     fn source_ranges_drop_other_sources_to_the_load_balancer_addresses_before_dnat() {
