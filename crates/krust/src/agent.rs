@@ -112,6 +112,15 @@ async fn run_node(
         };
         proxy.node.node_ip = Some(node_ip);
         proxy.node.node_port_cidrs = network.proxy.nodeport_addresses.ranges(node_ip);
+        proxy.health_check_addresses = network
+            .proxy
+            .nodeport_addresses
+            .health_check_addresses(node_ip, crate::hostaddrs::interface_addresses());
+        if proxy.health_check_addresses.is_empty() {
+            tracing::warn!(
+                "no address of this node is in --nodeport-addresses: Services' health check node ports listen nowhere (name a range that holds one)"
+            );
+        }
         proxy
     });
     tokio::try_join!(

@@ -190,45 +190,49 @@ pub fn health_checks(ports: &[ServicePort]) -> BTreeMap<ServiceName, HealthCheck
         .collect()
 }
 
-/// The health check listeners of the Services that need one, on one address.
+/// The health check listeners of the Services that need one, on the node's addresses
+/// for node ports.
 #[derive(Debug)]
 pub struct ServiceHealthServers {
-    address: IpAddr,
+    addresses: Vec<IpAddr>,
     proxy: Arc<ProxyHealth>,
     listeners: HashMap<ServiceName, Listener>,
 }
 
-/// One Service's listener.
+/// One Service's listener, a socket on each address.
 #[derive(Debug)]
 struct Listener {
     port: u16,
     local_endpoints: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Listener {
-    /// Stops serving and closes the socket (done when this returns, so the port can
+    /// Stops serving and closes the sockets (done when this returns, so the port can
     /// be bound again at once).
     async fn close(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for ServiceHealthServers {
     fn drop(&mut self) {
-        for listener in self.listeners.values() {
-            listener.task.abort();
+        for task in self.listeners.values().flat_map(|listener| &listener.tasks) {
+            task.abort();
         }
     }
 }
 
 impl ServiceHealthServers {
-    /// Listeners on `address` (`0.0.0.0` on a node: every address), answering 503
+    /// Listeners on each of `addresses` (`0.0.0.0` on a node: every address; the
+    /// local addresses in `--nodeport-addresses` where that is given), answering 503
     /// while `proxy` is unhealthy.
-    pub fn new(address: IpAddr, proxy: Arc<ProxyHealth>) -> ServiceHealthServers {
+    pub fn new(addresses: Vec<IpAddr>, proxy: Arc<ProxyHealth>) -> ServiceHealthServers {
         ServiceHealthServers {
-            address,
+            addresses,
             proxy,
             listeners: HashMap::new(),
         }
@@ -264,40 +268,50 @@ impl ServiceHealthServers {
                     .store(check.local_endpoints, Ordering::Relaxed);
                 continue;
             }
-            let address = SocketAddr::new(self.address, check.port);
             let name = format!("{}/{}", service.namespace, service.name);
-            let listener = match listen(address) {
-                Ok(listener) => listener,
+            let sockets: std::io::Result<Vec<TcpListener>> = self
+                .addresses
+                .iter()
+                .map(|address| listen(SocketAddr::new(*address, check.port)))
+                .collect();
+            let sockets = match sockets {
+                Ok(sockets) => sockets,
                 Err(error) => {
                     tracing::error!(
                         service = %name,
-                        %address,
+                        port = check.port,
+                        addresses = ?self.addresses,
                         %error,
                         "cannot open the Service's health check node port; load balancers will see this node as down (free the port; retried at the next sync)"
                     );
                     continue;
                 }
             };
-            tracing::info!(service = %name, %address, "opened the health check node port");
+            tracing::info!(service = %name, port = check.port, addresses = ?self.addresses, "opened the health check node port");
             let local_endpoints = Arc::new(AtomicUsize::new(check.local_endpoints));
-            let task = tokio::spawn(serve(listener, {
-                let local_endpoints = local_endpoints.clone();
-                let proxy = self.proxy.clone();
-                let service = service.clone();
-                move |_path| {
-                    service_answer(
-                        &service,
-                        local_endpoints.load(Ordering::Relaxed),
-                        proxy.is_healthy(),
-                    )
-                }
-            }));
+            let tasks = sockets
+                .into_iter()
+                .map(|socket| {
+                    tokio::spawn(serve(socket, {
+                        let local_endpoints = local_endpoints.clone();
+                        let proxy = self.proxy.clone();
+                        let service = service.clone();
+                        move |_path| {
+                            service_answer(
+                                &service,
+                                local_endpoints.load(Ordering::Relaxed),
+                                proxy.is_healthy(),
+                            )
+                        }
+                    }))
+                })
+                .collect();
             self.listeners.insert(
                 service.clone(),
                 Listener {
                     port: check.port,
                     local_endpoints,
-                    task,
+                    tasks,
                 },
             );
         }
@@ -415,9 +429,13 @@ mod tests {
             .port()
     }
 
-    /// The whole response to `GET path`, or the connection error.
+    /// The whole response to `GET path` on 127.0.0.1, or the connection error.
     async fn get(port: u16, path: &str) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        get_at("127.0.0.1", port, path).await
+    }
+
+    async fn get_at(address: &str, port: u16, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect((address, port)).await?;
         stream
             .write_all(format!("GET {path} HTTP/1.1\r\nHost: node\r\n\r\n").as_bytes())
             .await?;
@@ -446,7 +464,8 @@ mod tests {
     #[tokio::test]
     async fn health_check_answers_200_with_local_endpoints_503_without_and_closes_when_gone() {
         let proxy = ProxyHealth::new(Duration::from_secs(60));
-        let mut servers = ServiceHealthServers::new("127.0.0.1".parse().unwrap(), proxy.clone());
+        let mut servers =
+            ServiceHealthServers::new(vec!["127.0.0.1".parse().unwrap()], proxy.clone());
         let port = free_port();
         servers.sync(&wanted(port, 2)).await;
         assert_eq!(servers.ports(), BTreeMap::from([(web(), port)]));
@@ -474,7 +493,7 @@ mod tests {
         let stalled = ProxyHealth::new(Duration::ZERO);
         stalled.queued();
         let mut stalled_servers =
-            ServiceHealthServers::new("127.0.0.1".parse().unwrap(), stalled.clone());
+            ServiceHealthServers::new(vec!["127.0.0.1".parse().unwrap()], stalled.clone());
         let other = free_port();
         stalled_servers.sync(&wanted(other, 1)).await;
         let response = get(other, "/").await.unwrap();
@@ -494,9 +513,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn health_check_ports_listen_only_on_the_addresses_given() {
+        let proxy = ProxyHealth::new(Duration::from_secs(60));
+        let addresses = vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
+        let mut servers = ServiceHealthServers::new(addresses, proxy);
+        let port = free_port();
+        servers.sync(&wanted(port, 1)).await;
+        for address in ["127.0.0.1", "127.0.0.2"] {
+            let response = get_at(address, port, "/").await.unwrap();
+            assert!(
+                response.starts_with("HTTP/1.1 200 OK"),
+                "{address}: {response}"
+            );
+        }
+        let elsewhere = get_at("127.0.0.3", port, "/").await;
+        assert!(
+            elsewhere.is_err(),
+            "nothing listens on other local addresses: {elsewhere:?}"
+        );
+        servers.sync(&BTreeMap::new()).await;
+        assert!(get_at("127.0.0.2", port, "/").await.is_err());
+    }
+
+    #[tokio::test]
     async fn a_port_in_use_is_skipped_and_opened_at_a_later_sync() {
         let proxy = ProxyHealth::new(Duration::from_secs(60));
-        let mut servers = ServiceHealthServers::new("127.0.0.1".parse().unwrap(), proxy);
+        let mut servers = ServiceHealthServers::new(vec!["127.0.0.1".parse().unwrap()], proxy);
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         servers.sync(&wanted(port, 1)).await;

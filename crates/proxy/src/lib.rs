@@ -100,6 +100,27 @@ impl NodePortAddresses {
             NodePortAddresses::Ranges(ranges) => ranges.clone(),
         }
     }
+
+    /// Where the Services' health check node ports listen, as upstream's: every
+    /// address (`0.0.0.0`), or the addresses of `local` (the node's interfaces) in the
+    /// ranges. Empty when none is in them.
+    pub fn health_check_addresses(
+        &self,
+        node_ip: Ipv4Addr,
+        local: impl IntoIterator<Item = IpAddr>,
+    ) -> Vec<IpAddr> {
+        let ranges = self.ranges(node_ip);
+        if ranges.is_empty() {
+            return vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+        }
+        local
+            .into_iter()
+            .filter(|address| match address {
+                IpAddr::V4(v4) => ranges.iter().any(|range| range.contains(*v4)),
+                IpAddr::V6(_) => false,
+            })
+            .collect()
+    }
 }
 
 /// An optional `IP:PORT` flag: empty means none.
@@ -135,9 +156,9 @@ pub struct ProxyConfig {
     pub sync_period: Duration,
     /// Where `/healthz` and `/livez` are served; `None`: nowhere.
     pub healthz_bind_address: Option<SocketAddr>,
-    /// The address the Services' health check node ports listen on (every address of
-    /// the node: `0.0.0.0`).
-    pub health_check_address: IpAddr,
+    /// The addresses the Services' health check node ports listen on (every address
+    /// of the node: `0.0.0.0`; see [`NodePortAddresses::health_check_addresses`]).
+    pub health_check_addresses: Vec<IpAddr>,
 }
 
 impl ProxyConfig {
@@ -154,7 +175,7 @@ impl ProxyConfig {
             coalesce: Duration::from_millis(10),
             sync_period: Duration::from_secs(30),
             healthz_bind_address: None,
-            health_check_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            health_check_addresses: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
         }
     }
 }
@@ -238,8 +259,10 @@ pub async fn run_with(config: ProxyConfig, client: kube::Client) -> Result<()> {
     if let Some(address) = config.healthz_bind_address {
         tokio::spawn(health::serve_proxy_health(address, proxy_health.clone()));
     }
-    let mut service_health =
-        health::ServiceHealthServers::new(config.health_check_address, proxy_health.clone());
+    let mut service_health = health::ServiceHealthServers::new(
+        config.health_check_addresses.clone(),
+        proxy_health.clone(),
+    );
     let commands = apply::Commands::new(config.command_prefix.clone());
     if let Err(error) = commands.enable_route_localnet().await {
         tracing::warn!(
@@ -368,5 +391,29 @@ mod tests {
             "{error}"
         );
         assert!(parse("10.0.0.0/8,primary").is_err());
+    }
+
+    #[test]
+    fn health_check_ports_listen_on_the_local_addresses_in_nodeport_addresses() {
+        let node_ip: Ipv4Addr = "192.0.2.5".parse().unwrap();
+        let local: Vec<IpAddr> = ["127.0.0.1", "192.0.2.5", "198.51.100.7", "2001:db8::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let addresses = |flag: &str| {
+            NodePortAddresses::parse(flag)
+                .unwrap()
+                .health_check_addresses(node_ip, local.clone())
+                .iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(addresses(""), ["0.0.0.0"]);
+        assert_eq!(addresses("primary"), ["192.0.2.5"]);
+        assert_eq!(
+            addresses("127.0.0.0/8, 198.51.100.0/24"),
+            ["127.0.0.1", "198.51.100.7"]
+        );
+        assert!(addresses("203.0.113.0/24").is_empty());
     }
 }
