@@ -89,6 +89,7 @@ async fn run_node(
             config.node_ip
         );
     };
+    let _pid_file = crate::killall::PidFile::write(&config.data_dir)?;
     let backend = network.options.flannel_backend;
     config.pod_mtu = krust_net::pod_mtu(backend, node_ip);
     let net = krust_net::NetConfig {

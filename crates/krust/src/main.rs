@@ -12,6 +12,7 @@ mod apiserver_endpoints;
 mod cluster_secrets;
 mod components;
 mod hostaddrs;
+mod killall;
 mod kubeconfig;
 mod node_join;
 mod pki;
@@ -50,6 +51,25 @@ enum Command {
     /// Manage bootstrap tokens, with which new nodes join (`krust agent --token`).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Stop this host's node and remove its pods, containerd, bridge, routes and
+    /// firewall rules (the data dirs stay).
+    Killall(KillallArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct KillallArgs {
+    /// The server's data dir; its node's agent data dir is `agent/` in it.
+    #[arg(long, default_value = "/var/lib/krust", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// The node's agent data dir, when not `agent/` under --data-dir (as given to
+    /// `krust agent --agent-data-dir`).
+    #[arg(long, value_name = "DIR")]
+    pub agent_data_dir: Option<PathBuf>,
+
+    /// The node's pod bridge (as given to --cni-bridge).
+    #[arg(long, default_value = "krust0", value_name = "NAME")]
+    pub cni_bridge: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +385,7 @@ fn main() -> ExitCode {
         }
         Command::ControllerManager(args) => controller_manager(args),
         Command::Token(TokenCommand::Create(args)) => token::create(args),
+        Command::Killall(args) => killall::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

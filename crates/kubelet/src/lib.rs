@@ -468,7 +468,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<()> {
 
 /// Removes everything an agent made under `data_dir`: every pod sandbox of its
 /// containerd (containers, network namespaces, mounts), then stops that containerd
-/// and deletes the CNI bridge. For tests and `krust agent` resets; the agent itself
+/// and deletes the CNI bridge. For tests and `krust killall`; the agent itself
 /// never calls it.
 pub async fn teardown(data_dir: &Path, bridge: &str) -> Result<()> {
     let layout = containerd::Layout::new(data_dir);

@@ -177,7 +177,7 @@ pub async fn run(config: NetConfig, client: kube::Client) -> Result<()> {
 
 /// Removes what [`run`] made in this network namespace: krust's routes, the overlay
 /// device, the masquerade table and the forward chain of `bridge`. For tests and
-/// resets.
+/// `krust killall`.
 pub fn teardown(bridge: &str) {
     forward::remove(bridge);
     command::run_quietly("ip", &["link", "del", vxlan::DEVICE]);

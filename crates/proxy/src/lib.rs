@@ -180,6 +180,24 @@ impl ProxyConfig {
     }
 }
 
+/// Removes both modes' rules from this network namespace: the nftables table and the
+/// iptables chains with the jumps into them (what is not there is skipped). For
+/// `krust killall`; the proxy itself leaves its rules in place when it stops, so
+/// Services keep working across a restart.
+pub async fn teardown() -> Result<()> {
+    let mut nftables = apply::Applier::new(Vec::new());
+    if nftables.commands().exists("nft") {
+        nftables
+            .remove_table()
+            .await
+            .context("cannot remove the nftables table of the service proxy")?;
+    }
+    iptables::Applier::new(apply::Commands::new(Vec::new()))
+        .remove_all()
+        .await
+        .context("cannot remove the iptables chains of the service proxy")
+}
+
 /// The mode the proxy runs in for the asked `mode`: nftables unless it does not work
 /// here (`nft` missing, or the kernel refuses a table), then iptables. The other
 /// mode's rules are removed, so that switching modes leaves nothing behind.
